@@ -1,0 +1,156 @@
+"""The set of collections a process owns, each a store recovered from its checkpoint plus
+the log tail. ``path=None`` keeps everything in memory (no log, no checkpoints)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from consumers import checkpoint
+from consumers.log import MutationLog, atomic_write
+from consumers.store import CollectionStore
+from schemas.errors import CorruptionError, NotFoundError, UniqueConstraintError
+from schemas.records import CollectionSpec, Mutation
+
+log = logging.getLogger(__name__)
+
+
+class CollectionState:
+    """A store with its durable log. ``commit`` is the only write path: log first, then index."""
+
+    def __init__(self, spec: CollectionSpec, directory: Path | None, *, fsync: bool,
+                 checkpoint_every: int) -> None:
+        self.spec = spec
+        self.directory = directory
+        self.store = CollectionStore(spec)
+        self.log: MutationLog | None = None
+        self._fsync = fsync
+        self._checkpoint_every = checkpoint_every
+        self._since_checkpoint = 0
+
+    def open(self) -> None:
+        if self.directory is None:
+            return
+        ckpt_root = self.directory / "checkpoints"
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        loaded = checkpoint.load(ckpt_root, self.spec)
+        if loaded is not None:
+            self.store = loaded
+        self.log = MutationLog(self.directory / "log", fsync=self._fsync)
+        if loaded is None and self.log.first_seq() > 1:
+            raise CorruptionError(
+                f"collection {self.spec.name}: every checkpoint is corrupt and the log was "
+                "truncated below them; rebuild it from the Kafka state topic")
+        for batch in self.log.recover():
+            if batch.last_seq > self.store.applied_seq:
+                self.store.apply(batch.mutations, batch.last_seq, batch.meta)
+                self._since_checkpoint += len(batch.mutations)
+
+    def commit(self, mutations: list[Mutation], meta: dict[str, Any] | None = None) -> int:
+        """Durably log then apply one batch; returns its last sequence number."""
+        if self.log is not None:
+            seq = self.log.append(mutations, meta)
+        else:
+            seq = self.store.applied_seq + len(mutations) + 1
+            for i, m in enumerate(mutations):
+                m.seq = self.store.applied_seq + i + 1
+        self.store.apply(mutations, seq, meta or {})
+        self._since_checkpoint += len(mutations)
+        if self._since_checkpoint >= self._checkpoint_every:
+            self.checkpoint()
+        return seq
+
+    def checkpoint(self) -> None:
+        if self.directory is None or self.log is None:
+            return
+        root = self.directory / "checkpoints"
+        checkpoint.save(self.store, root, fsync=self._fsync)
+        self.log.truncate_before(checkpoint.oldest_kept_seq(root))
+        self._since_checkpoint = 0
+
+    def close(self, *, checkpoint_now: bool = True) -> None:
+        if checkpoint_now and self._since_checkpoint:
+            self.checkpoint()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+class Catalog:
+    def __init__(self, path: Path | None, *, fsync: bool = True,
+                 checkpoint_every: int = 50_000) -> None:
+        self.path = path
+        self._fsync = fsync
+        self._checkpoint_every = checkpoint_every
+        self.collections: dict[str, CollectionState] = {}
+
+    def _catalog_file(self) -> Path | None:
+        return None if self.path is None else self.path / "catalog.json"
+
+    def open(self) -> None:
+        file = self._catalog_file()
+        if file is None or not file.exists():
+            return
+        for d in orjson.loads(file.read_bytes()):
+            spec = CollectionSpec.from_dict(d)
+            state = self._state(spec)
+            state.open()
+            self.collections[spec.name] = state
+
+    def _state(self, spec: CollectionSpec) -> CollectionState:
+        directory = None if self.path is None else self.path / "collections" / spec.id
+        return CollectionState(spec, directory, fsync=self._fsync,
+                               checkpoint_every=self._checkpoint_every)
+
+    def _save(self) -> None:
+        file = self._catalog_file()
+        if file is None:
+            return
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(file, orjson.dumps([s.spec.to_dict() for s in self.collections.values()]),
+                     fsync=self._fsync)
+
+    def create(self, name: str, **fields: Any) -> CollectionState:
+        if name in self.collections:
+            raise UniqueConstraintError(f"Collection [{name}] already exists")
+        spec = CollectionSpec(id=str(uuid.uuid4()), name=name, **fields)
+        state = self._state(spec)
+        state.open()
+        self.collections[name] = state
+        self._save()
+        return state
+
+    def get(self, name: str) -> CollectionState:
+        try:
+            return self.collections[name]
+        except KeyError:
+            raise NotFoundError(f"Collection [{name}] does not exist") from None
+
+    def update_spec(self, state: CollectionState) -> None:
+        self._save()
+
+    def rename(self, old: str, new: str) -> None:
+        if new in self.collections:
+            raise UniqueConstraintError(f"Collection [{new}] already exists")
+        state = self.collections.pop(old)
+        state.spec.name = new
+        self.collections[new] = state
+        self._save()
+
+    def delete(self, name: str) -> None:
+        state = self.get(name)
+        state.close(checkpoint_now=False)
+        del self.collections[name]
+        self._save()
+        if state.directory is not None:
+            shutil.rmtree(state.directory, ignore_errors=True)
+
+    def close(self) -> None:
+        for state in self.collections.values():
+            state.close()
+        self._save()

@@ -1,0 +1,176 @@
+"""The embed stage: ``OpenCLIPEmbeddingFunction``, the real open_clip model, batched.
+
+Texts and images in one call are grouped by modality and run through the model in batches
+of ``batch_size`` (never one at a time), under ``inference_mode`` with the model in ``eval``
+mode and open_clip's validation transform. Weights come only from local files: a path to an
+open_clip state dict or safetensors file, or a built-in model's shipped checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from schemas.errors import EmbeddingError
+from schemas.records import Image, Vector
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16"]
+
+
+@runtime_checkable
+class EmbeddingFunction(Protocol):
+    """Chroma's protocol: any callable mapping documents or images to vectors."""
+
+    def __call__(self, input: Any) -> Sequence[Any]: ...
+
+
+def as_uint8_rgb(image: Image) -> Image:
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
+        if arr.size and float(arr.max()) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise EmbeddingError(f"Expected an HxW or HxWx3 image array, got shape {arr.shape}")
+    return arr
+
+
+class OpenCLIPEmbeddingFunction:
+    def __init__(self, model_name: str = "ViT-B-32", checkpoint: str | None = None,
+                 device: str = "cpu", *, batch_size: int = 32, precision: Precision = "fp32",
+                 num_threads: int | None = None) -> None:
+        self.model_name = model_name
+        self.checkpoint = checkpoint
+        self.device = device
+        self.batch_size = batch_size
+        self.precision = precision
+        self.num_threads = num_threads
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._preprocess: Any = None
+        self._tokenizer: Any = None
+
+    @staticmethod
+    def name() -> str:
+        return "open_clip"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "checkpoint": self.checkpoint,
+                "device": self.device, "batch_size": self.batch_size,
+                "precision": self.precision, "num_threads": self.num_threads}
+
+    @classmethod
+    def build_from_config(cls, config: dict[str, Any]) -> OpenCLIPEmbeddingFunction:
+        return cls(**config)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OpenCLIPEmbeddingFunction) and \
+            other.get_config() == self.get_config()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _resolve_checkpoint(self) -> str | None:
+        from consumers.models import BUILTIN_MODELS
+
+        builtin = BUILTIN_MODELS.get(self.model_name)
+        if self.checkpoint is None:
+            if builtin is not None:
+                return str(builtin.checkpoint_path)
+            log.warning("OpenCLIP %s has no checkpoint: using random weights", self.model_name)
+            return None
+        if not Path(self.checkpoint).is_file():
+            raise EmbeddingError(
+                f"checkpoint {self.checkpoint!r} is not a local file: streamer never downloads "
+                "weights; pass the path of an open_clip .pt/.bin or .safetensors file")
+        return self.checkpoint
+
+    def load(self) -> None:
+        """Load the model now (otherwise the first call does)."""
+        with self._lock:
+            if self._model is not None:
+                return
+            import open_clip
+            import torch
+
+            from consumers.models import register_builtin_configs
+
+            register_builtin_configs()
+            if self.num_threads:
+                torch.set_num_threads(self.num_threads)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.model_name, pretrained=self._resolve_checkpoint(), device=self.device)
+            model.eval()
+            if self.precision == "bf16":
+                model = model.to(torch.bfloat16)
+            self._tokenizer = open_clip.get_tokenizer(self.model_name)
+            self._preprocess = preprocess
+            self._model = model
+
+    @property
+    def model(self) -> Any:
+        self.load()
+        return self._model
+
+    def __call__(self, input: Sequence[str | Image]) -> list[Vector]:
+        items = list(input)
+        out: list[Vector | None] = [None] * len(items)
+        texts = [i for i, x in enumerate(items) if isinstance(x, str)]
+        images = [i for i, x in enumerate(items) if isinstance(x, np.ndarray)]
+        if len(texts) + len(images) != len(items):
+            bad = next(x for x in items if not isinstance(x, (str, np.ndarray)))
+            raise EmbeddingError(f"Cannot embed {type(bad).__name__}: expected str or numpy array")
+        if texts:
+            for i, v in zip(texts, self.embed_texts([items[i] for i in texts])):  # type: ignore[misc]
+                out[i] = v
+        if images:
+            for i, v in zip(images, self.embed_images([items[i] for i in images])):  # type: ignore[misc]
+                out[i] = v
+        return out  # type: ignore[return-value]
+
+    def embed_query(self, input: Sequence[str | Image]) -> list[Vector]:
+        return self(input)
+
+    def _run(self, encode: Any, batch: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            if self.precision == "bf16" and batch.is_floating_point():
+                batch = batch.to(torch.bfloat16)
+            feats = encode(batch.to(self.device)).float()
+            feats = torch.nn.functional.normalize(feats, dim=-1)
+        return feats.cpu().numpy().astype(np.float32, copy=False)
+
+    def embed_texts(self, texts: Sequence[str]) -> list[Vector]:
+        model = self.model
+        rows: list[Vector] = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self._tokenizer(list(texts[start:start + self.batch_size]))
+            rows.extend(self._run(model.encode_text, tokens))
+        return rows
+
+    def preprocess(self, images: Sequence[Image]) -> Any:
+        import torch
+        from PIL import Image as PILImage
+
+        self.load()
+        return torch.stack([self._preprocess(PILImage.fromarray(as_uint8_rgb(im)))
+                            for im in images])
+
+    def embed_images(self, images: Sequence[Image]) -> list[Vector]:
+        model = self.model
+        rows: list[Vector] = []
+        for start in range(0, len(images), self.batch_size):
+            rows.extend(self._run(model.encode_image,
+                                  self.preprocess(images[start:start + self.batch_size])))
+        return rows

@@ -1,0 +1,191 @@
+"""The write pipeline shared by the embedded client and the Kafka service:
+load (URIs through the data loader) -> embed (batched, on the model's own thread) ->
+resolve (Chroma's rules + one modality per record) -> log (one fsync per collection per
+batch) -> index. Failures are per job: a bad request gets its error, the batch goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import numpy as np
+
+from consumers.catalog import CollectionState
+from consumers.embed import EmbeddingFunction
+from schemas.errors import DataLoaderError, EmbeddingError, StreamerError
+from schemas.records import DeleteRequest, Image, Mutation, Vector, WriteRequest
+
+log = logging.getLogger(__name__)
+
+DataLoader = Callable[[Sequence[str | None]], Sequence[Image | None]]
+
+
+@dataclass(slots=True)
+class WriteJob:
+    state: CollectionState
+    request: WriteRequest | DeleteRequest
+    embedder: EmbeddingFunction | None = None
+    loader: DataLoader | None = None
+    # Filled by the stages.
+    images: dict[int, Image] = field(default_factory=dict)
+    vectors: dict[int, Vector] = field(default_factory=dict)
+    error: BaseException | None = None
+    seq: int = 0
+
+
+class Pipeline:
+    """Stateless over batches; the caller serialises batches (one writer)."""
+
+    def __init__(self, embed_thread: ThreadPoolExecutor, locks: Callable[[str], anyio.Lock]) -> None:
+        self._embed_thread = embed_thread
+        self._locks = locks
+
+    async def run(self, jobs: list[WriteJob], meta: dict[str, Any] | None = None) -> None:
+        """Process one batch in place: each job ends with ``seq`` set or ``error`` set."""
+        await self._load(jobs)
+        await self._embed(jobs)
+        await self._commit(jobs, meta)
+
+    async def _load(self, jobs: list[WriteJob]) -> None:
+        async def load_one(job: WriteJob) -> None:
+            req = job.request
+            assert isinstance(req, WriteRequest)
+            wanted = [(i, it.uri) for i, it in enumerate(req.items)
+                      if it.uri is not None and it.embedding is None]
+            loader = job.loader
+            if loader is None:
+                raise DataLoaderError(
+                    "You must set a data loader on the collection if loading from URIs.")
+            loaded = await anyio.to_thread.run_sync(loader, [u for _, u in wanted])
+            for (i, uri), image in zip(wanted, loaded):
+                if image is None:
+                    raise DataLoaderError(f"Data loader returned nothing for {uri}")
+                job.images[i] = image
+
+        async def guarded(job: WriteJob) -> None:
+            try:
+                await load_one(job)
+            except Exception as exc:
+                job.error = exc
+
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                if isinstance(job.request, WriteRequest) and any(
+                        it.uri is not None and it.embedding is None for it in job.request.items):
+                    tg.start_soon(guarded, job)
+
+    async def _embed(self, jobs: list[WriteJob]) -> None:
+        groups: dict[int, list[WriteJob]] = {}
+        for job in jobs:
+            if job.error is None and isinstance(job.request, WriteRequest) and job.embedder:
+                groups.setdefault(id(job.embedder), []).append(job)
+        for group in groups.values():
+            embedder = group[0].embedder
+            assert embedder is not None
+            try:
+                await self._embed_group(embedder, group)
+            except Exception:
+                for job in group:
+                    try:
+                        await self._embed_group(embedder, [job])
+                    except Exception as exc:
+                        job.error = exc if isinstance(exc, StreamerError) else \
+                            EmbeddingError(f"Embedding failed: {exc}")
+
+    async def _embed_group(self, embedder: EmbeddingFunction, jobs: list[WriteJob]) -> None:
+        """One model call per modality for the whole group: the model sees full batches."""
+        texts: list[tuple[WriteJob, int, str]] = []
+        images: list[tuple[WriteJob, int, Image]] = []
+        for job in jobs:
+            assert isinstance(job.request, WriteRequest)
+            for i, it in enumerate(job.request.items):
+                if it.embedding is not None:
+                    continue
+                if it.document is not None:
+                    texts.append((job, i, it.document))
+                elif it.image is not None:
+                    images.append((job, i, it.image))
+                elif i in job.images:
+                    images.append((job, i, job.images[i]))
+        for work in (texts, images):
+            if not work:
+                continue
+            inputs = [x for _, _, x in work]
+            vectors = await in_executor(self._embed_thread, call_embedder, embedder, inputs)
+            for (job, i, _), vec in zip(work, vectors):
+                job.vectors[i] = vec
+
+    async def _commit(self, jobs: list[WriteJob], meta: dict[str, Any] | None) -> None:
+        by_state: dict[int, list[WriteJob]] = {}
+        for job in jobs:
+            if job.error is None:
+                by_state.setdefault(id(job.state), []).append(job)
+        for group in by_state.values():
+            state = group[0].state
+            async with self._locks(state.spec.id):
+                pending: dict[str, Mutation | None] = {}
+                mutations: list[Mutation] = []
+                done: list[WriteJob] = []
+                for job in group:
+                    try:
+                        mutations.extend(self._resolve(job, pending))
+                        done.append(job)
+                    except StreamerError as exc:
+                        job.error = exc
+                try:
+                    seq = await anyio.to_thread.run_sync(state.commit, mutations, meta)
+                except Exception as exc:
+                    log.exception("commit failed for %s", state.spec.name)
+                    for job in done:
+                        job.error = exc
+                    continue
+                for job in done:
+                    job.seq = seq
+
+    @staticmethod
+    def _resolve(job: WriteJob, pending: dict[str, Mutation | None]) -> list[Mutation]:
+        store = job.state.store
+        req = job.request
+        if isinstance(req, DeleteRequest):
+            if req.where is None and req.where_document is None:
+                ids = req.ids or []
+            else:
+                ids = store.select(req.ids, req.where, req.where_document)
+                ids = [i for i in ids if pending.get(i, True) is not None]
+                if req.limit is not None:
+                    ids = ids[:req.limit]
+            return store.delete_ids(ids, pending)
+        vectors: list[Vector | None] = []
+        for i, it in enumerate(req.items):
+            vectors.append(it.embedding if it.embedding is not None else job.vectors.get(i))
+        store.check_dimension(_pending_dims(pending) + [v for v in vectors if v is not None])
+        return store.resolve(req.op, req.items, vectors, pending)
+
+
+def _pending_dims(pending: dict[str, Mutation | None]) -> list[Vector]:
+    # A new collection takes its dimension from the first vector of the batch.
+    for m in pending.values():
+        if m is not None and m.vector is not None:
+            return [m.vector]
+    return []
+
+
+def call_embedder(embedder: EmbeddingFunction, inputs: list[Any]) -> list[Vector]:
+    out = embedder(inputs)
+    if len(out) != len(inputs):
+        raise EmbeddingError(
+            f"Embedding function returned {len(out)} embeddings for {len(inputs)} inputs")
+    return [np.asarray(v, dtype=np.float32).reshape(-1) for v in out]
+
+
+async def in_executor(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run on the model's dedicated thread (torch keeps per-thread state; one thread keeps
+    the model busy without oversubscribing the cores)."""
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+

@@ -1,0 +1,72 @@
+"""The query stage: embed query inputs (batched on the model thread), search the index
+under the collection lock, and shape results exactly as Chroma returns them."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import numpy as np
+
+from consumers.catalog import CollectionState
+from consumers.embed import EmbeddingFunction
+from consumers.pipeline import DataLoader, call_embedder, in_executor
+from schemas.errors import DataLoaderError
+from schemas.records import GetRequest, IncludeItem, QueryRequest, Vector
+
+
+async def query_vectors(req: QueryRequest, embedder: EmbeddingFunction | None,
+                        loader: DataLoader | None, embed_thread: ThreadPoolExecutor) -> list[Vector]:
+    if req.embeddings is not None:
+        return req.embeddings
+    inputs: list[Any]
+    if req.texts is not None:
+        inputs = list(req.texts)
+    elif req.images is not None:
+        inputs = list(req.images)
+    else:
+        if loader is None:
+            raise DataLoaderError("You must set a data loader on the collection if loading from URIs.")
+        uris = req.uris or []
+        inputs = list(await anyio.to_thread.run_sync(loader, uris))
+        for uri, image in zip(uris, inputs):
+            if image is None:
+                raise DataLoaderError(f"Data loader returned nothing for {uri}")
+    assert embedder is not None
+    vectors: list[Vector] = await in_executor(embed_thread, call_embedder, embedder, inputs)
+    return vectors
+
+
+def _records(state: CollectionState, ids: list[str], include: list[IncludeItem]) -> dict[str, Any]:
+    recs = [state.store.records[i] for i in ids]
+    return {
+        "documents": [r.document for r in recs] if "documents" in include else None,
+        "metadatas": [r.metadata for r in recs] if "metadatas" in include else None,
+        "uris": [r.uri for r in recs] if "uris" in include else None,
+        "embeddings": state.store.vectors(ids) if "embeddings" in include else None,
+    }
+
+
+def get_result(state: CollectionState, req: GetRequest) -> dict[str, Any]:
+    ids = state.store.get(req)
+    fields = _records(state, ids, req.include)
+    return {"ids": ids, "embeddings": fields["embeddings"], "documents": fields["documents"],
+            "uris": fields["uris"], "data": None, "metadatas": fields["metadatas"],
+            "included": list(req.include)}
+
+
+def search_result(state: CollectionState, req: QueryRequest,
+                  vectors: list[Vector]) -> dict[str, Any]:
+    queries = np.vstack(vectors).astype(np.float32, copy=False)
+    hits = state.store.search(queries, req.n_results, req.ids, req.where, req.where_document)
+    per_query = [_records(state, ids, req.include) for ids in hits.ids]
+    inc = req.include
+
+    def column(name: str) -> list[Any] | None:
+        return [f[name] for f in per_query] if name in inc else None
+
+    return {"ids": hits.ids, "embeddings": column("embeddings"), "documents": column("documents"),
+            "uris": column("uris"), "data": None, "metadatas": column("metadatas"),
+            "distances": hits.distances if "distances" in inc else None, "included": list(inc)}

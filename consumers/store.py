@@ -1,0 +1,216 @@
+"""One collection's state: the record table (what each id currently is) and its vector index.
+
+Both are checkpoints of the modality-overwrite log. ``resolve`` turns validated write items
+plus their vectors into full-state mutations (Chroma's add/update/upsert rules plus the
+one-modality rule); ``apply`` installs mutations; reads never see a half-applied batch because
+apply runs in one synchronous step on the event loop's side of the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from consumers.index import Keys, Matrix, VectorIndex
+from consumers.where import compile_where, compile_where_document
+from schemas.errors import DimensionMismatchError
+from schemas.records import (
+    CollectionSpec,
+    GetRequest,
+    Metadata,
+    Modality,
+    Mutation,
+    Op,
+    Record,
+    Vector,
+    WriteItem,
+)
+
+
+def merge_metadata(old: Metadata | None, new: Metadata | None) -> Metadata | None:
+    """Chroma's update rule: keys merge, a None value deletes its key."""
+    if new is None:
+        return old
+    merged = dict(old or {})
+    for k, v in new.items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    return merged or None
+
+
+def _clean(meta: Metadata | None) -> Metadata | None:
+    return merge_metadata(None, meta)
+
+
+@dataclass(slots=True)
+class Hits:
+    ids: list[list[str]]
+    distances: list[list[float]]
+
+
+class CollectionStore:
+    def __init__(self, spec: CollectionSpec) -> None:
+        self.spec = spec
+        self.records: dict[str, Record] = {}
+        self.by_key: dict[int, str] = {}
+        self.next_key = 1
+        self.index: VectorIndex | None = None
+        self.applied_seq = 0
+        self.source: dict[str, Any] = {}
+
+    # ---- writes -------------------------------------------------------------------
+    def check_dimension(self, vectors: Iterable[Vector]) -> None:
+        dim = self.spec.dimension
+        for v in vectors:
+            if dim is None:
+                dim = int(v.shape[0])
+            elif v.shape[0] != dim:
+                raise DimensionMismatchError(
+                    f"Collection expecting embedding with dimension of {dim}, got {v.shape[0]}")
+
+    def resolve(self, op: Op, items: list[WriteItem], vectors: list[Vector | None],
+                pending: dict[str, Mutation | None]) -> list[Mutation]:
+        """Mutations for one request. ``pending`` holds this batch's earlier results per id
+        (None = deleted) so that several requests in a batch compose in order."""
+        out: list[Mutation] = []
+        for item, vec in zip(items, vectors):
+            current = self._current(item.id, pending)
+            if op is Op.ADD and current is not None:
+                continue  # Chroma ignores adds of existing ids
+            if op is Op.UPDATE and current is None:
+                continue  # and updates of missing ones
+            if current is None:
+                m = Mutation(op="put", id=item.id, modality=item.modality,
+                             document=item.document, uri=item.uri,
+                             metadata=_clean(item.metadata), vector=vec)
+            else:
+                m = self._overwrite(current, item, vec)
+            pending[item.id] = m
+            out.append(m)
+        return out
+
+    def _current(self, id_: str, pending: dict[str, Mutation | None]) -> Mutation | None:
+        if id_ in pending:
+            return pending[id_]
+        rec = self.records.get(id_)
+        if rec is None:
+            return None
+        return Mutation(op="put", id=id_, modality=rec.modality, document=rec.document,
+                        uri=rec.uri, metadata=rec.metadata, vector=None)
+
+    @staticmethod
+    def _overwrite(cur: Mutation, item: WriteItem, vec: Vector | None) -> Mutation:
+        meta = merge_metadata(cur.metadata, item.metadata)
+        source = item.modality
+        if source in (Modality.TEXT, Modality.IMAGE, Modality.URI):
+            # One modality per record: the new source replaces document and uri together.
+            return Mutation(op="put", id=item.id, modality=source, document=item.document,
+                            uri=item.uri, metadata=meta, vector=vec)
+        # Embedding-only or metadata-only update: Chroma keeps the stored document/uri.
+        return Mutation(op="put", id=item.id, modality=cur.modality, document=cur.document,
+                        uri=cur.uri, metadata=meta, vector=vec if vec is not None else cur.vector)
+
+    def delete_ids(self, ids: Iterable[str], pending: dict[str, Mutation | None]) -> list[Mutation]:
+        out = []
+        for id_ in ids:
+            if self._current(id_, pending) is not None:
+                pending[id_] = None
+                out.append(Mutation(op="delete", id=id_))
+        return out
+
+    def apply(self, mutations: list[Mutation], seq: int, source: dict[str, Any]) -> None:
+        """Install one committed log batch (already durable) into the table and the index.
+        ``source`` is the batch's commit metadata (e.g. Kafka offsets), kept for checkpoints."""
+        self.applied_seq = max(self.applied_seq, seq)
+        self.source.update(source)
+        final: dict[str, Mutation] = {}
+        for m in mutations:
+            final[m.id] = m  # last write wins inside a batch
+        put_keys: list[int] = []
+        put_vecs: list[Vector] = []
+        drop: list[int] = []
+        for id_, m in final.items():
+            old = self.records.get(id_)
+            if m.op == "delete":
+                if old is not None:
+                    del self.records[id_]
+                    del self.by_key[old.key]
+                    drop.append(old.key)
+                continue
+            key = old.key if old is not None else self._take_key()
+            modality = m.modality or Modality.EMBEDDING
+            self.records[id_] = Record(key, modality, m.document, m.uri, m.metadata)
+            self.by_key[key] = id_
+            if m.vector is not None:
+                put_keys.append(key)
+                put_vecs.append(m.vector)
+        if drop and self.index is not None:
+            self.index.remove(np.asarray(drop, dtype=np.uint64))
+        if put_vecs:
+            matrix = np.vstack(put_vecs).astype(np.float32, copy=False)
+            if self.index is None:
+                self.spec.dimension = int(matrix.shape[1])
+                self.index = VectorIndex(self.spec.dimension, self.spec.space, self.spec.dtype)
+            self.index.upsert(np.asarray(put_keys, dtype=np.uint64), matrix)
+
+    def _take_key(self) -> int:
+        key = self.next_key
+        self.next_key += 1
+        return key
+
+    # ---- reads --------------------------------------------------------------------
+    def count(self) -> int:
+        return len(self.records)
+
+    def select(self, ids: list[str] | None, where: Metadata | None,
+               where_document: Metadata | None) -> list[str]:
+        """Ids matching the filters, in insertion (key) order, as Chroma returns them."""
+        if ids is not None:
+            candidates = sorted((r.key, i) for i in dict.fromkeys(ids)
+                                if (r := self.records.get(i)) is not None)
+            chosen = [i for _, i in candidates]
+        else:
+            chosen = [self.by_key[k] for k in sorted(self.by_key)]
+        if where is not None:
+            pm = compile_where(where)
+            chosen = [i for i in chosen if pm(self.records[i].metadata)]
+        if where_document is not None:
+            pd = compile_where_document(where_document)
+            chosen = [i for i in chosen if pd(self.records[i].document)]
+        return chosen
+
+    def vectors(self, ids: list[str]) -> Matrix:
+        if not ids or self.index is None:
+            return np.zeros((0, self.spec.dimension or 0), dtype=np.float32)
+        return self.index.get(self._keys(ids))
+
+    def _keys(self, ids: list[str]) -> Keys:
+        return np.fromiter((self.records[i].key for i in ids), dtype=np.uint64, count=len(ids))
+
+    def get(self, req: GetRequest) -> list[str]:
+        chosen = self.select(req.ids, req.where, req.where_document)
+        start = req.offset or 0
+        end = None if req.limit is None else start + req.limit
+        return chosen[start:end]
+
+    def search(self, queries: Matrix, n_results: int, ids: list[str] | None,
+               where: Metadata | None, where_document: Metadata | None) -> Hits:
+        self.check_dimension(queries)
+        n_q = len(queries)
+        if self.index is None or not self.records:
+            return Hits([[] for _ in range(n_q)], [[] for _ in range(n_q)])
+        filtered = ids is not None or where is not None or where_document is not None
+        if filtered:
+            chosen = self.select(ids, where, where_document)
+            if not chosen:
+                return Hits([[] for _ in range(n_q)], [[] for _ in range(n_q)])
+            keys, dists = self.index.search_among(queries, self._keys(chosen), n_results)
+            return Hits([[self.by_key[int(k)] for k in row] for row in keys],
+                        [[float(d) for d in row] for row in dists])
+        keys, dists, counts = self.index.search(queries, min(n_results, len(self.records)))
+        return Hits([[self.by_key[int(k)] for k in keys[i, :counts[i]]] for i in range(n_q)],
+                    [[float(d) for d in dists[i, :counts[i]]] for i in range(n_q)])

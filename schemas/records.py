@@ -1,0 +1,174 @@
+"""In-process contracts between pipeline stages: normalised write/read requests, stored
+records and log mutations. Validation lives in ``consumers.validate``; these are plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal, Union
+
+import numpy as np
+import numpy.typing as npt
+
+MetadataValue = Union[str, int, float, bool, list[str], list[int], list[float], list[bool]]
+Metadata = dict[str, Any]
+Vector = npt.NDArray[np.float32]
+Image = npt.NDArray[Any]
+Where = dict[str, Any]
+WhereDocument = dict[str, Any]
+
+Space = Literal["cosine", "l2", "ip"]
+IndexDType = Literal["f32", "f16", "i8"]
+IncludeItem = Literal["documents", "embeddings", "metadatas", "distances", "uris", "data"]
+INCLUDE_ITEMS: tuple[IncludeItem, ...] = (
+    "documents", "embeddings", "metadatas", "distances", "uris", "data")
+DEFAULT_QUERY_INCLUDE: tuple[IncludeItem, ...] = ("metadatas", "documents", "distances")
+DEFAULT_GET_INCLUDE: tuple[IncludeItem, ...] = ("metadatas", "documents")
+
+
+class Op(str, Enum):
+    ADD = "add"
+    UPDATE = "update"
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class Modality(str, Enum):
+    """What a record's vector was computed from; a record has exactly one at a time."""
+
+    TEXT = "text"
+    IMAGE = "image"
+    URI = "uri"
+    EMBEDDING = "embedding"  # caller supplied the vector and no source
+
+
+@dataclass(slots=True)
+class WriteItem:
+    """One record of an add/update/upsert call after Chroma's validation.
+
+    ``metadata`` None means "not given" (update keeps the old one). Exactly one of
+    document/image/uri is set when the record is to be (re-)embedded."""
+
+    id: str
+    embedding: Vector | None = None
+    document: str | None = None
+    image: Image | None = None
+    uri: str | None = None
+    metadata: Metadata | None = None
+
+    @property
+    def modality(self) -> Modality | None:
+        if self.image is not None:
+            return Modality.IMAGE
+        if self.uri is not None and self.document is None:
+            return Modality.URI
+        if self.document is not None:
+            return Modality.TEXT
+        if self.embedding is not None:
+            return Modality.EMBEDDING
+        return None
+
+
+@dataclass(slots=True)
+class WriteRequest:
+    op: Op
+    items: list[WriteItem]
+
+
+@dataclass(slots=True)
+class DeleteRequest:
+    ids: list[str] | None = None
+    where: Where | None = None
+    where_document: WhereDocument | None = None
+    limit: int | None = None
+
+
+@dataclass(slots=True)
+class GetRequest:
+    ids: list[str] | None = None
+    where: Where | None = None
+    where_document: WhereDocument | None = None
+    limit: int | None = None
+    offset: int | None = None
+    include: list[IncludeItem] = field(default_factory=lambda: list(DEFAULT_GET_INCLUDE))
+
+
+@dataclass(slots=True)
+class QueryRequest:
+    """Exactly one of the query inputs is set; the others are None."""
+
+    embeddings: list[Vector] | None = None
+    texts: list[str] | None = None
+    images: list[Image] | None = None
+    uris: list[str] | None = None
+    ids: list[str] | None = None
+    n_results: int = 10
+    where: Where | None = None
+    where_document: WhereDocument | None = None
+    include: list[IncludeItem] = field(default_factory=lambda: list(DEFAULT_QUERY_INCLUDE))
+
+    @property
+    def size(self) -> int:
+        for inputs in (self.embeddings, self.texts, self.images, self.uris):
+            if inputs is not None:
+                return len(inputs)
+        return 0
+
+
+@dataclass(slots=True)
+class Record:
+    """The current state of one id: what the modality-overwrite log says it is now."""
+
+    key: int
+    modality: Modality
+    document: str | None
+    uri: str | None
+    metadata: Metadata | None
+
+
+@dataclass(slots=True)
+class Mutation:
+    """One entry of the modality-overwrite log: the full new state of an id (``put``) or
+    its removal (``delete``). Full states, not deltas, make replay idempotent."""
+
+    op: Literal["put", "delete"]
+    id: str
+    modality: Modality | None = None
+    document: str | None = None
+    uri: str | None = None
+    metadata: Metadata | None = None
+    vector: Vector | None = None
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class CollectionSpec:
+    """A collection's persisted identity: name, metadata and how it embeds and loads.
+
+    ``embedding_function``/``data_loader`` hold ``{"name": ..., "config": {...}}`` for the
+    built-ins so a server can rebuild them, or None for callables that cannot cross a wire."""
+
+    id: str
+    name: str
+    metadata: Metadata | None = None
+    space: Space = "cosine"
+    dtype: IndexDType = "f32"
+    dimension: int | None = None
+    embedding_function: dict[str, Any] | None = None
+    data_loader: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "metadata": self.metadata, "space": self.space,
+            "dtype": self.dtype, "dimension": self.dimension,
+            "embedding_function": self.embedding_function, "data_loader": self.data_loader,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CollectionSpec:
+        return cls(
+            id=d["id"], name=d["name"], metadata=d.get("metadata"),
+            space=d.get("space", "cosine"), dtype=d.get("dtype", "f32"),
+            dimension=d.get("dimension"), embedding_function=d.get("embedding_function"),
+            data_loader=d.get("data_loader"),
+        )

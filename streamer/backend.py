@@ -1,0 +1,43 @@
+"""What a client talks to: the in-process engine or the Kafka service. Both speak in the
+normalised requests of ``schemas.records``; clients validate before calling."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from consumers.embed import EmbeddingFunction
+from consumers.pipeline import DataLoader
+from schemas.records import CollectionSpec, DeleteRequest, GetRequest, QueryRequest, WriteRequest
+
+
+class Backend(Protocol):
+    #: True when the backend runs the user's Python embedding function / loader itself.
+    in_process: bool
+
+    async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
+                                embedding_function: dict[str, Any] | None,
+                                data_loader: dict[str, Any] | None,
+                                get_or_create: bool) -> CollectionSpec: ...
+
+    async def get_collection(self, name: str) -> CollectionSpec: ...
+
+    async def list_collections(self) -> list[CollectionSpec]: ...
+
+    async def delete_collection(self, name: str) -> None: ...
+
+    async def modify_collection(self, name: str, *, new_name: str | None,
+                                metadata: dict[str, Any] | None) -> CollectionSpec: ...
+
+    async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
+                    embedder: EmbeddingFunction | None, loader: DataLoader | None,
+                    wait: bool) -> None: ...
+
+    async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]: ...
+
+    async def query(self, spec: CollectionSpec, request: QueryRequest, *,
+                    embedder: EmbeddingFunction | None,
+                    loader: DataLoader | None) -> dict[str, Any]: ...
+
+    async def count(self, spec: CollectionSpec) -> int: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,158 @@
+"""``AsyncCollection`` and ``Collection``: Chroma's collection API over any backend.
+
+Validation (``consumers.validate``) runs here, before anything leaves the client, so a bad
+call raises Chroma's error with nothing written; ``include=["data"]`` loads originals
+through the collection's data loader, client-side, as Chroma does."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from consumers.embed import EmbeddingFunction
+from consumers.pipeline import DataLoader
+from consumers.validate import prepare_delete, prepare_get, prepare_query, prepare_write
+from schemas.records import CollectionSpec, GetRequest, Op
+from streamer.backend import Backend
+
+
+def _finish(result: dict[str, Any], include: list[str], loader: DataLoader | None,
+            nested: bool) -> dict[str, Any]:
+    if "data" in include and loader is not None and result["uris"] is not None:
+        uris = result["uris"]
+        result["data"] = [list(loader(u)) for u in uris] if nested else list(loader(uris))
+    if "uris" not in include:
+        result["uris"] = None
+    return result
+
+
+class AsyncCollection:
+    def __init__(self, backend: Backend, spec: CollectionSpec,
+                 embedding_function: EmbeddingFunction | None,
+                 data_loader: DataLoader | None) -> None:
+        self._backend = backend
+        self._spec = spec
+        self._embedding_function = embedding_function
+        self._data_loader = data_loader
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def id(self) -> str:
+        return self._spec.id
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        return self._spec.metadata
+
+    @property
+    def embedding_function(self) -> EmbeddingFunction | None:
+        return self._embedding_function
+
+    @property
+    def data_loader(self) -> DataLoader | None:
+        return self._data_loader
+
+    def __repr__(self) -> str:
+        return f"Collection(name={self.name})"
+
+    async def _write(self, op: Op, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
+                     images: Any, uris: Any, wait: bool) -> None:
+        request = prepare_write(op, ids=ids, embeddings=embeddings, metadatas=metadatas,
+                                documents=documents, images=images, uris=uris,
+                                has_loader=self._data_loader is not None,
+                                has_embedding_function=self._embedding_function is not None)
+        await self._backend.write(self._spec, request, embedder=self._embedding_function,
+                                  loader=self._data_loader, wait=wait)
+
+    async def add(self, ids: Any, embeddings: Any = None, metadatas: Any = None,
+                  documents: Any = None, images: Any = None, uris: Any = None, *,
+                  wait: bool = False) -> None:
+        await self._write(Op.ADD, ids, embeddings, metadatas, documents, images, uris, wait)
+
+    async def update(self, ids: Any, embeddings: Any = None, metadatas: Any = None,
+                     documents: Any = None, images: Any = None, uris: Any = None, *,
+                     wait: bool = False) -> None:
+        await self._write(Op.UPDATE, ids, embeddings, metadatas, documents, images, uris, wait)
+
+    async def upsert(self, ids: Any, embeddings: Any = None, metadatas: Any = None,
+                     documents: Any = None, images: Any = None, uris: Any = None, *,
+                     wait: bool = False) -> None:
+        await self._write(Op.UPSERT, ids, embeddings, metadatas, documents, images, uris, wait)
+
+    async def delete(self, ids: Any = None, where: Any = None, where_document: Any = None,
+                     limit: Any = None, *, wait: bool = False) -> None:
+        request = prepare_delete(ids=ids, where=where, where_document=where_document, limit=limit)
+        await self._backend.write(self._spec, request, embedder=None, loader=None, wait=wait)
+
+    async def get(self, ids: Any = None, where: Any = None, limit: Any = None,
+                  offset: Any = None, where_document: Any = None,
+                  include: Any = None) -> dict[str, Any]:
+        request = prepare_get(ids=ids, where=where, where_document=where_document, limit=limit,
+                              offset=offset, include=include,
+                              has_loader=self._data_loader is not None)
+        result = await self._backend.get(self._spec, request)
+        return _finish(result, list(request.include), self._data_loader, nested=False)
+
+    async def peek(self, limit: int = 10) -> dict[str, Any]:
+        request = GetRequest(limit=limit, include=["embeddings", "documents", "metadatas"])
+        return _finish(await self._backend.get(self._spec, request), request.include,
+                       None, nested=False)
+
+    async def query(self, query_embeddings: Any = None, query_texts: Any = None,
+                    query_images: Any = None, query_uris: Any = None, ids: Any = None,
+                    n_results: Any = 10, where: Any = None, where_document: Any = None,
+                    include: Any = None) -> dict[str, Any]:
+        request = prepare_query(
+            query_embeddings=query_embeddings, query_texts=query_texts,
+            query_images=query_images, query_uris=query_uris, ids=ids, n_results=n_results,
+            where=where, where_document=where_document, include=include,
+            has_loader=self._data_loader is not None,
+            has_embedding_function=self._embedding_function is not None)
+        result = await self._backend.query(self._spec, request,
+                                           embedder=self._embedding_function,
+                                           loader=self._data_loader)
+        return _finish(result, list(request.include), self._data_loader, nested=True)
+
+    async def count(self) -> int:
+        return await self._backend.count(self._spec)
+
+    async def modify(self, name: str | None = None,
+                     metadata: dict[str, Any] | None = None) -> None:
+        self._spec = await self._backend.modify_collection(self._spec.name, new_name=name,
+                                                           metadata=metadata)
+
+
+class Collection:
+    """The synchronous face of ``AsyncCollection``, run through the client's event loop."""
+
+    def __init__(self, inner: AsyncCollection,
+                 call: Callable[[Callable[[], Awaitable[Any]]], Any]) -> None:
+        self._inner = inner
+        self._call = call
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def sync(*args: Any, **kwargs: Any) -> Any:
+            return self._call(lambda: attr(*args, **kwargs))
+        return sync
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def id(self) -> str:
+        return self._inner.id
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        return self._inner.metadata

@@ -1,0 +1,180 @@
+"""The embedded engine: the pipeline stages of ``consumers`` over an in-process queue, with
+the same micro-batching the Kafka service uses. ``streamer.Client()`` runs on it."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import anyio
+import anyio.to_thread
+
+from consumers.batch import BatchConfig, MicroBatcher
+from consumers.catalog import Catalog, CollectionState
+from consumers.embed import EmbeddingFunction
+from consumers.pipeline import DataLoader, Pipeline, WriteJob
+from consumers.query import get_result, query_vectors, search_result
+from consumers.validate import validate_collection_name
+from schemas.errors import InvalidArgumentError, StreamerError
+from schemas.records import CollectionSpec, DeleteRequest, GetRequest, QueryRequest, WriteRequest
+
+log = logging.getLogger(__name__)
+
+
+class _Pending:
+    __slots__ = ("done", "job")
+
+    def __init__(self, job: WriteJob) -> None:
+        self.job = job
+        self.done = anyio.Event()
+
+
+class Engine:
+    in_process = True
+
+    def __init__(self, path: str | Path | None = None, *, fsync: bool = True,
+                 checkpoint_every: int = 50_000, batch: BatchConfig | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self.catalog = Catalog(self.path, fsync=fsync, checkpoint_every=checkpoint_every)
+        self._batcher: MicroBatcher[_Pending] = MicroBatcher(batch or BatchConfig())
+        self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
+        self._locks: dict[str, anyio.Lock] = {}
+        self._pipeline = Pipeline(self.embed_thread, self.lock)
+        self._writer: asyncio.Task[None] | None = None
+        self._lockfile: BinaryIO | None = None
+        self._stopped = False
+
+    def lock(self, collection_id: str) -> anyio.Lock:
+        return self._locks.setdefault(collection_id, anyio.Lock())
+
+    async def start(self) -> None:
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lockfile = open(self.path / "LOCK", "wb")
+            try:
+                fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InvalidArgumentError(
+                    f"{self.path} is open in another client; close it first") from None
+        await anyio.to_thread.run_sync(self.catalog.open)
+        self._writer = asyncio.create_task(self._write_loop(), name="streamer-writer")
+
+    async def stop(self) -> None:
+        """Stop intake, drain queued writes, then checkpoint and close the logs."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._batcher.close()
+        if self._writer is not None:
+            await self._writer
+        await anyio.to_thread.run_sync(self.catalog.close)
+        self.embed_thread.shutdown(wait=True)
+        if self._lockfile is not None:
+            self._lockfile.close()
+
+    close = stop
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def _write_loop(self) -> None:
+        while batch := await self._batcher.next_batch():
+            try:
+                await self._pipeline.run([p.job for p in batch])
+            except Exception as exc:
+                log.exception("write batch failed")
+                for p in batch:
+                    p.job.error = p.job.error or exc
+            for p in batch:
+                p.done.set()
+
+    # ---- collections --------------------------------------------------------------
+    async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
+                                embedding_function: dict[str, Any] | None,
+                                data_loader: dict[str, Any] | None,
+                                get_or_create: bool) -> CollectionSpec:
+        validate_collection_name(name)
+        if get_or_create and name in self.catalog.collections:
+            return self.catalog.collections[name].spec
+        meta = metadata or {}
+        space = meta.get("hnsw:space", "cosine")
+        if space not in ("cosine", "l2", "ip"):
+            raise InvalidArgumentError(f"Invalid hnsw:space {space!r}: use cosine, l2 or ip")
+        dtype = meta.get("streamer:dtype", "f32")
+        if dtype not in ("f32", "f16", "i8"):
+            raise InvalidArgumentError(f"Invalid streamer:dtype {dtype!r}: use f32, f16 or i8")
+        state = await anyio.to_thread.run_sync(lambda: self.catalog.create(
+            name, metadata=metadata, space=space, dtype=dtype,
+            embedding_function=embedding_function, data_loader=data_loader))
+        return state.spec
+
+    async def get_collection(self, name: str) -> CollectionSpec:
+        return self.catalog.get(name).spec
+
+    async def list_collections(self) -> list[CollectionSpec]:
+        return [s.spec for s in self.catalog.collections.values()]
+
+    async def delete_collection(self, name: str) -> None:
+        state = self.catalog.get(name)
+        async with self.lock(state.spec.id):
+            await anyio.to_thread.run_sync(self.catalog.delete, name)
+
+    async def modify_collection(self, name: str, *, new_name: str | None,
+                                metadata: dict[str, Any] | None) -> CollectionSpec:
+        state = self.catalog.get(name)
+        if metadata is not None:
+            if metadata.get("hnsw:space", state.spec.space) != state.spec.space:
+                raise InvalidArgumentError(
+                    "Changing the distance function of a collection once it is created is not "
+                    "supported currently.")
+            state.spec.metadata = metadata
+        if new_name is not None and new_name != name:
+            validate_collection_name(new_name)
+            self.catalog.rename(name, new_name)
+        else:
+            self.catalog.update_spec(state)
+        return state.spec
+
+    def _state(self, spec: CollectionSpec) -> CollectionState:
+        state = self.catalog.get(spec.name)
+        if state.spec.id != spec.id:
+            raise StreamerError(f"Collection [{spec.name}] was deleted and re-created")
+        return state
+
+    # ---- records ------------------------------------------------------------------
+    async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
+                    embedder: EmbeddingFunction | None, loader: DataLoader | None,
+                    wait: bool = True) -> None:
+        if self._stopped:
+            raise InvalidArgumentError("The client is closed")
+        pending = _Pending(WriteJob(self._state(spec), request, embedder, loader))
+        await self._batcher.put(pending)
+        await pending.done.wait()
+        if pending.job.error is not None:
+            raise pending.job.error
+
+    async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]:
+        state = self._state(spec)
+        async with self.lock(spec.id):
+            return get_result(state, request)
+
+    async def query(self, spec: CollectionSpec, request: QueryRequest, *,
+                    embedder: EmbeddingFunction | None,
+                    loader: DataLoader | None) -> dict[str, Any]:
+        state = self._state(spec)
+        vectors = await query_vectors(request, embedder, loader, self.embed_thread)
+        async with self.lock(spec.id):
+            return await anyio.to_thread.run_sync(search_result, state, request, vectors)
+
+    async def count(self, spec: CollectionSpec) -> int:
+        return self._state(spec).store.count()

@@ -1,0 +1,43 @@
+"""Public error types (defined in ``schemas.errors`` so every layer can raise them)."""
+
+from schemas.errors import (
+    CorruptionError,
+    DataLoaderError,
+    DimensionMismatchError,
+    DuplicateIDError,
+    EmbeddingError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LimitExceededError,
+    NotFoundError,
+    RequestTimeoutError,
+    SchemaError,
+    StreamerError,
+    UnavailableError,
+    UniqueConstraintError,
+    URIOutsideRootsError,
+    error_from_wire,
+    error_to_wire,
+)
+
+__all__ = [
+    "CorruptionError",
+    "DataLoaderError",
+    "DimensionMismatchError",
+    "DuplicateIDError",
+    "EmbeddingError",
+    "InternalError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "LimitExceededError",
+    "NotFoundError",
+    "RequestTimeoutError",
+    "SchemaError",
+    "StreamerError",
+    "URIOutsideRootsError",
+    "UnavailableError",
+    "UniqueConstraintError",
+    "error_from_wire",
+    "error_to_wire",
+]

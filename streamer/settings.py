@@ -1,0 +1,71 @@
+"""The one settings object per process. Every field can be set from the environment with the
+``STREAMER_`` prefix (``STREAMER_KAFKA_BOOTSTRAP``, ``STREAMER_BATCH_MAX_ITEMS``...); this is
+the only module that reads the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+PREFIX = "STREAMER_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # storage
+    data_dir: str | None = None
+    fsync: bool = True
+    checkpoint_every: int = 50_000
+    # micro-batching
+    batch_max_items: int = 64
+    batch_max_wait_ms: float = 10.0
+    # model
+    model_threads: int | None = None
+    # kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = "streamer"
+    kafka_partitions: int = 4
+    kafka_group: str = "streamer-writers"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    # limits
+    max_batch_records: int = 4096
+    max_n_results: int = 10_000
+    max_document_bytes: int = 1 << 20
+    max_image_bytes: int = 32 << 20
+    max_image_pixels: int = 40_000_000
+    # gateway
+    http_host: str = "127.0.0.1"
+    http_port: int = 8765
+    auth_tokens: str | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(hints[f.name], raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse(tp: Any, raw: str) -> Any:
+    if get_origin(tp) in (Union, types.UnionType):
+        if raw == "" or raw.lower() == "none":
+            return None
+        tp = next(a for a in get_args(tp) if a is not type(None))
+    if tp is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if tp in (int, float):
+        return tp(raw)
+    return raw

@@ -1,0 +1,1 @@
+"""Training and evaluation of the built-in tiny OpenCLIP model on procedural shape images."""
