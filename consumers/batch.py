@@ -43,6 +43,7 @@ class MicroBatcher(Generic[T]):
         try:
             first = await self._recv.receive()
         except anyio.EndOfStream:
+            self._recv.close()
             return []
         batch = [first]
         deadline = anyio.current_time() + self.config.max_wait

@@ -41,7 +41,8 @@ class Engine:
                  checkpoint_every: int = 50_000, batch: BatchConfig | None = None) -> None:
         self.path = None if path is None else Path(path)
         self.catalog = Catalog(self.path, fsync=fsync, checkpoint_every=checkpoint_every)
-        self._batcher: MicroBatcher[_Pending] = MicroBatcher(batch or BatchConfig())
+        self._batch_config = batch or BatchConfig()
+        self._batcher: MicroBatcher[_Pending] | None = None
         self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._locks: dict[str, anyio.Lock] = {}
         self._pipeline = Pipeline(self.embed_thread, self.lock)
@@ -59,9 +60,12 @@ class Engine:
             try:
                 fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                self._lockfile.close()
+                self._stopped = True
                 raise InvalidArgumentError(
                     f"{self.path} is open in another client; close it first") from None
         await anyio.to_thread.run_sync(self.catalog.open)
+        self._batcher = MicroBatcher(self._batch_config)
         self._writer = asyncio.create_task(self._write_loop(), name="streamer-writer")
 
     async def stop(self) -> None:
@@ -69,7 +73,8 @@ class Engine:
         if self._stopped:
             return
         self._stopped = True
-        self._batcher.close()
+        if self._batcher is not None:
+            self._batcher.close()
         if self._writer is not None:
             await self._writer
         await anyio.to_thread.run_sync(self.catalog.close)
@@ -88,6 +93,7 @@ class Engine:
         await self.stop()
 
     async def _write_loop(self) -> None:
+        assert self._batcher is not None
         while batch := await self._batcher.next_batch():
             try:
                 await self._pipeline.run([p.job for p in batch])
@@ -155,7 +161,7 @@ class Engine:
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
                     wait: bool = True) -> None:
-        if self._stopped:
+        if self._stopped or self._batcher is None:
             raise InvalidArgumentError("The client is closed")
         pending = _Pending(WriteJob(self._state(spec), request, embedder, loader))
         await self._batcher.put(pending)
