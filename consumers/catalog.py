@@ -125,6 +125,30 @@ class Catalog:
         self._save()
         return state
 
+    def install(self, spec: CollectionSpec) -> CollectionState:
+        """Adopt a spec created elsewhere (a Kafka replica reading the collections topic)."""
+        renamed = self.by_id(spec.id)
+        if renamed is not None and renamed.spec.name != spec.name:
+            self.rename(renamed.spec.name, spec.name)
+        existing = self.collections.get(spec.name)
+        if existing is not None:
+            if existing.spec.id == spec.id:
+                existing.spec.metadata = spec.metadata
+                self._save()
+                return existing
+            self.delete(spec.name)
+        state = self._state(spec)
+        state.open()
+        self.collections[spec.name] = state
+        self._save()
+        return state
+
+    def by_id(self, collection_id: str) -> CollectionState | None:
+        for state in self.collections.values():
+            if state.spec.id == collection_id:
+                return state
+        return None
+
     def get(self, name: str) -> CollectionState:
         try:
             return self.collections[name]

@@ -1,13 +1,14 @@
 """The write pipeline shared by the embedded client and the Kafka service:
 load (URIs through the data loader) -> embed (batched, on the model's own thread) ->
-resolve (Chroma's rules + one modality per record) -> log (one fsync per collection per
-batch) -> index. Failures are per job: a bad request gets its error, the batch goes on."""
+resolve (Chroma's rules + one modality per record) -> sink. The embedded sink logs (one
+fsync per collection per batch) and indexes; the Kafka writer's sink produces the mutations
+to the compacted state topic inside a transaction instead. Failures are per job: a bad request gets its error, the batch goes on."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +40,24 @@ class WriteJob:
     seq: int = 0
 
 
+Sink = Callable[[CollectionState, list[Mutation], "dict[str, Any] | None"], Awaitable[int]]
+
+
+async def commit_locally(state: CollectionState, mutations: list[Mutation],
+                         meta: dict[str, Any] | None) -> int:
+    """The embedded sink: append to the collection's log (fsync) and apply to its index."""
+    seq: int = await anyio.to_thread.run_sync(state.commit, mutations, meta)
+    return seq
+
+
 class Pipeline:
     """Stateless over batches; the caller serialises batches (one writer)."""
 
-    def __init__(self, embed_thread: ThreadPoolExecutor, locks: Callable[[str], anyio.Lock]) -> None:
+    def __init__(self, embed_thread: ThreadPoolExecutor, locks: Callable[[str], anyio.Lock],
+                 sink: Sink | None = None) -> None:
         self._embed_thread = embed_thread
         self._locks = locks
+        self._sink = sink or commit_locally
 
     async def run(self, jobs: list[WriteJob], meta: dict[str, Any] | None = None) -> None:
         """Process one batch in place: each job ends with ``seq`` set or ``error`` set."""
@@ -139,8 +152,8 @@ class Pipeline:
                     except StreamerError as exc:
                         job.error = exc
                 try:
-                    seq = await anyio.to_thread.run_sync(state.commit, mutations, meta)
-                except Exception as exc:
+                    seq = await self._sink(state, mutations, meta)
+                except Exception as exc:  # noqa: BLE001 - nothing applied: fail the group
                     log.exception("commit failed for %s", state.spec.name)
                     for job in done:
                         job.error = exc

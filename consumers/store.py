@@ -89,6 +89,7 @@ class CollectionStore:
                              metadata=_clean(item.metadata), vector=vec)
             else:
                 m = self._overwrite(current, item, vec)
+            m.order = item.order
             pending[item.id] = m
             out.append(m)
         return out

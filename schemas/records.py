@@ -55,9 +55,15 @@ class WriteItem:
     image: Image | None = None
     uri: str | None = None
     metadata: Metadata | None = None
+    #: (client clock ns, position in the call): insertion order across Kafka partitions
+    order: tuple[int, int] | None = None
+    #: set when a client embedded an image itself and sends only the vector
+    embedded_from: Modality | None = None
 
     @property
     def modality(self) -> Modality | None:
+        if self.embedded_from is not None:
+            return self.embedded_from
         if self.image is not None:
             return Modality.IMAGE
         if self.uri is not None and self.document is None:
@@ -139,6 +145,7 @@ class Mutation:
     metadata: Metadata | None = None
     vector: Vector | None = None
     seq: int = 0
+    order: tuple[int, int] | None = None  # carried to the state topic, not logged
 
 
 @dataclass(slots=True)

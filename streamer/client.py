@@ -125,10 +125,11 @@ class AsyncClient:
 class Client:
     """Synchronous client, like ``chromadb.Client()`` / ``PersistentClient(path)``."""
 
-    def __init__(self, path: str | Path | None = None, **kwargs: Any) -> None:
+    def __init__(self, path: str | Path | None = None, *, _async: AsyncClient | None = None,
+                 **kwargs: Any) -> None:
         self._stack = ExitStack()
         self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
-        self._async = AsyncClient(path, **kwargs)
+        self._async = _async if _async is not None else AsyncClient(path, **kwargs)
         self._closed = False
         try:
             self._portal.call(self._async.start)

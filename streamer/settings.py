@@ -29,6 +29,9 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic_prefix: str = "streamer"
     kafka_partitions: int = 4
+    # 1 for the local single broker; compose/docker-compose.yml sets 3
+    kafka_replication: int = 1
+    kafka_request_timeout_s: float = 30.0
     kafka_group: str = "streamer-writers"
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None

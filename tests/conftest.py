@@ -7,13 +7,30 @@ import pytest
 
 import streamer
 from tests.helpers import HashEmbedding
+from tests.kafka_fixtures import ServiceProcess, ensure_broker, new_prefix, service
 
 
-@pytest.fixture(params=["embedded"])
+@pytest.fixture(scope="session")
+def kafka_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    ensure_broker()
+    yield from service(tmp_path_factory.mktemp("kafka"), new_prefix())
+
+
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[streamer.Client]:
-    c = streamer.Client(tmp_path / "store")
-    yield c
-    c.close()
+    if request.param == "embedded":
+        c = streamer.Client(tmp_path / "store")
+        yield c
+        c.close()
+        return
+    from streamer.kafka_client import KafkaClient
+
+    svc: ServiceProcess = request.getfixturevalue("kafka_service")
+    kc = KafkaClient(kafka_topic_prefix=svc.prefix, wait_writes=True)
+    yield kc
+    for col in kc.list_collections():
+        kc.delete_collection(col.name)
+    kc.close()
 
 
 @pytest.fixture

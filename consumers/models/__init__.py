@@ -25,9 +25,7 @@ def _builtin(name: str) -> BuiltinModel:
     return BuiltinModel(name, MODELS_DIR / f"{name}.json", MODELS_DIR / f"{name}.safetensors")
 
 
-BUILTIN_MODELS: Mapping[str, BuiltinModel] = MappingProxyType(
-    {"streamer-tiny": _builtin("streamer-tiny")}
-)
+BUILTIN_MODELS: Mapping[str, BuiltinModel] = MappingProxyType({"streamer-tiny": _builtin("streamer-tiny")})
 
 
 @cache
@@ -35,6 +33,6 @@ def register_builtin_configs() -> None:
     """Adds this folder's configs to open_clip's registry; cached, as every call would
     otherwise append the folder again and rescan."""
     # Imported here: open_clip pulls in torch, and reading BUILTIN_MODELS should not.
-    import open_clip  # type: ignore[import-untyped]
+    import open_clip
 
     open_clip.add_model_config(MODELS_DIR)

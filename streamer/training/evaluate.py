@@ -63,8 +63,7 @@ def _recall(
     """Share of queries (rows) with a matching gallery item (column) among their top k."""
     top = sims.topk(k, dim=1).indices.tolist()
     hits = [
-        any(matches(gallery_specs[g], query_specs[q], mentioned[q]) for g in row)
-        for q, row in enumerate(top)
+        any(matches(gallery_specs[g], query_specs[q], mentioned[q]) for g in row) for q, row in enumerate(top)
     ]
     return sum(hits) / len(hits)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import open_clip  # type: ignore[import-untyped]
+import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -105,21 +105,21 @@ def train(args: argparse.Namespace) -> Path:
         cursor += args.batch
         specs = [pool_specs[i] for i in idx]
         texts, mentioned = _captions(specs, args.canonical_share, rng)
-        positives = torch.tensor(
-            [[matches(a, b, mentioned[j]) for j, b in enumerate(specs)] for a in specs]
-        )
+        positives = torch.tensor([[matches(a, b, mentioned[j]) for j, b in enumerate(specs)] for a in specs])
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, args.steps, warmup, args.lr)
         image_features, text_features, scale = model(pool[torch.from_numpy(idx)], tokenizer(texts))
         loss = multi_positive_loss(image_features, text_features, scale, positives)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)  # Tensor.backward is untyped in torch's stubs
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if step % 100 == 0 or step == args.steps - 1:
             elapsed = time.monotonic() - started
-            print(f"step {step:5d} loss {loss.item():.3f} scale {scale.item():5.1f} {elapsed:5.0f}s", flush=True)
+            print(
+                f"step {step:5d} loss {loss.item():.3f} scale {scale.item():5.1f} {elapsed:5.0f}s", flush=True
+            )
     out = Path(args.out) / BUILTIN_MODELS[MODEL].checkpoint_path.name
     # fp16 halves the file; open_clip's loader copies into the fp32 model, casting back.
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
@@ -147,7 +147,9 @@ def report(checkpoint: Path, n: int, seed: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default=str(BUILTIN_MODELS[MODEL].checkpoint_path.parent))
     parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,269 @@
+"""``KafkaClient`` / ``AsyncKafkaClient``: the collection API over Kafka.
+
+Writes become one event per record on the requests topic, keyed ``collection/id`` (one
+partition per record, in order) and return once Kafka has them (acks=all). The client keeps
+the highest offset it wrote per partition and sends it with every read; the server answers
+once its replica has applied them, so a Chroma-style "add then query" sees its own writes.
+``wait=True`` (or ``wait_writes=True``) also waits for the writer's verdict and raises its
+error. Reads are RPCs on the queries topic answered on the replies topic by correlation id.
+
+Built-in embedding functions and loaders run server-side (their name + config travel in the
+collection spec). Any other callable cannot cross the wire: the client runs it itself and
+sends embeddings, as Chroma's HttpClient does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import anyio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from consumers.embed import EmbeddingFunction
+from consumers.pipeline import DataLoader, call_embedder
+from schemas.errors import DataLoaderError, RequestTimeoutError, error_from_wire
+from schemas.events import (
+    decode_result,
+    delete_event,
+    dumps,
+    get_event,
+    loads,
+    query_event,
+    write_event,
+)
+from schemas.records import (
+    CollectionSpec,
+    DeleteRequest,
+    GetRequest,
+    Modality,
+    QueryRequest,
+    WriteRequest,
+)
+from streamer.client import AsyncClient, Client
+from streamer.kafka_common import Topics, client_kwargs, supervise, ensure_topics
+from streamer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class KafkaBackend:
+    in_process = False
+
+    def __init__(self, settings: Settings, *, wait_writes: bool = False) -> None:
+        self.settings = settings
+        self.topics = Topics.for_prefix(settings.kafka_topic_prefix)
+        self.wait_writes = wait_writes
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._session: dict[int, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings, self.topics)
+        kw = client_kwargs(self.settings)
+        self._producer = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True, linger_ms=2)
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(**kw, enable_auto_commit=False,
+                                          isolation_level="read_committed")
+        await self._consumer.start()
+        parts = self._consumer.partitions_for_topic(self.topics.replies)
+        while not parts:
+            await self._consumer._client.force_metadata_update()  # noqa: SLF001
+            parts = self._consumer.partitions_for_topic(self.topics.replies)
+        tps = [TopicPartition(self.topics.replies, p) for p in sorted(parts)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the position now so no reply slips past
+            await self._consumer.position(tp)
+        self._task = supervise(asyncio.create_task(self._read_replies(), name="replies"))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    async def _read_replies(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for rec in records:
+                    corr = next((v.decode() for k, v in rec.headers or () if k == "correlation_id"), None)
+                    fut = self._pending.pop(corr, None) if corr else None
+                    if fut is not None and not fut.done():
+                        fut.set_result(loads(rec.value))
+
+    def _expect(self) -> tuple[str, asyncio.Future[dict[str, Any]]]:
+        corr = uuid.uuid4().hex
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[corr] = fut
+        return corr, fut
+
+    async def _await(self, corr: str, fut: asyncio.Future[dict[str, Any]]) -> Any:
+        try:
+            with anyio.fail_after(self.settings.kafka_request_timeout_s):
+                reply = await fut
+        except TimeoutError:
+            self._pending.pop(corr, None)
+            raise RequestTimeoutError("No reply from the streamer service in time") from None
+        if not reply.get("ok"):
+            raise error_from_wire(reply.get("error") or {})
+        return reply.get("result")
+
+    async def _rpc(self, payload: dict[str, Any]) -> Any:
+        corr, fut = self._expect()
+        payload = {**payload, "after": {str(p): o for p, o in self._session.items()}}
+        await self._producer.send_and_wait(
+            self.topics.queries, value=dumps(payload),
+            headers=[("reply_to", self.topics.replies.encode()), ("correlation_id", corr.encode())])
+        return await self._await(corr, fut)
+
+    # ---- collections --------------------------------------------------------------
+    async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
+                                embedding_function: dict[str, Any] | None,
+                                data_loader: dict[str, Any] | None,
+                                get_or_create: bool) -> CollectionSpec:
+        return CollectionSpec.from_dict(await self._rpc({
+            "op": "create_collection", "name": name, "metadata": metadata,
+            "embedding_function": embedding_function, "data_loader": data_loader,
+            "get_or_create": get_or_create}))
+
+    async def get_collection(self, name: str) -> CollectionSpec:
+        return CollectionSpec.from_dict(await self._rpc({"op": "get_collection", "name": name}))
+
+    async def list_collections(self) -> list[CollectionSpec]:
+        return [CollectionSpec.from_dict(d) for d in await self._rpc({"op": "list_collections"})]
+
+    async def delete_collection(self, name: str) -> None:
+        await self._rpc({"op": "delete_collection", "name": name})
+
+    async def modify_collection(self, name: str, *, new_name: str | None,
+                                metadata: dict[str, Any] | None) -> CollectionSpec:
+        return CollectionSpec.from_dict(await self._rpc(
+            {"op": "modify_collection", "name": name, "new_name": new_name, "metadata": metadata}))
+
+    # ---- records ------------------------------------------------------------------
+    async def _client_side_embed(self, spec: CollectionSpec, req: WriteRequest,
+                                 embedder: EmbeddingFunction | None,
+                                 loader: DataLoader | None) -> None:
+        """Run a user's own callables here, since they cannot run in the service."""
+        custom_ef = embedder is not None and spec.embedding_function is None
+        custom_loader = loader is not None and spec.data_loader is None
+        todo = [it for it in req.items if it.embedding is None and
+                (it.document is not None or it.image is not None or it.uri is not None)]
+        if not todo or not (custom_ef or (custom_loader and any(it.uri for it in todo))):
+            return
+        inputs: list[Any] = []
+        uris = [it.uri for it in todo if it.uri is not None and it.document is None]
+        loaded = iter(await anyio.to_thread.run_sync(loader, uris)) if uris and loader else iter(())
+        for it in todo:
+            if it.document is not None:
+                inputs.append(it.document)
+            elif it.image is not None:
+                inputs.append(it.image)
+            else:
+                img = next(loaded)
+                if img is None:
+                    raise DataLoaderError(f"Data loader returned nothing for {it.uri}")
+                inputs.append(img)
+        assert embedder is not None
+        vectors = await anyio.to_thread.run_sync(call_embedder, embedder, inputs)
+        for it, vec in zip(todo, vectors, strict=True):
+            it.embedding = vec
+            if it.image is not None:  # the pixels stay here; the record is still an image
+                it.image = None
+                it.embedded_from = Modality.IMAGE
+
+    async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
+                    embedder: EmbeddingFunction | None, loader: DataLoader | None,
+                    wait: bool) -> None:
+        wait = wait or self.wait_writes
+        events: list[tuple[bytes, dict[str, Any]]]
+        if isinstance(request, DeleteRequest):
+            events = [(spec.id.encode(), delete_event(spec.id, request))]
+            if request.ids and request.where is None and request.where_document is None:
+                events = [(f"{spec.id}/{i}".encode(),
+                           delete_event(spec.id, DeleteRequest(ids=[i]))) for i in request.ids]
+        else:
+            await self._client_side_embed(spec, request, embedder, loader)
+            now = time.time_ns()
+            events = [(f"{spec.id}/{it.id}".encode(), write_event(request.op, spec.id, it, now, i))
+                      for i, it in enumerate(request.items)]
+        sends = []
+        waits = []
+        for key, ev in events:
+            headers: list[tuple[str, bytes]] = []
+            if wait:
+                corr, fut = self._expect()
+                waits.append((corr, fut))
+                headers = [("reply_to", self.topics.replies.encode()),
+                           ("correlation_id", corr.encode())]
+            sends.append(await self._producer.send(self.topics.requests, key=key,
+                                                   value=dumps(ev), headers=headers))
+        for meta in await asyncio.gather(*sends):
+            self._session[meta.partition] = max(self._session.get(meta.partition, -1), meta.offset)
+        errors = []
+        for corr, fut in waits:
+            try:
+                await self._await(corr, fut)
+            except Exception as exc:  # noqa: BLE001 - raise the first after all are in
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]:
+        result: dict[str, Any] = decode_result(await self._rpc(get_event(spec.id, request)))
+        return result
+
+    async def query(self, spec: CollectionSpec, request: QueryRequest, *,
+                    embedder: EmbeddingFunction | None,
+                    loader: DataLoader | None) -> dict[str, Any]:
+        if request.embeddings is None and spec.embedding_function is None and embedder is not None:
+            inputs: list[Any] = list(request.texts or request.images or [])
+            if request.uris is not None and loader is not None:
+                inputs = list(await anyio.to_thread.run_sync(loader, request.uris))
+            request.embeddings = await anyio.to_thread.run_sync(call_embedder, embedder, inputs)
+            request.texts = request.images = request.uris = None
+        result: dict[str, Any] = decode_result(await self._rpc(query_event(spec.id, request)))
+        return result
+
+    async def count(self, spec: CollectionSpec) -> int:
+        n: int = await self._rpc({"op": "count", "collection": spec.id})
+        return n
+
+
+class AsyncKafkaClient(AsyncClient):
+    def __init__(self, bootstrap_servers: str | None = None, *, wait_writes: bool = False,
+                 settings: Settings | None = None, **overrides: Any) -> None:
+        if bootstrap_servers is not None:
+            overrides["kafka_bootstrap"] = bootstrap_servers
+        settings = settings or Settings.from_env(**overrides)
+        self._kafka = KafkaBackend(settings, wait_writes=wait_writes)
+        super().__init__(backend=self._kafka)
+        self._started = False
+
+    async def start(self) -> AsyncKafkaClient:
+        if not self._started:
+            self._started = True
+            await self._kafka.start()
+        return self
+
+
+class KafkaClient(Client):
+    """Synchronous Kafka client: the same API and results as ``streamer.Client``."""
+
+    def __init__(self, bootstrap_servers: str | None = None, **kwargs: Any) -> None:
+        super().__init__(_async=AsyncKafkaClient(bootstrap_servers, **kwargs))
+
+
+__all__ = ["AsyncKafkaClient", "KafkaBackend", "KafkaClient"]

@@ -1,0 +1,78 @@
+"""Topic names, client settings and topic creation shared by the service and the client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streamer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Topics:
+    requests: str
+    queries: str
+    replies: str
+    state: str
+    collections: str
+    dlq: str
+
+    @classmethod
+    def for_prefix(cls, prefix: str) -> Topics:
+        return cls(requests=f"{prefix}.requests", queries=f"{prefix}.queries",
+                   replies=f"{prefix}.replies", state=f"{prefix}.state",
+                   collections=f"{prefix}.collections", dlq=f"{prefix}.dlq")
+
+
+def supervise(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+    """Log a background loop's crash at once instead of when the task is collected."""
+    def report(t: asyncio.Task[Any]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("%s crashed", t.get_name(), exc_info=t.exception())
+    task.add_done_callback(report)
+    return task
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection settings passed through to every aiokafka client (SASL/TLS included)."""
+    kw: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap,
+                          "security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_sasl_mechanism:
+        kw.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                  sasl_plain_username=settings.kafka_sasl_username,
+                  sasl_plain_password=settings.kafka_sasl_password)
+    return kw
+
+
+async def ensure_topics(settings: Settings, topics: Topics) -> None:
+    """Create the topics if missing. Requests and state share a partition count: a record's
+    request and its state live on the same partition number (co-partitioned by key)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        n = settings.kafka_partitions
+        compact = {"cleanup.policy": "compact"}
+        wanted = [
+            NewTopic(topics.requests, n, settings.kafka_replication),
+            NewTopic(topics.state, n, settings.kafka_replication, topic_configs=compact),
+            NewTopic(topics.collections, 1, settings.kafka_replication, topic_configs=compact),
+            NewTopic(topics.queries, n, settings.kafka_replication),
+            NewTopic(topics.replies, n, settings.kafka_replication),
+            NewTopic(topics.dlq, 1, settings.kafka_replication),
+        ]
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

@@ -1,0 +1,180 @@
+"""The index replica: every service process reads the whole compacted state topic (and the
+collections topic) into its local catalog -- the modality-overwrite log plus usearch -- and
+serves reads from it. Applying a state record is idempotent (full states and tombstones), so
+replaying after a crash is harmless; the positions are saved after each applied batch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from consumers.catalog import Catalog
+from consumers.log import atomic_write
+from schemas.events import loads, parse_state
+from schemas.records import CollectionSpec, Mutation
+from streamer.kafka_common import Topics, client_kwargs, supervise
+from streamer.settings import Settings
+
+log = logging.getLogger(__name__)
+PROGRESS = "__progress__/"
+
+
+def insertion_order(mutations: list[Mutation]) -> list[Mutation]:
+    """Records of one call arrive on several partitions; order each id's group by the client's
+    stamp so new ids get keys (and ``get`` order) in insertion order, as in Chroma. Each id's
+    own mutations keep their Kafka order, and different ids are independent, so this is safe."""
+    groups: dict[str, list[Mutation]] = {}
+    for m in mutations:
+        groups.setdefault(m.id, []).append(m)
+    def first_stamp(group: list[Mutation]) -> tuple[int, int]:
+        return next((m.order for m in group if m.order is not None), (0, 0))
+    return [m for g in sorted(groups.values(), key=first_stamp) for m in g]
+
+
+class Replica:
+    def __init__(self, settings: Settings, topics: Topics, catalog: Catalog,
+                 locks: Any) -> None:
+        self._settings = settings
+        self._topics = topics
+        self.catalog = catalog
+        self._locks = locks
+        self._positions_file = None if catalog.path is None else catalog.path / "replica.json"
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: request partition -> next request offset whose effects are applied here
+        self.progress: dict[int, int] = {}
+        self._changed = asyncio.Condition()
+        self._stopping = False
+
+    async def start(self) -> None:
+        positions = self._load_positions()
+        self.progress = {int(k): v for k, v in positions.get("progress", {}).items()}
+        self._consumer = AIOKafkaConsumer(**client_kwargs(self._settings), enable_auto_commit=False,
+                                          isolation_level="read_committed")
+        await self._consumer.start()
+        tps = [TopicPartition(self._topics.collections, 0)] + [
+            TopicPartition(self._topics.state, p)
+            for p in sorted(self._consumer.partitions_for_topic(self._topics.state) or
+                            await self._partitions(self._topics.state))]
+        self._consumer.assign(tps)
+        for tp in tps:
+            pos = positions.get("offsets", {}).get(f"{tp.topic}:{tp.partition}")
+            if pos is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, pos)
+        # Bootstrap: catch up to the end of both topics before serving anything.
+        ends = await self._consumer.end_offsets(tps)
+        while await self._behind(ends):
+            await self._poll_once()
+        self._task = supervise(asyncio.create_task(self._loop(), name="replica"))
+
+    async def _behind(self, ends: dict[TopicPartition, int]) -> bool:
+        assert self._consumer is not None
+        for tp, end in ends.items():
+            if await self._consumer.position(tp) < end:
+                return True
+        return False
+
+    async def _partitions(self, topic: str) -> set[int]:
+        assert self._consumer is not None
+        for _ in range(50):
+            parts = self._consumer.partitions_for_topic(topic)
+            if parts:
+                return set(parts)
+            await self._consumer._client.force_metadata_update()  # noqa: SLF001
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {topic} has no partitions")
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._poll_once()
+
+    async def _poll_once(self) -> None:
+        assert self._consumer is not None
+        batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+        if not batches:
+            return
+        specs: list[tuple[str, CollectionSpec | None]] = []
+        muts: dict[str, list[Mutation]] = defaultdict(list)
+        progress: dict[int, int] = {}
+        for tp, records in batches.items():
+            for rec in records:
+                if tp.topic == self._topics.collections:
+                    name = rec.key.decode() if rec.key else ""
+                    specs.append((name, None if rec.value is None else
+                                  CollectionSpec.from_dict(loads(rec.value)["spec"])))
+                    continue
+                key = rec.key or b""
+                if key.startswith(PROGRESS.encode()):
+                    part = int(key.decode()[len(PROGRESS):])
+                    if rec.value is not None:
+                        progress[part] = max(progress.get(part, 0), int(loads(rec.value)["next"]))
+                    continue
+                collection_id, mutation = parse_state(key, rec.value)
+                muts[collection_id].append(mutation)
+        await anyio.to_thread.run_sync(self._apply_specs, specs)
+        for collection_id, mutations in muts.items():
+            mutations = insertion_order(mutations)
+            state = self.catalog.by_id(collection_id)
+            if state is None:
+                continue  # a deleted collection's leftovers
+            async with self._locks(collection_id):
+                await anyio.to_thread.run_sync(state.commit, mutations, None)
+        positions = {f"{tp.topic}:{tp.partition}": await self._consumer.position(tp)
+                     for tp in self._consumer.assignment()}
+        for part, nxt in progress.items():
+            self.progress[part] = max(self.progress.get(part, 0), nxt)
+        if self._positions_file is not None:
+            data = orjson.dumps({"offsets": positions, "progress": self.progress},
+                                  option=orjson.OPT_NON_STR_KEYS)
+            await anyio.to_thread.run_sync(atomic_write, self._positions_file, data)
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _apply_specs(self, specs: list[tuple[str, CollectionSpec | None]]) -> None:
+        for name, spec in specs:
+            if spec is None:
+                if name in self.catalog.collections:
+                    self.catalog.delete(name)
+            else:
+                self.catalog.install(spec)
+
+    def _load_positions(self) -> dict[str, Any]:
+        if self._positions_file is None or not self._positions_file.exists():
+            return {}
+        data: dict[str, Any] = orjson.loads(Path(self._positions_file).read_bytes())
+        return data
+
+    async def wait_for(self, predicate: Any, timeout: float) -> bool:
+        """Wait until ``predicate()`` holds after some applied batch; False on timeout."""
+        with anyio.move_on_after(timeout):
+            async with self._changed:
+                await self._changed.wait_for(predicate)
+                return True
+        return bool(predicate())
+
+    def caught_up(self, after: dict[int, int]) -> bool:
+        """Session consistency: every request offset in ``after`` is applied here."""
+        return all(self.progress.get(p, 0) > off for p, off in after.items())

@@ -1,0 +1,361 @@
+"""``streamer serve``: the Kafka service process.
+
+Three loops share one local replica (``Replica``):
+- writer: a consumer group on the requests topic; micro-batches events (``getmany`` closes on
+  size or time), runs the shared pipeline stages (load -> embed -> resolve) and produces each
+  record's new state to the compacted state topic, the progress marker, replies and dead
+  letters, and the consumed offsets, all in one Kafka transaction (exactly-once);
+- replica: reads the state topic into the local log + usearch index (see replica.py);
+- reader: a consumer group on the queries topic answering query/get/count/admin RPCs once the
+  replica has applied the caller's writes (session consistency)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from consumers.catalog import Catalog, CollectionState
+from consumers.pipeline import Pipeline, WriteJob
+from consumers.query import get_result, query_vectors, search_result
+from consumers.validate import validate_collection_name
+from schemas.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    SchemaError,
+    StreamerError,
+    UniqueConstraintError,
+    error_to_wire,
+)
+from schemas.events import (
+    READ_OPS,
+    dumps,
+    encode_result,
+    loads,
+    parse_get,
+    parse_query,
+    parse_write,
+    state_key,
+    state_record,
+)
+from schemas.records import CollectionSpec, DeleteRequest, Mutation, WriteRequest
+from streamer.client import rebuild
+from streamer.kafka_common import Topics, client_kwargs, supervise, ensure_topics
+from streamer.replica import PROGRESS, Replica
+from streamer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _header(rec: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    for k, v in rec.headers or ():
+        if k == name:
+            return v.decode()
+    return None
+
+
+class Runtimes:
+    """Server-side embedding functions and loaders, rebuilt from specs and shared by config
+    so a model is loaded once per process."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, Any] = {}
+
+    def get(self, desc: dict[str, Any] | None) -> Any:
+        if desc is None:
+            return None
+        key = dumps(desc)
+        if key not in self._cache:
+            self._cache[key] = rebuild(desc)
+        return self._cache[key]
+
+
+class Service:
+    def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
+        self.settings = settings
+        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.topics = Topics.for_prefix(settings.kafka_topic_prefix)
+        path = None if settings.data_dir is None else Path(settings.data_dir)
+        self.catalog = Catalog(path, fsync=settings.fsync, checkpoint_every=settings.checkpoint_every)
+        self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
+        self._locks: dict[str, anyio.Lock] = {}
+        self.replica = Replica(settings, self.topics, self.catalog, self.lock)
+        self.runtimes = Runtimes()
+        self._out: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]] = []
+        self._pipeline = Pipeline(self.embed_thread, self.lock, sink=self._to_state_topic)
+        self._stack = AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    def lock(self, collection_id: str) -> anyio.Lock:
+        return self._locks.setdefault(collection_id, anyio.Lock())
+
+    # ---- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        await ensure_topics(self.settings, self.topics)
+        await anyio.to_thread.run_sync(self.catalog.open)
+        await self.replica.start()
+        kw = client_kwargs(self.settings)
+        self._tx = AIOKafkaProducer(**kw, transactional_id=f"streamer-writer-{self.instance}",
+                                    enable_idempotence=True, acks="all")
+        await self._tx.start()
+        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
+        await self._replies.start()
+        self._writer = AIOKafkaConsumer(self.topics.requests, **kw, group_id=self.settings.kafka_group,
+                                        enable_auto_commit=False, auto_offset_reset="earliest",
+                                        isolation_level="read_committed")
+        await self._writer.start()
+        self._reader = AIOKafkaConsumer(self.topics.queries, **kw,
+                                        group_id=f"{self.settings.kafka_group}-readers",
+                                        enable_auto_commit=False, auto_offset_reset="latest")
+        await self._reader.start()
+        self._tasks = [supervise(asyncio.create_task(self._write_loop(), name="writer")),
+                       supervise(asyncio.create_task(self._read_loop(), name="reader"))]
+        log.info("streamer service %s started", self.instance)
+
+    async def stop(self) -> None:
+        """Stop intake, let the in-flight batch finish (its transaction commits or aborts),
+        then checkpoint the replica and close producers."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        for c in ("_writer", "_reader"):
+            if hasattr(self, c):
+                await getattr(self, c).stop()
+        await self.replica.stop()
+        await anyio.to_thread.run_sync(self.catalog.close)
+        for p in ("_tx", "_replies"):
+            if hasattr(self, p):
+                await getattr(self, p).stop()
+        self.embed_thread.shutdown(wait=True)
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    # ---- writer -------------------------------------------------------------------
+    async def _to_state_topic(self, state: CollectionState, mutations: list[Mutation],
+                              meta: dict[str, Any] | None) -> int:
+        for m in mutations:
+            self._out.append((self.topics.state, state_key(state.spec.id, m.id),
+                              state_record(state.spec.id, m), None, []))
+        return 0
+
+    async def _write_loop(self) -> None:
+        cfg = self.settings
+        while True:
+            batches = await self._writer.getmany(timeout_ms=int(cfg.batch_max_wait_ms) or 1,
+                                                 max_records=cfg.batch_max_items)
+            if not batches:
+                continue
+            # Our previous transactions on these partitions must be visible locally first.
+            first = {tp.partition: recs[0].offset for tp, recs in batches.items()}
+            await self.replica.wait_for(
+                lambda: all(self.replica.progress.get(p, 0) >= off for p, off in first.items()),
+                timeout=cfg.kafka_request_timeout_s)
+            await self._process(batches)
+
+    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        jobs: list[tuple[ConsumerRecord[bytes, bytes], WriteJob]] = []
+        failed: list[tuple[ConsumerRecord[bytes, bytes], BaseException]] = []
+        for records in batches.values():
+            for rec in records:
+                try:
+                    jobs.append((rec, await self._job(rec)))
+                except StreamerError as exc:
+                    failed.append((rec, exc))
+        self._out = []
+        await self._pipeline.run([j for _, j in jobs])
+        failed += [(rec, job.error) for rec, job in jobs if job.error is not None]
+        ok = [rec for rec, job in jobs if job.error is None]
+        async with self._tx.transaction():
+            for topic, key, value, part, headers in self._out:
+                await self._tx.send(topic, key=key, value=value, partition=part, headers=headers)
+            for rec in ok:
+                await self._reply(self._tx, rec, {"ok": True, "result": None})
+            for rec, exc in failed:
+                await self._dead_letter(rec, exc)
+                await self._reply(self._tx, rec, {"ok": False, "error": error_to_wire(exc)})
+            offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items()}
+            for tp, nxt in offsets.items():
+                await self._tx.send(self.topics.state, key=f"{PROGRESS}{tp.partition}".encode(),
+                                    value=dumps({"next": nxt}), partition=tp.partition)
+            await self._tx.send_offsets_to_transaction(offsets, self.settings.kafka_group)
+
+    async def _job(self, rec: ConsumerRecord[bytes, bytes]) -> WriteJob:
+        ev = loads(rec.value)
+        op, collection_id, payload = parse_write(ev)
+        state = self.catalog.by_id(collection_id)
+        if state is None:
+            await self.replica.wait_for(lambda: self.catalog.by_id(collection_id) is not None, 5.0)
+            state = self.catalog.by_id(collection_id)
+            if state is None:
+                raise NotFoundError(f"Collection [{collection_id}] does not exist")
+        request: WriteRequest | DeleteRequest = payload if isinstance(payload, DeleteRequest) \
+            else WriteRequest(op, [payload])
+        if isinstance(request, WriteRequest):
+            item = request.items[0]
+            if item.document is not None and len(item.document.encode()) > self.settings.max_document_bytes:
+                raise InvalidArgumentError(
+                    f"Document of {item.id} exceeds {self.settings.max_document_bytes} bytes")
+        return WriteJob(state, request, embedder=self.runtimes.get(state.spec.embedding_function),
+                        loader=self.runtimes.get(state.spec.data_loader))
+
+    async def _dead_letter(self, rec: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
+        headers = [("reason", str(exc).encode()), ("code", error_to_wire(exc)["code"].encode()),
+                   ("source", f"{rec.topic}:{rec.partition}:{rec.offset}".encode())]
+        await self._tx.send(self.topics.dlq, key=rec.key, value=rec.value, headers=headers)
+
+    async def _reply(self, producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, bytes],
+                     payload: dict[str, Any]) -> None:
+        reply_to = _header(rec, "reply_to")
+        corr = _header(rec, "correlation_id")
+        if reply_to is None or corr is None:
+            return
+        await producer.send(reply_to, value=dumps(payload),
+                            headers=[("correlation_id", corr.encode())])
+
+    # ---- reader -------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        async with anyio.create_task_group() as tg:
+            while True:
+                batches = await self._reader.getmany(timeout_ms=50, max_records=256)
+                for records in batches.values():
+                    for rec in records:
+                        tg.start_soon(self._answer, rec)
+                if batches:
+                    await self._reader.commit()
+
+    async def _answer(self, rec: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            ev = loads(rec.value)
+            op = ev.get("op")
+            if op not in READ_OPS:
+                raise SchemaError(f"Unknown op {op!r}; expected one of {', '.join(READ_OPS)}")
+            after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()}
+            if after and not await self.replica.wait_for(
+                    lambda: self.replica.caught_up(after), self.settings.kafka_request_timeout_s):
+                raise StreamerError("Timed out waiting for this session's writes to apply")
+            result = await self._dispatch(op, ev)
+            payload: dict[str, Any] = {"ok": True, "result": result}
+        except Exception as exc:  # noqa: BLE001 - every failure is a typed error reply
+            if not isinstance(exc, StreamerError):
+                log.exception("query failed")
+            payload = {"ok": False, "error": error_to_wire(exc)}
+        await self._reply(self._replies, rec, payload)
+
+    def _state(self, ev: dict[str, Any]) -> CollectionState:
+        state = self.catalog.by_id(str(ev.get("collection")))
+        if state is None:
+            raise NotFoundError(f"Collection [{ev.get('name') or ev.get('collection')}] does not exist")
+        return state
+
+    async def _dispatch(self, op: str, ev: dict[str, Any]) -> Any:
+        if op == "sync":
+            return None
+        if op == "count":
+            return self._state(ev).store.count()
+        if op == "get":
+            state = self._state(ev)
+            async with self.lock(state.spec.id):
+                return encode_result(get_result(state, parse_get(ev)))
+        if op == "query":
+            state = self._state(ev)
+            req = parse_query(ev)
+            if req.n_results > self.settings.max_n_results:
+                raise InvalidArgumentError(f"n_results {req.n_results} exceeds the limit of "
+                                           f"{self.settings.max_n_results}")
+            vectors = await query_vectors(req, self.runtimes.get(state.spec.embedding_function),
+                                          self.runtimes.get(state.spec.data_loader), self.embed_thread)
+            async with self.lock(state.spec.id):
+                result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
+            return encode_result(result)
+        return await self._admin(op, ev)
+
+    async def _admin(self, op: str, ev: dict[str, Any]) -> Any:
+        name = str(ev.get("name"))
+        if op == "list_collections":
+            return [s.spec.to_dict() for s in self.catalog.collections.values()]
+        if op == "get_collection":
+            return self.catalog.get(name).spec.to_dict()
+        if op == "create_collection":
+            validate_collection_name(name)
+            existing = self.catalog.collections.get(name)
+            if existing is not None:
+                if ev.get("get_or_create"):
+                    return existing.spec.to_dict()
+                raise UniqueConstraintError(f"Collection [{name}] already exists")
+            meta = ev.get("metadata") or {}
+            spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=ev.get("metadata"),
+                                  space=meta.get("hnsw:space", "cosine"),
+                                  dtype=meta.get("streamer:dtype", "f32"),
+                                  embedding_function=ev.get("embedding_function"),
+                                  data_loader=ev.get("data_loader"))
+            await self._publish_spec(name, spec)
+            return spec.to_dict()
+        if op == "delete_collection":
+            self.catalog.get(name)
+            await self._replies.send_and_wait(self.topics.collections, key=name.encode(), value=None)
+            await self.replica.wait_for(lambda: name not in self.catalog.collections, 10.0)
+            return None
+        if op == "modify_collection":
+            spec = self.catalog.get(name).spec
+            new_name = ev.get("new_name") or name
+            metadata = ev.get("metadata")
+            if metadata is not None and metadata.get("hnsw:space", spec.space) != spec.space:
+                raise InvalidArgumentError(
+                    "Changing the distance function of a collection once it is created is not "
+                    "supported currently.")
+            if new_name != name:
+                validate_collection_name(new_name)
+                if new_name in self.catalog.collections:
+                    raise UniqueConstraintError(f"Collection [{new_name}] already exists")
+            new = CollectionSpec.from_dict({**spec.to_dict(), "name": new_name,
+                                            "metadata": metadata or spec.metadata})
+            await self._publish_spec(new_name, new)
+            if new_name != name:  # the new key first: replicas rename, then drop the old key
+                await self._replies.send_and_wait(self.topics.collections, key=name.encode(),
+                                                  value=None)
+            return new.to_dict()
+        raise SchemaError(f"Unknown op {op!r}")
+
+    async def _publish_spec(self, name: str, spec: CollectionSpec) -> None:
+        await self._replies.send_and_wait(self.topics.collections, key=name.encode(),
+                                          value=dumps({"spec": spec.to_dict()}))
+        await self.replica.wait_for(
+            lambda: (s := self.catalog.collections.get(name)) is not None and s.spec.id == spec.id,
+            10.0)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then shut down in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Service(settings):
+        print("streamer: serving", flush=True)
+        await stop.wait()

@@ -1,0 +1,90 @@
+"""A real ``streamer serve`` process against the local Apache Kafka broker (compose/kafka)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOTSTRAP = os.environ.get("STREAMER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+def broker_up() -> bool:
+    host, port = BOOTSTRAP.split(",")[0].rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_broker() -> None:
+    if not broker_up():
+        subprocess.run([str(ROOT / "compose/kafka/start")], check=True, timeout=180)
+
+
+@dataclass
+class ServiceProcess:
+    prefix: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "STREAMER_KAFKA_BOOTSTRAP": BOOTSTRAP,
+                "STREAMER_KAFKA_TOPIC_PREFIX": self.prefix, "STREAMER_DATA_DIR": str(self.data_dir),
+                "STREAMER_LOG_LEVEL": "WARNING", "STREAMER_CHECKPOINT_EVERY": "500"}
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir.with_suffix(".log")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve"], cwd=ROOT,
+                                     env=self.env(), stdout=subprocess.PIPE, stderr=log)
+        log.close()
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 90
+        line = b""
+        while time.monotonic() < deadline and b"serving" not in line:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError(f"service exited: {self.log_path.read_text()[-2000:]}")
+        if b"serving" not in line:
+            raise RuntimeError("service did not start in time")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close()
+
+    def terminate(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        code = self.proc.wait(timeout=timeout)
+        self._close()
+        return code
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def new_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def service(tmp: Path, prefix: str, name: str = "svc") -> Iterator[ServiceProcess]:
+    svc = ServiceProcess(prefix, tmp / name)
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.kill()
