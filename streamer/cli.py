@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - one clear line, no traceback, for the user
+    except Exception as exc:
         print(f"streamer: error: {exc}", file=sys.stderr)
         return 1
     return code

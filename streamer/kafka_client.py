@@ -43,7 +43,7 @@ from schemas.records import (
     WriteRequest,
 )
 from streamer.client import AsyncClient, Client
-from streamer.kafka_common import Topics, client_kwargs, supervise, ensure_topics
+from streamer.kafka_common import Topics, client_kwargs, ensure_topics, supervise
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class KafkaBackend:
 
     def __init__(self, settings: Settings, *, wait_writes: bool = False) -> None:
         self.settings = settings
-        self.topics = Topics.for_prefix(settings.kafka_topic_prefix)
+        self.topics = Topics.for_settings(settings)
         self.wait_writes = wait_writes
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._session: dict[int, int] = {}
@@ -71,7 +71,7 @@ class KafkaBackend:
         await self._consumer.start()
         parts = self._consumer.partitions_for_topic(self.topics.replies)
         while not parts:
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001
+            await self._consumer._client.force_metadata_update()
             parts = self._consumer.partitions_for_topic(self.topics.replies)
         tps = [TopicPartition(self.topics.replies, p) for p in sorted(parts)]
         self._consumer.assign(tps)
@@ -216,7 +216,7 @@ class KafkaBackend:
         for corr, fut in waits:
             try:
                 await self._await(corr, fut)
-            except Exception as exc:  # noqa: BLE001 - raise the first after all are in
+            except Exception as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]

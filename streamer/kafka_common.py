@@ -23,12 +23,19 @@ class Topics:
     state: str
     collections: str
     dlq: str
+    writers: str
+    readers: str
 
     @classmethod
-    def for_prefix(cls, prefix: str) -> Topics:
+    def for_settings(cls, settings: Settings) -> Topics:
+        """Topic and consumer-group names; groups are per prefix so deployments never mix."""
+        prefix = settings.kafka_topic_prefix
+        group = settings.kafka_group or f"{prefix}.writers"
         return cls(requests=f"{prefix}.requests", queries=f"{prefix}.queries",
                    replies=f"{prefix}.replies", state=f"{prefix}.state",
-                   collections=f"{prefix}.collections", dlq=f"{prefix}.dlq")
+                   collections=f"{prefix}.collections", dlq=f"{prefix}.dlq",
+                   writers=group, readers=f"{group}.readers")
+
 
 
 def supervise(task: asyncio.Task[Any]) -> asyncio.Task[Any]:

@@ -21,6 +21,7 @@ from consumers.log import atomic_write
 from schemas.events import loads, parse_state
 from schemas.records import CollectionSpec, Mutation
 from streamer.kafka_common import Topics, client_kwargs, supervise
+from streamer.metrics import REPLICA_PROGRESS
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Replica:
             parts = self._consumer.partitions_for_topic(topic)
             if parts:
                 return set(parts)
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001
+            await self._consumer._client.force_metadata_update()
             await asyncio.sleep(0.1)
         raise RuntimeError(f"topic {topic} has no partitions")
 
@@ -146,6 +147,7 @@ class Replica:
                      for tp in self._consumer.assignment()}
         for part, nxt in progress.items():
             self.progress[part] = max(self.progress.get(part, 0), nxt)
+            REPLICA_PROGRESS.labels(str(part)).set(self.progress[part])
         if self._positions_file is not None:
             data = orjson.dumps({"offsets": positions, "progress": self.progress},
                                   option=orjson.OPT_NON_STR_KEYS)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -51,8 +51,9 @@ from schemas.events import (
     state_record,
 )
 from schemas.records import CollectionSpec, DeleteRequest, Mutation, WriteRequest
+from streamer import metrics
 from streamer.client import rebuild
-from streamer.kafka_common import Topics, client_kwargs, supervise, ensure_topics
+from streamer.kafka_common import Topics, client_kwargs, ensure_topics, supervise
 from streamer.replica import PROGRESS, Replica
 from streamer.settings import Settings
 
@@ -85,8 +86,8 @@ class Runtimes:
 class Service:
     def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
         self.settings = settings
-        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
-        self.topics = Topics.for_prefix(settings.kafka_topic_prefix)
+        self.instance = instance or f"{socket.gethostname()}-{settings.instance_id}"
+        self.topics = Topics.for_settings(settings)
         path = None if settings.data_dir is None else Path(settings.data_dir)
         self.catalog = Catalog(path, fsync=settings.fsync, checkpoint_every=settings.checkpoint_every)
         self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
@@ -108,17 +109,19 @@ class Service:
         await anyio.to_thread.run_sync(self.catalog.open)
         await self.replica.start()
         kw = client_kwargs(self.settings)
-        self._tx = AIOKafkaProducer(**kw, transactional_id=f"streamer-writer-{self.instance}",
-                                    enable_idempotence=True, acks="all")
+        self._tx = AIOKafkaProducer(
+            **kw, transactional_id=f"{self.settings.kafka_topic_prefix}-writer-{self.instance}",
+            enable_idempotence=True, acks="all",
+            transaction_timeout_ms=self.settings.kafka_transaction_timeout_ms)
         await self._tx.start()
         self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
         await self._replies.start()
-        self._writer = AIOKafkaConsumer(self.topics.requests, **kw, group_id=self.settings.kafka_group,
+        self._writer = AIOKafkaConsumer(self.topics.requests, **kw, group_id=self.topics.writers,
                                         enable_auto_commit=False, auto_offset_reset="earliest",
                                         isolation_level="read_committed")
         await self._writer.start()
         self._reader = AIOKafkaConsumer(self.topics.queries, **kw,
-                                        group_id=f"{self.settings.kafka_group}-readers",
+                                        group_id=self.topics.readers,
                                         enable_auto_commit=False, auto_offset_reset="latest")
         await self._reader.start()
         self._tasks = [supervise(asyncio.create_task(self._write_loop(), name="writer")),
@@ -176,7 +179,15 @@ class Service:
             await self.replica.wait_for(
                 lambda: all(self.replica.progress.get(p, 0) >= off for p, off in first.items()),
                 timeout=cfg.kafka_request_timeout_s)
+            started = time.perf_counter()
             await self._process(batches)
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            metrics.BATCH_SIZE.observe(sum(len(r) for r in batches.values()))
+            for tp in batches:
+                hw = self._writer.highwater(tp)
+                if hw is not None:
+                    metrics.LAG.labels(tp.topic, tp.partition).set(
+                        hw - await self._writer.position(tp))
 
     async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         jobs: list[tuple[ConsumerRecord[bytes, bytes], WriteJob]] = []
@@ -191,6 +202,8 @@ class Service:
         await self._pipeline.run([j for _, j in jobs])
         failed += [(rec, job.error) for rec, job in jobs if job.error is not None]
         ok = [rec for rec, job in jobs if job.error is None]
+        metrics.RECORDS.labels("ok").inc(len(ok))
+        metrics.RECORDS.labels("error").inc(len(failed))
         async with self._tx.transaction():
             for topic, key, value, part, headers in self._out:
                 await self._tx.send(topic, key=key, value=value, partition=part, headers=headers)
@@ -203,7 +216,7 @@ class Service:
             for tp, nxt in offsets.items():
                 await self._tx.send(self.topics.state, key=f"{PROGRESS}{tp.partition}".encode(),
                                     value=dumps({"next": nxt}), partition=tp.partition)
-            await self._tx.send_offsets_to_transaction(offsets, self.settings.kafka_group)
+            await self._tx.send_offsets_to_transaction(offsets, self.topics.writers)
 
     async def _job(self, rec: ConsumerRecord[bytes, bytes]) -> WriteJob:
         ev = loads(rec.value)
@@ -250,6 +263,8 @@ class Service:
                     await self._reader.commit()
 
     async def _answer(self, rec: ConsumerRecord[bytes, bytes]) -> None:
+        started = time.perf_counter()
+        op: Any = "unknown"
         try:
             ev = loads(rec.value)
             op = ev.get("op")
@@ -261,10 +276,13 @@ class Service:
                 raise StreamerError("Timed out waiting for this session's writes to apply")
             result = await self._dispatch(op, ev)
             payload: dict[str, Any] = {"ok": True, "result": result}
-        except Exception as exc:  # noqa: BLE001 - every failure is a typed error reply
+        except Exception as exc:
             if not isinstance(exc, StreamerError):
                 log.exception("query failed")
             payload = {"ok": False, "error": error_to_wire(exc)}
+        label = op if op in READ_OPS else "unknown"
+        metrics.QUERIES.labels(label, "ok" if payload["ok"] else "error").inc()
+        metrics.QUERY_SECONDS.labels(label).observe(time.perf_counter() - started)
         await self._reply(self._replies, rec, payload)
 
     def _state(self, ev: dict[str, Any]) -> CollectionState:

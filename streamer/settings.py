@@ -32,7 +32,11 @@ class Settings:
     # 1 for the local single broker; compose/docker-compose.yml sets 3
     kafka_replication: int = 1
     kafka_request_timeout_s: float = 30.0
-    kafka_group: str = "streamer-writers"
+    kafka_group: str | None = None  # default: "<topic prefix>.writers"
+    # Stable per process slot (not per pid): a restarted writer reuses its transactional id,
+    # which fences its dead predecessor and aborts its open transaction at once.
+    instance_id: str = "0"
+    kafka_transaction_timeout_ms: int = 15_000
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None

@@ -34,13 +34,16 @@ def ensure_broker() -> None:
 class ServiceProcess:
     prefix: str
     data_dir: Path
+    instance: str = "0"
+    extra_env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "STREAMER_KAFKA_BOOTSTRAP": BOOTSTRAP,
                 "STREAMER_KAFKA_TOPIC_PREFIX": self.prefix, "STREAMER_DATA_DIR": str(self.data_dir),
-                "STREAMER_LOG_LEVEL": "WARNING", "STREAMER_CHECKPOINT_EVERY": "500"}
+                "STREAMER_LOG_LEVEL": "WARNING", "STREAMER_CHECKPOINT_EVERY": "500",
+                "STREAMER_INSTANCE_ID": self.instance, **(self.extra_env or {})}
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

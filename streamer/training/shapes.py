@@ -34,16 +34,22 @@ COUNTS: tuple[Count, ...] = get_args(Count)
 TEXTURES: tuple[Texture, ...] = get_args(Texture)
 ATTRIBUTES: frozenset[Attribute] = frozenset(get_args(Attribute))
 
-# One colour per shape and one shape per colour, so every shape and every colour is still
-# seen in training, only never together.
+# Two colours per shape, and most held-out colours with two shapes, so that a held-out
+# gallery needs the shape as well as the colour; every pair is still seen apart in training.
 HELDOUT_PAIRS: frozenset[tuple[Shape, Colour]] = frozenset(
     {
+        ("circle", "red"),
         ("circle", "green"),
-        ("square", "purple"),
-        ("triangle", "orange"),
-        ("star", "blue"),
-        ("cross", "red"),
-        ("diamond", "yellow"),
+        ("square", "orange"),
+        ("square", "blue"),
+        ("triangle", "yellow"),
+        ("triangle", "purple"),
+        ("star", "green"),
+        ("star", "white"),
+        ("cross", "blue"),
+        ("cross", "black"),
+        ("diamond", "purple"),
+        ("diamond", "red"),
     }
 )
 

@@ -89,7 +89,7 @@ def train(args: argparse.Namespace) -> Path:
     rng = np.random.default_rng(args.seed)
     model, _, preprocess = open_clip.create_model_and_transforms(MODEL)
     tokenizer = open_clip.get_tokenizer(MODEL)
-    size = model.visual.image_size[0]
+    size = int(open_clip.get_model_config(MODEL)["vision_cfg"]["image_size"])
     started = time.monotonic()
     pool, pool_specs = _image_pool(preprocess, args.pool, args.seed, size)
     print(f"pool of {len(pool_specs)} images in {time.monotonic() - started:.0f}s", flush=True)
