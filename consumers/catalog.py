@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from schemas.errors import CorruptionError, NotFoundError, UniqueConstraintError
 from schemas.records import CollectionSpec, Mutation
 
 log = logging.getLogger(__name__)
+
+#: Called with each committed batch, after it is applied (e.g. the gateway's live queries).
+CommitListener = Callable[["CollectionState", list[Mutation]], None]
 
 
 class CollectionState:
@@ -32,6 +36,7 @@ class CollectionState:
         self._fsync = fsync
         self._checkpoint_every = checkpoint_every
         self._since_checkpoint = 0
+        self.listeners: list[CommitListener] = []
 
     def open(self) -> None:
         if self.directory is None:
@@ -60,6 +65,11 @@ class CollectionState:
             for i, m in enumerate(mutations):
                 m.seq = self.store.applied_seq + i + 1
         self.store.apply(mutations, seq, meta or {})
+        for listener in list(self.listeners):
+            try:
+                listener(self, mutations)
+            except Exception:  # the batch is durable and applied; a listener cannot undo it
+                log.exception("commit listener failed on %s", self.spec.name)
         self._since_checkpoint += len(mutations)
         if self._since_checkpoint >= self._checkpoint_every:
             self.checkpoint()

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidTypeError",
     "LimitExceededError",
     "NotFoundError",
+    "PermissionDeniedError",
     "RequestTimeoutError",
     "SchemaError",
     "StreamerError",
@@ -85,6 +86,12 @@ class NotFoundError(StreamerError, ValueError):
 
 class UniqueConstraintError(StreamerError, ValueError):
     code = "already_exists"
+
+
+class PermissionDeniedError(StreamerError, PermissionError):
+    """The caller's token may not read or write this collection."""
+
+    code = "permission_denied"
 
 
 class DataLoaderError(StreamerError, ValueError):

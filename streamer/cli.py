@@ -1,4 +1,14 @@
-"""The ``streamer`` command line: ``serve``, ``demo``."""
+"""The ``streamer`` command line.
+
+  streamer ingest PATH|GLOB -c NAME   add a folder of images and texts (resumable)
+  streamer query "text" -c NAME       nearest records, as a table (--html for thumbnails)
+  streamer collections                list collections
+  streamer stats NAME                 describe one collection
+  streamer serve [--source FILE]      run the Kafka service (and upstream sources)
+  streamer demo                       index generated images and search them, in seconds
+
+Commands work on an embedded store (--path DIR) or a running service (--kafka BOOTSTRAP).
+Exit codes: 0 ok, 1 runtime error (or an ingest with failed files), 2 usage error."""
 
 from __future__ import annotations
 
@@ -6,19 +16,36 @@ import argparse
 import asyncio
 import logging
 import sys
+import traceback
 
+from schemas.errors import InvalidArgumentError
+from streamer import cli_ingest, cli_query
+from streamer.cli_common import UsageError
 from streamer.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     from streamer.service import serve
+    from streamer.sources import load_mapping
 
     overrides = {}
     if args.kafka:
         overrides["kafka_bootstrap"] = args.kafka
+    if args.prefix:
+        overrides["kafka_topic_prefix"] = args.prefix
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
+    if args.source:
+        if any("," in f for f in args.source):
+            raise UsageError("--source: a file name may not contain ','")
+        overrides["sources"] = ",".join(args.source)
     settings = Settings.from_env(**overrides)
+    for f in (settings.sources or "").split(","):
+        if f.strip():
+            try:
+                load_mapping(f.strip())  # a bad mapping is a usage error, before anything starts
+            except InvalidArgumentError as exc:
+                raise UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level,
                         format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
     asyncio.run(serve(settings))
@@ -28,26 +55,56 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from streamer.demo import run_demo
 
+    if args.n < 1:
+        raise UsageError("-n must be at least 1")
     return run_demo(n=args.n)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="streamer", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("serve", help="run the Kafka service (writer, replica, reader)")
-    p.add_argument("--kafka", help="bootstrap servers (default: STREAMER_KAFKA_BOOTSTRAP)")
-    p.add_argument("--data-dir", help="local replica directory (default: in memory)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cli_ingest.add_parser(sub)
+    cli_query.add_parsers(sub)
+    p = sub.add_parser("serve", help="run the Kafka service (writer, replica, reader, sources)",
+                       description="Run the Kafka service until SIGTERM/SIGINT.")
+    p.add_argument("--kafka", metavar="BOOTSTRAP",
+                   help="bootstrap servers (default: STREAMER_KAFKA_BOOTSTRAP)")
+    p.add_argument("--prefix", metavar="PREFIX",
+                   help="topic prefix (default: STREAMER_KAFKA_TOPIC_PREFIX or 'streamer')")
+    p.add_argument("--data-dir", metavar="DIR", help="local replica directory (default: in memory)")
+    p.add_argument("--source", action="append", metavar="FILE",
+                   help="an upstream source mapping (.toml/.json, see compose/sources/); "
+                        "repeatable (default: STREAMER_SOURCES)")
     p.set_defaults(func=_serve)
-    p = sub.add_parser("demo", help="embedded demo: index generated images, search by text")
-    p.add_argument("-n", type=int, default=48, help="number of images")
+    p = sub.add_parser("demo", help="embedded demo: index generated images, search by text",
+                       description="Generate shape images, index them with the built-in model "
+                                   "and search them by text, in a temporary folder.")
+    p.add_argument("-n", type=int, default=48, metavar="N", help="number of images (default: 48)")
     p.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error argparse already printed (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command != "serve":  # serve logs JSON lines at its own level
+        logging.basicConfig(level=logging.WARNING, format="streamer: %(levelname)s: %(message)s")
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
+        print(f"streamer {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        print(f"streamer: error: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        print(f"streamer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # one clear line for the user; DEBUG logs show the traceback
+        if Settings.from_env().log_level.upper() == "DEBUG":
+            traceback.print_exc()
+        print(f"streamer {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return code
 

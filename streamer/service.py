@@ -34,6 +34,7 @@ from consumers.validate import validate_collection_name
 from schemas.errors import (
     InvalidArgumentError,
     NotFoundError,
+    RequestTimeoutError,
     SchemaError,
     StreamerError,
     UniqueConstraintError,
@@ -56,6 +57,7 @@ from streamer.client import rebuild
 from streamer.kafka_common import Topics, client_kwargs, ensure_topics, supervise
 from streamer.replica import PROGRESS, Replica
 from streamer.settings import Settings
+from streamer.sources import Sources
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +73,24 @@ class Runtimes:
     """Server-side embedding functions and loaders, rebuilt from specs and shared by config
     so a model is loaded once per process."""
 
-    def __init__(self) -> None:
+    def __init__(self, embed_thread: ThreadPoolExecutor) -> None:
         self._cache: dict[bytes, Any] = {}
+        self._embed_thread = embed_thread
 
     def get(self, desc: dict[str, Any] | None) -> Any:
         if desc is None:
             return None
         key = dumps(desc)
         if key not in self._cache:
-            self._cache[key] = rebuild(desc)
+            runtime = self._cache[key] = rebuild(desc)
+            load = getattr(runtime, "load", None)
+            if callable(load):  # warm the model on its own thread before the first batch
+                self._embed_thread.submit(load)
         return self._cache[key]
+
+    def warm(self, specs: list[CollectionSpec]) -> None:
+        for spec in specs:
+            self.get(spec.embedding_function)
 
 
 class Service:
@@ -93,7 +103,7 @@ class Service:
         self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._locks: dict[str, anyio.Lock] = {}
         self.replica = Replica(settings, self.topics, self.catalog, self.lock)
-        self.runtimes = Runtimes()
+        self.runtimes = Runtimes(self.embed_thread)
         self._out: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]] = []
         self._pipeline = Pipeline(self.embed_thread, self.lock, sink=self._to_state_topic)
         self._stack = AsyncExitStack()
@@ -108,6 +118,7 @@ class Service:
         await ensure_topics(self.settings, self.topics)
         await anyio.to_thread.run_sync(self.catalog.open)
         await self.replica.start()
+        self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
         kw = client_kwargs(self.settings)
         self._tx = AIOKafkaProducer(
             **kw, transactional_id=f"{self.settings.kafka_topic_prefix}-writer-{self.instance}",
@@ -181,7 +192,9 @@ class Service:
                 timeout=cfg.kafka_request_timeout_s)
             started = time.perf_counter()
             await self._process(batches)
-            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            log.debug("batch of %d records in %.3f s", sum(len(r) for r in batches.values()), elapsed)
+            metrics.BATCH_SECONDS.observe(elapsed)
             metrics.BATCH_SIZE.observe(sum(len(r) for r in batches.values()))
             for tp in batches:
                 hw = self._writer.highwater(tp)
@@ -240,6 +253,8 @@ class Service:
     async def _dead_letter(self, rec: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
         headers = [("reason", str(exc).encode()), ("code", error_to_wire(exc)["code"].encode()),
                    ("source", f"{rec.topic}:{rec.partition}:{rec.offset}".encode())]
+        # Events mapped from an upstream topic (streamer/sources.py) name their upstream record.
+        headers += [(k, v) for k, v in rec.headers or () if k == "origin"]
         await self._tx.send(self.topics.dlq, key=rec.key, value=rec.value, headers=headers)
 
     async def _reply(self, producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, bytes],
@@ -273,7 +288,7 @@ class Service:
             after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()}
             if after and not await self.replica.wait_for(
                     lambda: self.replica.caught_up(after), self.settings.kafka_request_timeout_s):
-                raise StreamerError("Timed out waiting for this session's writes to apply")
+                raise RequestTimeoutError("Timed out waiting for this session's writes to apply")
             result = await self._dispatch(op, ev)
             payload: dict[str, Any] = {"ok": True, "result": result}
         except Exception as exc:
@@ -333,6 +348,7 @@ class Service:
                                   embedding_function=ev.get("embedding_function"),
                                   data_loader=ev.get("data_loader"))
             await self._publish_spec(name, spec)
+            self.runtimes.get(spec.embedding_function)
             return spec.to_dict()
         if op == "delete_collection":
             self.catalog.get(name)
@@ -374,6 +390,6 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Service(settings):
+    async with Service(settings), Sources(settings):
         print("streamer: serving", flush=True)
         await stop.wait()

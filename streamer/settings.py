@@ -41,6 +41,8 @@ class Settings:
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
+    # upstream sources for `streamer serve`: mapping files, comma-separated (streamer/sources.py)
+    sources: str | None = None
     # limits
     max_batch_records: int = 4096
     max_n_results: int = 10_000
@@ -51,6 +53,10 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8765
     auth_tokens: str | None = None
+    ws_max_in_flight: int = 64  # requests per socket; more waits (TCP backpressure)
+    ws_send_buffer_bytes: int = 8 << 20  # queued replies/pushes per socket before closing it
+    ws_max_message_bytes: int = 16 << 20
+    ws_max_subscriptions: int = 32
     log_level: str = "INFO"
 
     @classmethod

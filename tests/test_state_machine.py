@@ -54,7 +54,7 @@ def metadatas(draw: st.DrawFn) -> dict[str, Any]:
     return out
 
 
-# (mode, with metadata): how a write call supplies each record.
+# How a write call supplies its records' vectors (update may also send metadata alone).
 WRITE_MODES = ["embeddings", "embeddings+documents", "documents", "images"]
 # where filters on the int field "n", with the model's reading of each.
 wheres = st.one_of(
@@ -191,8 +191,7 @@ class CollectionMachine(RuleBasedStateMachine):
         if vec is not None:
             cur.vector = vec
 
-    def _draw_items(self, data: st.DataObject, ids: list[str], mode: str,
-                    may_be_none: bool) -> list[Item]:
+    def _draw_items(self, data: st.DataObject, ids: list[str], mode: str) -> list[Item]:
         with_meta = data.draw(st.booleans(), label="with metadata") or mode == "metadata"
         items = []
         for id_ in ids:
@@ -202,8 +201,8 @@ class CollectionMachine(RuleBasedStateMachine):
             if mode == "documents":
                 doc = data.draw(st.sampled_from(DOCS), label=f"document {id_}")
             elif mode == "embeddings+documents":
-                docs = st.sampled_from(DOCS)
-                doc = data.draw(st.none() | docs if may_be_none else docs, label=f"document {id_}")
+                # None next to an embedding: no document for a new record, keep the old one
+                doc = data.draw(st.none() | st.sampled_from(DOCS), label=f"document {id_}")
             seed = data.draw(st.integers(0, 3), label=f"image {id_}") if mode == "images" else None
             meta = data.draw(st.none() | metadatas(), label=f"metadata {id_}") if with_meta \
                 else None
@@ -213,15 +212,15 @@ class CollectionMachine(RuleBasedStateMachine):
     # ---- writes -------------------------------------------------------------------
     @rule(ids=id_batches, mode=st.sampled_from(WRITE_MODES), data=st.data())
     def add(self, ids: list[str], mode: str, data: st.DataObject) -> None:
-        self._write("add", self._draw_items(data, ids, mode, may_be_none=True))
+        self._write("add", self._draw_items(data, ids, mode))
 
     @rule(ids=id_batches, mode=st.sampled_from([*WRITE_MODES, "metadata"]), data=st.data())
     def update(self, ids: list[str], mode: str, data: st.DataObject) -> None:
-        self._write("update", self._draw_items(data, ids, mode, may_be_none=True))
+        self._write("update", self._draw_items(data, ids, mode))
 
     @rule(ids=id_batches, mode=st.sampled_from(WRITE_MODES), data=st.data())
     def upsert(self, ids: list[str], mode: str, data: st.DataObject) -> None:
-        self._write("upsert", self._draw_items(data, ids, mode, may_be_none=True))
+        self._write("upsert", self._draw_items(data, ids, mode))
 
     @rule(ids=id_batches)
     def delete_ids(self, ids: list[str]) -> None:

@@ -1,0 +1,117 @@
+"""Pieces shared by the ``streamer`` subcommands: store flags and opening a client, the
+embedding function for new collections, tables, and the usage error (exit code 2)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from consumers.embed import OpenCLIPEmbeddingFunction
+from consumers.models import BUILTIN_MODELS
+from schemas.errors import NotFoundError
+from streamer.client import DEFAULT_MODEL, Client
+from streamer.collection import Collection
+from streamer.settings import Settings
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs: one line on stderr, exit code 2."""
+
+
+def add_store_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("store (embedded directory, or a `streamer serve` over Kafka)")
+    g.add_argument("--path", metavar="DIR",
+                   help="embedded store directory (default: STREAMER_DATA_DIR)")
+    g.add_argument("--kafka", metavar="BOOTSTRAP",
+                   help="Kafka bootstrap servers of a running `streamer serve`")
+    g.add_argument("--prefix", metavar="PREFIX",
+                   help="Kafka topic prefix (default: STREAMER_KAFKA_TOPIC_PREFIX or 'streamer')")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (for a new collection)")
+    g.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
+                   help=f"OpenCLIP model name (default: the built-in {DEFAULT_MODEL})")
+    g.add_argument("--checkpoint", metavar="FILE",
+                   help="local OpenCLIP weights (.pt/.safetensors); streamer never downloads")
+
+
+@contextmanager
+def open_client(args: argparse.Namespace, *, must_exist: bool) -> Iterator[Client]:
+    """The embedded store at --path, or a Kafka client when --kafka is given."""
+    client: Client
+    if args.kafka:
+        from streamer.kafka_client import KafkaClient
+
+        overrides = {"kafka_topic_prefix": args.prefix} if args.prefix else {}
+        client = KafkaClient(args.kafka, wait_writes=True, **overrides)
+    else:
+        if args.prefix:
+            raise UsageError("--prefix applies to --kafka only")
+        path = args.path or Settings.from_env().data_dir
+        if not path:
+            raise UsageError("give --path DIR (embedded store) or --kafka BOOTSTRAP")
+        if must_exist and not (Path(path) / "LOCK").exists():
+            raise UsageError(f"no store at {path} (create one with `streamer ingest`)")
+        client = Client(path)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def get_collection(client: Client, name: str) -> Collection:
+    try:
+        return client.get_collection(name)
+    except NotFoundError:
+        raise UsageError(f"no collection named {name!r} (see `streamer collections`)") from None
+
+
+def embedding_function(args: argparse.Namespace) -> OpenCLIPEmbeddingFunction:
+    """The model for a new collection, checked before anything is written."""
+    builtin = BUILTIN_MODELS.get(args.model)
+    if args.checkpoint is not None:
+        ckpt = Path(args.checkpoint)
+        if not ckpt.is_file():
+            raise UsageError(f"--checkpoint {ckpt}: no such file")
+        return OpenCLIPEmbeddingFunction(args.model, checkpoint=str(ckpt.resolve()))
+    if builtin is None:
+        raise UsageError(f"--model {args.model} needs --checkpoint FILE: streamer never downloads "
+                         f"weights (built-in: {', '.join(BUILTIN_MODELS)})")
+    if not builtin.checkpoint_path.is_file():
+        raise UsageError(f"the built-in model {args.model} has no trained checkpoint here "
+                         f"({builtin.checkpoint_path}); pass --checkpoint FILE")
+    return OpenCLIPEmbeddingFunction(args.model)
+
+
+def describe_model(ef: Any) -> str:
+    if isinstance(ef, OpenCLIPEmbeddingFunction):
+        return ef.model_name + ("" if ef.checkpoint is None else f" ({Path(ef.checkpoint).name})")
+    return "-" if ef is None else type(ef).__name__
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
+                align: str | None = None) -> None:
+    """A plain aligned table; the last column is cut to the terminal width."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    align = align or "l" * len(headers)
+    room = shutil.get_terminal_size((120, 24)).columns - sum(w + 2 for w in widths[:-1])
+    widths[-1] = max(12, min(widths[-1], room))
+
+    def line(row: Sequence[str]) -> str:
+        out = []
+        for i, c in enumerate(row):
+            if len(c) > widths[i]:
+                c = c[:widths[i] - 3] + "..."
+            out.append(c.rjust(widths[i]) if align[i] == "r" else c.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    print(line(headers))
+    print(line(["-" * w for w in widths]))
+    for row in cells:
+        print(line(row))

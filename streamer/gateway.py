@@ -1,0 +1,248 @@
+"""The HTTP/websocket gateway (aiohttp), served by ``streamer serve`` next to the consumers.
+
+Routes: ``/ws`` (requests, replies and live queries; see gateway_ops and gateway_socket),
+``/search`` (the search page), ``/api/collections`` and ``/api/thumbnail`` (for the page;
+thumbnails load a record's URI through its collection's data loader, so the loader's roots
+apply), ``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus).
+
+The gateway runs over a ``Backend``: the embedded ``Engine`` (``streamer serve --embedded``,
+tests) or a ``KafkaBackend`` in the Kafka service, so its answers are the Python client's."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+
+import anyio.to_thread
+import numpy as np
+from aiohttp import web
+from PIL import Image as PILImage
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+
+import streamer.metrics  # noqa: F401 - registers the service's metrics for /metrics
+from consumers.batch import BatchConfig
+from schemas.errors import (
+    DataLoaderError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    StreamerError,
+    URIOutsideRootsError,
+    error_to_wire,
+)
+from schemas.records import Image
+from streamer.backend import Backend
+from streamer.engine import Engine
+from streamer.gateway_auth import PROTOCOL, Authenticator, Grant
+from streamer.gateway_ops import Local, Operations, Resolver
+from streamer.gateway_socket import Connection
+from streamer.service import Runtimes, Service
+from streamer.settings import Settings
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+                               "connect-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+AUTH_FAILURES = Counter("streamer_gateway_auth_failures_total",
+                        "Requests refused for a missing or wrong bearer token")
+_HTTP_STATUS = {NotFoundError: 404, PermissionDeniedError: 403, URIOutsideRootsError: 403,
+                DataLoaderError: 422, InvalidArgumentError: 400}
+
+
+def _status(exc: StreamerError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _HTTP_STATUS:
+            return _HTTP_STATUS[cls]
+    return 503 if exc.retriable else 500
+
+
+def thumbnail_png(image: Image, size: int) -> bytes:
+    img = PILImage.fromarray(np.asarray(image, dtype=np.uint8))
+    img.thumbnail((size, size))
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+class Gateway:
+    def __init__(self, settings: Settings, backend: Backend, local: Local, *,
+                 runtimes: Runtimes | None = None, resolve: Resolver | None = None) -> None:
+        self.settings = settings
+        self.auth = Authenticator(settings.auth_tokens)
+        rt = runtimes or Runtimes()
+        self.ops = Operations(settings, backend, local, resolve or (
+            lambda spec: (rt.get(spec.embedding_function), rt.get(spec.data_loader))))
+        self.connections: set[Connection] = set()
+        self.ready = False
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.port}"
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.ws_max_message_bytes)
+        app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/search", self._page)
+        app.router.add_static("/static/", STATIC)
+        app.router.add_get("/api/collections", self._collections)
+        app.router.add_get("/api/thumbnail", self._thumbnail)
+        app.on_shutdown.append(self._close_sockets)
+        return app
+
+    # ---- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        if not self.auth.configured:
+            log.warning("no STREAMER_AUTH_TOKENS: the gateway refuses every client")
+        self._runner = web.AppRunner(self.make_app(), handle_signals=False, access_log=None,
+                                     shutdown_timeout=10.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        self.ready = True
+        log.info("gateway listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop listening, close sockets with GOING_AWAY (after answering what is in
+        flight), then release the embedding batchers."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.ready = False
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.ops.close()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def _close_sockets(self, app: web.Application) -> None:
+        await asyncio.gather(*(c.shutdown() for c in list(self.connections)))
+
+    # ---- auth ---------------------------------------------------------------------
+    def _grant(self, request: web.Request) -> Grant:
+        grant = self.auth.from_headers(request.headers)
+        if grant is None:
+            AUTH_FAILURES.inc()
+            raise web.HTTPUnauthorized(text="missing or invalid bearer token",
+                                       headers={"WWW-Authenticate": 'Bearer realm="streamer"'})
+        return grant
+
+    # ---- routes -------------------------------------------------------------------
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        grant = self._grant(request)
+        if not self.ready:
+            raise web.HTTPServiceUnavailable(text="shutting down")
+        ws = web.WebSocketResponse(protocols=(PROTOCOL,), timeout=10.0, heartbeat=30.0,
+                                   max_msg_size=self.settings.ws_max_message_bytes)
+        await ws.prepare(request)
+        conn = Connection(ws, request, grant, self.ops, self.settings)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+        return ws
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready" if self.ready else "not ready"},
+                                 status=200 if self.ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _index(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/search")
+
+    async def _page(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "search.html", headers=_PAGE_HEADERS)
+
+    async def _collections(self, request: web.Request) -> web.Response:
+        grant = self._grant(request)
+        specs = await self.ops.backend.list_collections()
+        return web.json_response([{"name": s.name, "id": s.id} for s in specs
+                                  if grant.allows("r", s.name)])
+
+    async def _thumbnail(self, request: web.Request) -> web.Response:
+        grant = self._grant(request)
+        q = request.query
+        try:
+            size = max(16, min(512, int(q.get("size", "160"))))
+        except ValueError:
+            raise web.HTTPBadRequest(text="size must be an integer") from None
+        try:
+            coll = await self.ops.collection({"name": q.get("collection")}, grant, "r")
+            if coll.data_loader is None:
+                raise NotFoundError(f"Collection [{coll.name}] has no data loader")
+            got = await coll.get(ids=[q.get("id", "")], include=["uris"])
+            if not got["ids"] or got["uris"][0] is None:
+                raise NotFoundError(f"Record [{q.get('id')}] has no URI to show")
+            image = (await anyio.to_thread.run_sync(coll.data_loader, [got["uris"][0]]))[0]
+            if image is None:
+                raise NotFoundError(f"Nothing loaded for record [{q.get('id')}]")
+            png = await anyio.to_thread.run_sync(thumbnail_png, image, size)
+        except StreamerError as exc:
+            return web.json_response(error_to_wire(exc), status=_status(exc))
+        return web.Response(body=png, content_type="image/png",
+                            headers={"Cache-Control": "private, max-age=300",
+                                     "X-Content-Type-Options": "nosniff"})
+
+
+@asynccontextmanager
+async def service_gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
+    """The gateway of ``streamer serve``: requests go through Kafka like any client's,
+    live queries hook this process's replica, models are shared with the writer."""
+    from streamer.kafka_client import KafkaBackend
+
+    backend = KafkaBackend(settings)
+    await backend.start()
+    try:
+        async with Gateway(settings, backend, service, runtimes=service.runtimes) as gateway:
+            yield gateway
+    finally:
+        await backend.close()
+
+
+async def serve_embedded(settings: Settings) -> None:
+    """``streamer serve --embedded``: the in-process engine and the gateway, no Kafka."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    engine = Engine(settings.data_dir, fsync=settings.fsync,
+                    checkpoint_every=settings.checkpoint_every,
+                    batch=BatchConfig(max_items=settings.batch_max_items,
+                                      max_wait=settings.batch_max_wait_ms / 1000))
+    async with engine, Gateway(settings, engine, engine) as gateway:
+        print(f"streamer: gateway on {gateway.url}", flush=True)
+        print("streamer: serving", flush=True)
+        await stop.wait()
+
+
+__all__ = ["Gateway", "serve_embedded", "service_gateway", "thumbnail_png"]

@@ -1,0 +1,317 @@
+"""What a websocket request does. Frames use the Kafka topics' request schema
+(``schemas.events``: query/get/count events and per-record write events; a collection is named
+by ``collection`` (its id, as on Kafka) or ``name``), and every call goes through the same
+``AsyncCollection`` method the Python client uses, over the same ``Backend``, so validation,
+errors and results are the client's.
+
+Concurrent text/image queries are micro-batched per embedding function: whatever queued up
+while the model was busy goes into the next model call, and a lone query is never held back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import numpy as np
+
+from consumers.batch import BatchConfig, MicroBatcher
+from consumers.catalog import Catalog
+from consumers.embed import EmbeddingFunction
+from consumers.pipeline import DataLoader, call_embedder, in_executor
+from consumers.query import query_vectors
+from consumers.validate import prepare_query
+from schemas.errors import (
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+    SchemaError,
+    StreamerError,
+)
+from schemas.events import decode_array, encode_array, encode_result, parse_write
+from schemas.records import CollectionSpec, DeleteRequest, Vector
+from streamer.backend import Backend
+from streamer.collection import AsyncCollection
+from streamer.gateway_auth import Grant, Mode
+from streamer.gateway_live import LIVE_FIELDS, LiveHub, Push, Subscription
+from streamer.kafka_common import supervise
+from streamer.settings import Settings
+
+Resolver = Callable[[CollectionSpec], tuple[EmbeddingFunction | None, DataLoader | None]]
+READ_OPS = ("query", "get", "count", "list_collections", "get_collection", "subscribe",
+            "unsubscribe")
+WRITE_OPS = ("add", "update", "upsert", "delete")
+OPS = READ_OPS + WRITE_OPS
+
+
+class Local(Protocol):
+    """The process-local side the gateway runs next to: the embedded ``Engine`` or the Kafka
+    ``Service`` (its replica catalog). Live queries hook its catalog."""
+
+    catalog: Catalog
+    embed_thread: ThreadPoolExecutor
+
+    def lock(self, collection_id: str) -> anyio.Lock: ...
+
+
+class Session(Protocol):
+    grant: Grant
+    subscriptions: dict[str, Subscription]
+
+    def push(self, payload: dict[str, Any]) -> None: ...
+
+
+@dataclass(eq=False)
+class _Pending:
+    inputs: list[Any]
+    future: asyncio.Future[list[Vector]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class EmbedBatcher:
+    """One model call for the query inputs of every request queued for one embedder."""
+
+    def __init__(self, embedder: EmbeddingFunction, pool: ThreadPoolExecutor,
+                 max_items: int) -> None:
+        self._embedder = embedder
+        self._pool = pool
+        # max_wait=0: take what is queued and go; requests that arrive while the model runs
+        # form the next batch, so batches grow with load and add no latency at rest.
+        self._batcher: MicroBatcher[_Pending] = MicroBatcher(BatchConfig(max_items=max_items,
+                                                                         max_wait=0.0))
+        self._task = supervise(asyncio.create_task(self._run(), name="query-embed"))
+
+    async def embed(self, inputs: list[Any]) -> list[Vector]:
+        pending = _Pending(inputs)
+        await self._batcher.put(pending)
+        return await pending.future
+
+    async def _run(self) -> None:
+        while batch := await self._batcher.next_batch():
+            batch = [p for p in batch if not p.future.done()]
+            try:
+                vectors = await self._call([x for p in batch for x in p.inputs])
+            except Exception:  # one bad input must not fail its neighbours
+                for p in batch:
+                    await self._alone(p)
+                continue
+            start = 0
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(vectors[start:start + len(p.inputs)])
+                start += len(p.inputs)
+
+    async def _alone(self, p: _Pending) -> None:
+        try:
+            result = await self._call(p.inputs)
+        except Exception as exc:  # the request's own error, as if unbatched
+            if not p.future.done():
+                p.future.set_exception(exc)
+            return
+        if not p.future.done():
+            p.future.set_result(result)
+
+    async def _call(self, inputs: list[Any]) -> list[Vector]:
+        vectors: list[Vector] = await in_executor(self._pool, call_embedder, self._embedder, inputs)
+        return vectors
+
+    async def close(self) -> None:
+        self._batcher.close()
+        await self._task
+
+
+def _arrays(ev: dict[str, Any], key: str, *, vectors: bool) -> list[Any] | None:
+    raw = ev.get(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise SchemaError(f"Field {key!r} must be a list of array objects")
+    arrays = [decode_array(a) for a in raw]
+    return [a.astype(np.float32).reshape(-1) for a in arrays] if vectors else arrays
+
+
+def _wire(value: Any) -> Any:
+    """Numpy arrays (embeddings, loaded data) as wire array objects, at any nesting."""
+    if isinstance(value, np.ndarray):
+        return encode_array(value)
+    if isinstance(value, list):
+        return [_wire(v) for v in value]
+    return value
+
+
+def wire_result(result: dict[str, Any]) -> dict[str, Any]:
+    out = encode_result(result)
+    if result.get("data") is not None:
+        out["data"] = _wire(result["data"])
+    return out
+
+
+class Operations:
+    def __init__(self, settings: Settings, backend: Backend, local: Local,
+                 resolve: Resolver) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.local = local
+        self.resolve = resolve
+        self.live = LiveHub(local.lock)
+        self._batchers: dict[int, tuple[EmbeddingFunction, EmbedBatcher]] = {}
+
+    async def close(self) -> None:
+        for _, batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
+
+    async def dispatch(self, ev: dict[str, Any], session: Session) -> Any:
+        op = ev.get("op")
+        if op not in OPS:
+            raise SchemaError(f"Unknown op {op!r}; expected one of {', '.join(OPS)}")
+        if op in WRITE_OPS:
+            return await self._write(ev, session.grant)
+        if op == "list_collections":
+            return [s.to_dict() for s in await self.backend.list_collections()
+                    if session.grant.allows("r", s.name)]
+        if op == "unsubscribe":
+            sub = session.subscriptions.pop(str(ev.get("subscription")), None)
+            if sub is None:
+                raise NotFoundError(f"Subscription [{ev.get('subscription')}] does not exist")
+            self.live.unsubscribe(sub)
+            return None
+        spec = await self.spec(ev)
+        session.grant.check("r", spec.name)
+        if op == "get_collection":
+            return spec.to_dict()
+        coll = self.wrap(spec)
+        if op == "count":
+            return await coll.count()
+        if op == "get":
+            return wire_result(await coll.get(
+                ids=ev.get("ids"), where=ev.get("where"), limit=ev.get("limit"),
+                offset=ev.get("offset"), where_document=ev.get("where_document"),
+                include=ev.get("include")))
+        if op == "query":
+            return await self._query(coll, ev)
+        return await self._subscribe(coll, ev, session)
+
+    # ---- collections --------------------------------------------------------------
+    async def spec(self, ev: dict[str, Any]) -> CollectionSpec:
+        cid, name = ev.get("collection"), ev.get("name")
+        if not isinstance(cid, str) and not isinstance(name, str):
+            raise SchemaError("Name the collection by 'collection' (its id) or 'name' (strings)")
+        catalog = self.local.catalog
+        state = catalog.by_id(cid) if isinstance(cid, str) else catalog.collections.get(str(name))
+        if state is not None:
+            return state.spec
+        # This process's replica may not have a just-created collection yet: ask the backend.
+        if isinstance(cid, str):
+            for spec in await self.backend.list_collections():
+                if spec.id == cid:
+                    return spec
+            raise NotFoundError(f"Collection [{cid}] does not exist")
+        return await self.backend.get_collection(str(name))
+
+    def wrap(self, spec: CollectionSpec) -> AsyncCollection:
+        embedder, loader = self.resolve(spec)
+        return AsyncCollection(self.backend, spec, embedder, loader)
+
+    async def collection(self, ev: dict[str, Any], grant: Grant, mode: Mode) -> AsyncCollection:
+        spec = await self.spec(ev)
+        grant.check(mode, spec.name)
+        return self.wrap(spec)
+
+    # ---- reads --------------------------------------------------------------------
+    def _query_args(self, ev: dict[str, Any]) -> dict[str, Any]:
+        return {"query_embeddings": _arrays(ev, "embeddings", vectors=True),
+                "query_texts": ev.get("texts"), "query_images": _arrays(ev, "images", vectors=False),
+                "query_uris": ev.get("uris"), "ids": ev.get("ids"),
+                "n_results": ev.get("n_results", 10), "where": ev.get("where"),
+                "where_document": ev.get("where_document"), "include": ev.get("include")}
+
+    async def _query(self, coll: AsyncCollection, ev: dict[str, Any]) -> dict[str, Any]:
+        args = self._query_args(ev)
+        embedder = coll.embedding_function
+        if embedder is not None and self.settings.batch_max_items > 1 and \
+                args["query_embeddings"] is None and args["query_uris"] is None:
+            # Validate as the client would before spending model time on it.
+            req = prepare_query(**args, has_loader=coll.data_loader is not None,
+                                has_embedding_function=True)
+            inputs: list[Any] = list(req.texts or req.images or [])
+            args.update(query_embeddings=await self._batcher(embedder).embed(inputs),
+                        query_texts=None, query_images=None)
+        return wire_result(await coll.query(**args))
+
+    def _batcher(self, embedder: EmbeddingFunction) -> EmbedBatcher:
+        entry = self._batchers.get(id(embedder))
+        if entry is None or entry[0] is not embedder:
+            entry = (embedder, EmbedBatcher(embedder, self.local.embed_thread,
+                                            self.settings.batch_max_items))
+            self._batchers[id(embedder)] = entry
+        return entry[1]
+
+    # ---- writes -------------------------------------------------------------------
+    async def _write(self, ev: dict[str, Any], grant: Grant) -> None:
+        coll = await self.collection(ev, grant, "w")
+        try:
+            op, _, payload = parse_write({**ev, "collection": coll.id})
+        except (TypeError, ValueError, KeyError) as exc:
+            if isinstance(exc, StreamerError):
+                raise
+            raise SchemaError(f"Malformed write event: {exc}") from exc
+        wait = bool(ev.get("wait", True))
+        if isinstance(payload, DeleteRequest):
+            await coll.delete(ids=payload.ids, where=payload.where,
+                              where_document=payload.where_document, limit=payload.limit, wait=wait)
+            return
+        item = payload
+        if op.value == "delete":
+            await coll.delete(ids=[item.id], wait=wait)
+            return
+
+        def one(value: Any) -> list[Any] | None:
+            return None if value is None else [value]
+
+        await getattr(coll, op.value)(
+            ids=[item.id], embeddings=one(item.embedding), metadatas=one(item.metadata),
+            documents=one(item.document), images=one(item.image), uris=one(item.uri), wait=wait)
+
+    # ---- live queries -------------------------------------------------------------
+    async def _subscribe(self, coll: AsyncCollection, ev: dict[str, Any],
+                         session: Session) -> dict[str, Any]:
+        if len(session.subscriptions) >= self.settings.ws_max_subscriptions:
+            raise LimitExceededError(
+                f"At most {self.settings.ws_max_subscriptions} live queries per connection")
+        threshold, top_k = ev.get("threshold"), ev.get("top_k")
+        if (threshold is None) == (top_k is None):
+            raise InvalidArgumentError("A live query takes exactly one of threshold or top_k")
+        if threshold is not None and (not isinstance(threshold, int | float)
+                                      or isinstance(threshold, bool)):
+            raise InvalidArgumentError(f"threshold must be a number, got {threshold!r}")
+        include = ev.get("include", list(LIVE_FIELDS))
+        if not isinstance(include, list) or any(i not in LIVE_FIELDS for i in include):
+            raise InvalidArgumentError(f"A live query's include is a list of {', '.join(LIVE_FIELDS)}")
+        args = {**self._query_args(ev), "n_results": top_k if top_k is not None else 1,
+                "include": None}
+        req = prepare_query(**args, has_loader=coll.data_loader is not None,
+                            has_embedding_function=coll.embedding_function is not None)
+        if req.size != 1:
+            raise InvalidArgumentError("A live query takes exactly one query input")
+        state = self.local.catalog.by_id(coll.id)
+        if state is None:
+            raise NotFoundError(f"Collection [{coll.name}] is not in this server's replica yet")
+        dim = state.spec.dimension
+        vector = (await query_vectors(req, coll.embedding_function, coll.data_loader,
+                                      self.local.embed_thread))[0]
+        if dim is not None and vector.shape[0] != dim:
+            raise InvalidArgumentError(
+                f"Collection expecting embedding with dimension of {dim}, got {vector.shape[0]}")
+        push: Push = session.push
+        sub = Subscription(uuid.uuid4().hex, state, vector, push, asyncio.get_running_loop(),
+                           threshold=None if threshold is None else float(threshold),
+                           top_k=top_k, where=req.where, where_document=req.where_document,
+                           include=tuple(include))
+        initial = await self.live.subscribe(sub)
+        session.subscriptions[sub.id] = sub
+        return {"subscription": sub.id, "initial": None if initial is None else wire_result(initial)}
