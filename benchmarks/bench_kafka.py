@@ -11,7 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 import streamer
 from benchmarks.common import Timer, machine, percentiles, photo_files
 from streamer.data_loaders import ImageLoader
@@ -105,9 +104,11 @@ def main() -> None:
           f"(JPEG+PNG, 320x240..1024x768); add(uris) 32 per call")
     print("| path | images/s | vs bare model | text query p50 ms | p99 ms |")
     print("|---|---|---|---|---|")
-    print(f"| bare model (batched, preprocessed) | {bare:.1f} | 1.00 | {bare_p50:.1f} (encode) | {bare_p99:.1f} |")
+    print(f"| bare model (batched, preprocessed) | {bare:.1f} | 1.00 "
+          f"| {bare_p50:.1f} (encode) | {bare_p99:.1f} |")
     print(f"| embedded Client | {emb_rate:.1f} | {emb_rate / bare:.2f} | {emb_p50:.1f} | {emb_p99:.1f} |")
-    print(f"| KafkaClient + streamer serve | {kafka_rate:.1f} | {kafka_rate / bare:.2f} | {k_p50:.1f} | {k_p99:.1f} |")
+    print(f"| KafkaClient + streamer serve | {kafka_rate:.1f} | {kafka_rate / bare:.2f} "
+          f"| {k_p50:.1f} | {k_p99:.1f} |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Checkpoints of a collection store: the record table and the usearch index as of a log
-sequence number, written atomically (temp dir, fsync, rename) and
-verified by CRC on load. The directory is renamed into place only when complete (meta.json,
-with the CRCs, written last), so a crash mid-checkpoint leaves the previous one in force. The two newest are kept, so a corrupt newest one falls back to the
-previous one plus a longer log replay."""
+sequence number, written atomically (temp dir, fsync, rename) and verified by CRC on load.
+
+The directory is renamed into place only when complete (meta.json, with the CRCs, written
+last), so a crash mid-checkpoint leaves the previous one in force. The two newest are kept,
+so a corrupt newest one falls back to the previous one plus a longer log replay."""
 
 from __future__ import annotations
 

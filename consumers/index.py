@@ -24,13 +24,16 @@ def distances(queries: Matrix, vectors: Matrix, space: Space) -> Matrix:
     if space == "l2":
         q2 = np.einsum("ij,ij->i", queries, queries)[:, None]
         v2 = np.einsum("ij,ij->i", vectors, vectors)[None, :]
-        return np.maximum(q2 + v2 - 2.0 * (queries @ vectors.T), 0.0).astype(np.float32)
+        out: Matrix = np.maximum(q2 + v2 - 2.0 * (queries @ vectors.T), 0.0).astype(np.float32)
+        return out
     dots = queries @ vectors.T
     if space == "ip":
-        return (1.0 - dots).astype(np.float32)
+        out = (1.0 - dots).astype(np.float32)
+        return out
     qn = np.linalg.norm(queries, axis=1)[:, None]
     vn = np.linalg.norm(vectors, axis=1)[None, :]
-    return (1.0 - dots / np.maximum(qn * vn, 1e-30)).astype(np.float32)
+    out = (1.0 - dots / np.maximum(qn * vn, 1e-30)).astype(np.float32)
+    return out
 
 
 class VectorIndex:
@@ -58,7 +61,7 @@ class VectorIndex:
             self._index.remove(keys)
 
     def get(self, keys: Keys) -> Matrix:
-        got = self._index.get(keys, dtype=np.float32)
+        got = self._index.get(keys, dtype="f32")
         return np.asarray(got, dtype=np.float32).reshape(len(keys), self.ndim)
 
     def search(self, queries: Matrix, k: int) -> tuple[Keys, Matrix, npt.NDArray[np.int64]]:

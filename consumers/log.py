@@ -10,6 +10,7 @@ covers seq and body. Body: ``<json_len:u32><json><float32 vector bytes>``."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import struct
@@ -172,7 +173,7 @@ class MutationLog:
     def truncate_before(self, seq: int) -> None:
         """Drop whole segments whose every frame is at or below ``seq`` (a checkpoint covers them)."""
         segments = self._segments()
-        for seg, nxt in zip(segments, segments[1:]):
+        for seg, nxt in itertools.pairwise(segments):
             if int(nxt.stem) - 1 <= seq:
                 seg.unlink()
 

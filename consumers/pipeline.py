@@ -2,7 +2,8 @@
 load (URIs through the data loader) -> embed (batched, on the model's own thread) ->
 resolve (Chroma's rules + one modality per record) -> sink. The embedded sink logs (one
 fsync per collection per batch) and indexes; the Kafka writer's sink produces the mutations
-to the compacted state topic inside a transaction instead. Failures are per job: a bad request gets its error, the batch goes on."""
+to the compacted state topic inside a transaction instead. Failures are per job: a bad
+request gets its error, the batch goes on."""
 
 from __future__ import annotations
 
@@ -153,7 +154,7 @@ class Pipeline:
                         job.error = exc
                 try:
                     seq = await self._sink(state, mutations, meta)
-                except Exception as exc:  # noqa: BLE001 - nothing applied: fail the group
+                except Exception as exc:
                     log.exception("commit failed for %s", state.spec.name)
                     for job in done:
                         job.error = exc

@@ -46,7 +46,7 @@ def context(method: str) -> Iterator[None]:
     try:
         yield
     except StreamerError as exc:
-        exc.args = (f"{exc.message} in {method}.",) + exc.args[1:]
+        exc.args = (f"{exc.message} in {method}.", *exc.args[1:])
         raise
 
 
@@ -225,13 +225,14 @@ def prepare_write(op: Op, *, ids: Any, embeddings: Any = None, metadatas: Any = 
             raise InvalidArgumentError(f"Exactly one of {_EMBEDDABLE} must be provided")
         if vecs is not None and imgs is not None:
             raise InvalidArgumentError("Attempting to embed a record that already has embeddings.")
-        if vecs is None:
-            if op is not Op.UPDATE or docs is not None or imgs is not None or uri_list is not None:
-                _exactly_one(docs, imgs, uri_list)
-                if uri_list is not None and not has_loader:
-                    raise InvalidArgumentError(NO_LOADER)
-                if not has_embedding_function:
-                    raise InvalidArgumentError(NO_EMBEDDING_FUNCTION)
+        # A metadata-only update embeds nothing; everything else needs one source to embed.
+        metadata_only = op is Op.UPDATE and docs is None and imgs is None and uri_list is None
+        if vecs is None and not metadata_only:
+            _exactly_one(docs, imgs, uri_list)
+            if uri_list is not None and not has_loader:
+                raise InvalidArgumentError(NO_LOADER)
+            if not has_embedding_function:
+                raise InvalidArgumentError(NO_EMBEDDING_FUNCTION)
         n = len(validated_ids)
         items = [WriteItem(
             id=validated_ids[i],

@@ -4,13 +4,13 @@ records and log mutations. Validation lives in ``consumers.validate``; these are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Literal, Union
+from enum import StrEnum
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-MetadataValue = Union[str, int, float, bool, list[str], list[int], list[float], list[bool]]
+MetadataValue = str | int | float | bool | list[str] | list[int] | list[float] | list[bool]
 Metadata = dict[str, Any]
 Vector = npt.NDArray[np.float32]
 Image = npt.NDArray[Any]
@@ -26,14 +26,14 @@ DEFAULT_QUERY_INCLUDE: tuple[IncludeItem, ...] = ("metadatas", "documents", "dis
 DEFAULT_GET_INCLUDE: tuple[IncludeItem, ...] = ("metadatas", "documents")
 
 
-class Op(str, Enum):
+class Op(StrEnum):
     ADD = "add"
     UPDATE = "update"
     UPSERT = "upsert"
     DELETE = "delete"
 
 
-class Modality(str, Enum):
+class Modality(StrEnum):
     """What a record's vector was computed from; a record has exactly one at a time."""
 
     TEXT = "text"

@@ -6,7 +6,7 @@ through the collection's data loader, client-side, as Chroma does."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from consumers.embed import EmbeddingFunction
@@ -16,7 +16,7 @@ from schemas.records import CollectionSpec, GetRequest, Op
 from streamer.backend import Backend
 
 
-def _finish(result: dict[str, Any], include: list[str], loader: DataLoader | None,
+def _finish(result: dict[str, Any], include: Sequence[str], loader: DataLoader | None,
             nested: bool) -> dict[str, Any]:
     if "data" in include and loader is not None and result["uris"] is not None:
         uris = result["uris"]
@@ -156,3 +156,12 @@ class Collection:
     @property
     def metadata(self) -> dict[str, Any] | None:
         return self._inner.metadata
+
+    # Explicit: both are callables, which __getattr__ would wrap as methods.
+    @property
+    def embedding_function(self) -> EmbeddingFunction | None:
+        return self._inner.embedding_function
+
+    @property
+    def data_loader(self) -> DataLoader | None:
+        return self._inner.data_loader

@@ -79,7 +79,7 @@ class Gateway:
                  runtimes: Runtimes | None = None, resolve: Resolver | None = None) -> None:
         self.settings = settings
         self.auth = Authenticator(settings.auth_tokens)
-        rt = runtimes or Runtimes()
+        rt = runtimes or Runtimes(local.embed_thread)
         self.ops = Operations(settings, backend, local, resolve or (
             lambda spec: (rt.get(spec.embedding_function), rt.get(spec.data_loader))))
         self.connections: set[Connection] = set()

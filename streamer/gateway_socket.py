@@ -2,10 +2,12 @@
 a flood waits in TCP instead of in memory) and answer out of order with the request's
 ``correlation_id``; replies and live pushes go through one bounded send buffer.
 
-A client that does not read fills that buffer (the transport's own buffer is capped by
-aiohttp's flow control) and is closed with 4008 and a reason, so a slow reader costs at most
-``ws_send_buffer_bytes``. Graceful shutdown answers what is in flight, flushes, then closes
-with 1001 GOING_AWAY."""
+A client that does not read is closed with 4008 and a reason once more than
+``ws_send_buffer_bytes`` wait while its socket is full (the transport's own buffer is capped by
+aiohttp's flow control). A burst (one committed batch's pushes) is taken whole while the socket
+still drains, so a reader that keeps up is never cut off; a slow one costs at most the limit
+plus one burst. Graceful shutdown answers what is in flight, flushes, then closes with 1001
+GOING_AWAY."""
 
 from __future__ import annotations
 
@@ -55,6 +57,10 @@ class Connection:
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._draining = False
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued
 
     @property
     def closing(self) -> bool:
@@ -111,14 +117,18 @@ class Connection:
         if self.closing:
             return
         data = dumps(payload)
-        # One frame larger than the whole buffer may still go out alone.
-        if self._queued and self._queued + len(data) > self._limit:
+        if self._queued and self._queued + len(data) > self._limit and self._stalled():
             log.warning("closing a slow websocket client: %d bytes unsent", self._queued)
             self.close_soon(CLOSE_SLOW_CONSUMER,
                             f"slow consumer: more than {self._limit} bytes unread", "slow_consumer")
             return
         self._queued += len(data)
         self._queue.put_nowait(data)
+
+    def _stalled(self) -> bool:
+        """The kernel's send buffer is full: the peer is not taking what we already sent."""
+        t = self._transport
+        return t is None or t.is_closing() or t.get_write_buffer_size() > 0
 
     async def _send_loop(self) -> None:
         while True:

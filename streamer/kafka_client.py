@@ -14,6 +14,7 @@ sends embeddings, as Chroma's HttpClient does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -86,10 +87,8 @@ class KafkaBackend:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         await self._consumer.stop()
         await self._producer.stop()
 

@@ -6,6 +6,7 @@ replaying after a crash is harmless; the positions are saved after each applied 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -101,10 +102,8 @@ class Replica:
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         if self._consumer is not None:
             await self._consumer.stop()
 
@@ -176,6 +175,10 @@ class Replica:
                 await self._changed.wait_for(predicate)
                 return True
         return bool(predicate())
+
+    def reached(self, first: dict[int, int]) -> bool:
+        """The writer's check: every transaction before these offsets is applied here."""
+        return all(self.progress.get(p, 0) >= off for p, off in first.items())
 
     def caught_up(self, after: dict[int, int]) -> bool:
         """Session consistency: every request offset in ``after`` is applied here."""

@@ -12,6 +12,7 @@ Three loops share one local replica (``Replica``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -19,6 +20,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -65,7 +67,7 @@ log = logging.getLogger(__name__)
 def _header(rec: ConsumerRecord[bytes, bytes], name: str) -> str | None:
     for k, v in rec.headers or ():
         if k == name:
-            return v.decode()
+            return bytes(v).decode()
     return None
 
 
@@ -148,10 +150,8 @@ class Service:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await t
-            except asyncio.CancelledError:
-                pass
         for c in ("_writer", "_reader"):
             if hasattr(self, c):
                 await getattr(self, c).stop()
@@ -187,9 +187,8 @@ class Service:
                 continue
             # Our previous transactions on these partitions must be visible locally first.
             first = {tp.partition: recs[0].offset for tp, recs in batches.items()}
-            await self.replica.wait_for(
-                lambda: all(self.replica.progress.get(p, 0) >= off for p, off in first.items()),
-                timeout=cfg.kafka_request_timeout_s)
+            await self.replica.wait_for(partial(self.replica.reached, first),
+                                        timeout=cfg.kafka_request_timeout_s)
             started = time.perf_counter()
             await self._process(batches)
             elapsed = time.perf_counter() - started
@@ -222,9 +221,9 @@ class Service:
                 await self._tx.send(topic, key=key, value=value, partition=part, headers=headers)
             for rec in ok:
                 await self._reply(self._tx, rec, {"ok": True, "result": None})
-            for rec, exc in failed:
-                await self._dead_letter(rec, exc)
-                await self._reply(self._tx, rec, {"ok": False, "error": error_to_wire(exc)})
+            for rec, error in failed:
+                await self._dead_letter(rec, error)
+                await self._reply(self._tx, rec, {"ok": False, "error": error_to_wire(error)})
             offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items()}
             for tp, nxt in offsets.items():
                 await self._tx.send(self.topics.state, key=f"{PROGRESS}{tp.partition}".encode(),

@@ -122,11 +122,11 @@ async def embedded_gateway(path: Path, embedder: Any, *, by_name: dict[str, Any]
     """An engine and a gateway on 127.0.0.1:<free port>. Collections embed with ``embedder``
     (or ``by_name[collection]``): a test double cannot travel in a collection spec, so the
     gateway is told; data loaders are rebuilt from the spec as in production."""
-    runtimes = Runtimes()
+    async with Engine(path, fsync=False, batch=batch) as engine:
+        runtimes = Runtimes(engine.embed_thread)
 
-    def resolve(spec: CollectionSpec) -> tuple[Any, Any]:
-        return (by_name or {}).get(spec.name, embedder), runtimes.get(spec.data_loader)
+        def resolve(spec: CollectionSpec) -> tuple[Any, Any]:
+            return (by_name or {}).get(spec.name, embedder), runtimes.get(spec.data_loader)
 
-    async with Engine(path, fsync=False, batch=batch) as engine, \
-            Gateway(settings(**overrides), engine, engine, resolve=resolve) as gateway:
-        yield engine, gateway
+        async with Gateway(settings(**overrides), engine, engine, resolve=resolve) as gateway:
+            yield engine, gateway

@@ -48,7 +48,7 @@ class ServiceProcess:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.with_suffix(".log")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve"], cwd=ROOT,
                                      env=self.env(), stdout=subprocess.PIPE, stderr=log)
         log.close()

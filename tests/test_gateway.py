@@ -155,9 +155,9 @@ async def test_requests_run_concurrently_and_answer_out_of_order(tmp_path: Path)
 async def test_bad_frames_get_typed_errors_and_the_socket_stays_usable(tmp_path: Path) -> None:
     ef = HashEmbedding()
     async with embedded_gateway(tmp_path / "store", ef) as (engine, gw), ws_client(gw.url) as ws:
-        col = await streamer.AsyncClient(backend=engine).create_collection("c", embedding_function=ef)
+        col = await streamer.AsyncClient(backend=engine).create_collection("col", embedding_function=ef)
         await col.add(ids=["x"], documents=["x"])
-        good = {"op": "query", "name": "c", "texts": ["x"], "n_results": 1}
+        good = {"op": "query", "name": "col", "texts": ["x"], "n_results": 1}
 
         async def expect(raw: str | bytes, code: str, corr: Any = None) -> None:
             if isinstance(raw, bytes):
@@ -173,17 +173,17 @@ async def test_bad_frames_get_typed_errors_and_the_socket_stays_usable(tmp_path:
         await expect("this is not json", "schema")
         await expect("[1, 2, 3]", "schema")
         await expect(b"\x00binary", "schema")
-        await expect('{"op": "query", "name": "c", "texts": ["x"]}', "schema")  # no "v"
+        await expect('{"op": "query", "name": "col", "texts": ["x"]}', "schema")  # no "v"
         for frame, code in [
             ({"op": "explode"}, "schema"),
             ({"op": "query", "texts": ["x"]}, "schema"),  # no collection
-            ({"op": "query", "name": "c", "embeddings": [{"dtype": "float32", "shape": [2],
+            ({"op": "query", "name": "col", "embeddings": [{"dtype": "float32", "shape": [2],
                                                           "b64": "!!"}]}, "schema"),
-            ({"op": "query", "name": "c", "embeddings": "nope"}, "schema"),
+            ({"op": "query", "name": "col", "embeddings": "nope"}, "schema"),
             ({"op": "add", "collection": col.id, "id": 5}, "schema"),
-            ({"op": "query", "name": "c", "texts": ["x"], "n_results": "ten"}, "invalid_argument"),
+            ({"op": "query", "name": "col", "texts": ["x"], "n_results": "ten"}, "invalid_argument"),
             ({"op": "query", "name": "missing", "texts": ["x"]}, "not_found"),
-            ({"op": "subscribe", "name": "c", "texts": ["x"]}, "invalid_argument"),
+            ({"op": "subscribe", "name": "col", "texts": ["x"]}, "invalid_argument"),
             ({"op": "unsubscribe", "subscription": "nope"}, "not_found"),
         ]:
             reply = await ws.call(frame)
@@ -280,10 +280,10 @@ async def test_thumbnails_load_through_the_collection_loader_within_its_roots(tm
 async def test_shutdown_answers_in_flight_requests_then_closes_with_going_away(tmp_path: Path) -> None:
     slow = SlowEmbedding(0.5)
     async with embedded_gateway(tmp_path / "store", slow) as (engine, gw):
-        col = await streamer.AsyncClient(backend=engine).create_collection("c", embedding_function=slow)
+        col = await streamer.AsyncClient(backend=engine).create_collection("col", embedding_function=slow)
         await col.add(ids=["a"], embeddings=[slow.vector("a")])
         async with ws_client(gw.url) as ws:
-            pending = await ws.send({"op": "query", "name": "c", "texts": ["a"], "n_results": 1})
+            pending = await ws.send({"op": "query", "name": "col", "texts": ["a"], "n_results": 1})
             await asyncio.sleep(0.1)
             await gw.stop()
             assert (await asyncio.wait_for(pending, 5))["result"]["ids"] == [["a"]]
