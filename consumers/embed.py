@@ -30,6 +30,15 @@ class EmbeddingFunction(Protocol):
     def __call__(self, input: Any) -> Sequence[Any]: ...
 
 
+@runtime_checkable
+class PreparingEmbeddingFunction(EmbeddingFunction, Protocol):
+    """An embedding function whose image preprocessing can run apart from the model."""
+
+    def prepare_image(self, image: Image) -> Any: ...
+
+    def embed_prepared(self, prepared: Sequence[Any]) -> list[Vector]: ...
+
+
 def as_uint8_rgb(image: Image) -> Image:
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
@@ -159,18 +168,33 @@ class OpenCLIPEmbeddingFunction:
             rows.extend(self._run(model.encode_text, tokens))
         return rows
 
-    def preprocess(self, images: Sequence[Image]) -> Any:
-        import torch
+    def prepare_image(self, image: Image) -> Any:
+        """open_clip's validation transform for one image; thread-safe, so the pipeline runs
+        it on its loader threads while the model thread encodes the previous batch."""
         from PIL import Image as PILImage
 
         self.load()
-        return torch.stack([self._preprocess(PILImage.fromarray(as_uint8_rgb(im)))
-                            for im in images])
+        return self._preprocess(PILImage.fromarray(as_uint8_rgb(image)))
 
-    def embed_images(self, images: Sequence[Image]) -> list[Vector]:
+    def preprocess(self, images: Sequence[Image]) -> Any:
+        import torch
+
+        return torch.stack([self.prepare_image(im) for im in images])
+
+    def embed_prepared(self, prepared: Sequence[Any]) -> list[Vector]:
+        """Encode already transformed image tensors in batches of ``batch_size``."""
+        import torch
+
         model = self.model
         rows: list[Vector] = []
-        for start in range(0, len(images), self.batch_size):
+        for start in range(0, len(prepared), self.batch_size):
             rows.extend(self._run(model.encode_image,
-                                  self.preprocess(images[start:start + self.batch_size])))
+                                  torch.stack(list(prepared[start:start + self.batch_size]))))
+        return rows
+
+    def embed_images(self, images: Sequence[Image]) -> list[Vector]:
+        rows: list[Vector] = []
+        for start in range(0, len(images), self.batch_size):
+            rows.extend(self.embed_prepared(
+                [self.prepare_image(im) for im in images[start:start + self.batch_size]]))
         return rows

@@ -19,7 +19,7 @@ import anyio.to_thread
 import numpy as np
 
 from consumers.catalog import CollectionState
-from consumers.embed import EmbeddingFunction
+from consumers.embed import EmbeddingFunction, PreparingEmbeddingFunction
 from schemas.errors import DataLoaderError, EmbeddingError, StreamerError
 from schemas.records import DeleteRequest, Image, Mutation, Vector, WriteRequest
 
@@ -36,6 +36,7 @@ class WriteJob:
     loader: DataLoader | None = None
     # Filled by the stages.
     images: dict[int, Image] = field(default_factory=dict)
+    prepared: dict[int, Any] = field(default_factory=dict)
     vectors: dict[int, Vector] = field(default_factory=dict)
     error: BaseException | None = None
     seq: int = 0
@@ -55,16 +56,54 @@ class Pipeline:
     """Stateless over batches; the caller serialises batches (one writer)."""
 
     def __init__(self, embed_thread: ThreadPoolExecutor, locks: Callable[[str], anyio.Lock],
-                 sink: Sink | None = None) -> None:
+                 sink: Sink | None = None, prep_workers: int = 2) -> None:
         self._embed_thread = embed_thread
+        self._prep_pool = ThreadPoolExecutor(prep_workers, thread_name_prefix="prepare")
         self._locks = locks
         self._sink = sink or commit_locally
 
+    def close(self) -> None:
+        self._prep_pool.shutdown(wait=True)
+
     async def run(self, jobs: list[WriteJob], meta: dict[str, Any] | None = None) -> None:
         """Process one batch in place: each job ends with ``seq`` set or ``error`` set."""
+        await self.prepare(jobs)
+        await self.finish(jobs, meta)
+
+    async def prepare(self, jobs: list[WriteJob]) -> None:
+        """The CPU work before the model: load URIs and run image transforms, off the model
+        thread, so a caller can prepare batch k+1 while batch k is being encoded."""
         await self._load(jobs)
+        await self._prepare_images(jobs)
+
+    async def finish(self, jobs: list[WriteJob], meta: dict[str, Any] | None = None) -> None:
+        """Embed, resolve and sink, in batch order."""
         await self._embed(jobs)
         await self._commit(jobs, meta)
+
+    async def _prepare_images(self, jobs: list[WriteJob]) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def prepare(job: WriteJob, i: int, image: Image) -> None:
+            assert isinstance(job.embedder, PreparingEmbeddingFunction)
+            try:
+                job.prepared[i] = await loop.run_in_executor(
+                    self._prep_pool, job.embedder.prepare_image, image)
+            except Exception as exc:
+                job.error = exc if isinstance(exc, StreamerError) else \
+                    EmbeddingError(f"Could not preprocess image {i}: {exc}")
+
+        work = []
+        for job in jobs:
+            if job.error is not None or not isinstance(job.request, WriteRequest) \
+                    or not isinstance(job.embedder, PreparingEmbeddingFunction):
+                continue
+            for i, it in enumerate(job.request.items):
+                if it.embedding is None and it.document is None:
+                    image = it.image if it.image is not None else job.images.get(i)
+                    if image is not None:
+                        work.append(prepare(job, i, image))
+        await asyncio.gather(*work)
 
     async def _load(self, jobs: list[WriteJob]) -> None:
         async def load_one(job: WriteJob) -> None:
@@ -116,6 +155,7 @@ class Pipeline:
         """One model call per modality for the whole group: the model sees full batches."""
         texts: list[tuple[WriteJob, int, str]] = []
         images: list[tuple[WriteJob, int, Image]] = []
+        prepared: list[tuple[WriteJob, int, Any]] = []
         for job in jobs:
             assert isinstance(job.request, WriteRequest)
             for i, it in enumerate(job.request.items):
@@ -123,15 +163,17 @@ class Pipeline:
                     continue
                 if it.document is not None:
                     texts.append((job, i, it.document))
+                elif i in job.prepared:
+                    prepared.append((job, i, job.prepared[i]))
                 elif it.image is not None:
                     images.append((job, i, it.image))
                 elif i in job.images:
                     images.append((job, i, job.images[i]))
-        for work in (texts, images):
+        for work, fn in ((texts, call_embedder), (images, call_embedder), (prepared, call_prepared)):
             if not work:
                 continue
             inputs = [x for _, _, x in work]
-            vectors = await in_executor(self._embed_thread, call_embedder, embedder, inputs)
+            vectors = await in_executor(self._embed_thread, fn, embedder, inputs)
             for (job, i, _), vec in zip(work, vectors):
                 job.vectors[i] = vec
 
@@ -196,6 +238,11 @@ def call_embedder(embedder: EmbeddingFunction, inputs: list[Any]) -> list[Vector
         raise EmbeddingError(
             f"Embedding function returned {len(out)} embeddings for {len(inputs)} inputs")
     return [np.asarray(v, dtype=np.float32).reshape(-1) for v in out]
+
+
+def call_prepared(embedder: EmbeddingFunction, inputs: list[Any]) -> list[Vector]:
+    assert isinstance(embedder, PreparingEmbeddingFunction)
+    return embedder.embed_prepared(inputs)
 
 
 async def in_executor(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The ``streamer`` command line.
+"""streamer: multimodal collections (texts, images, URIs) from the command line.
 
   streamer ingest PATH|GLOB -c NAME   add a folder of images and texts (resumable)
   streamer query "text" -c NAME       nearest records, as a table (--html for thumbnails)
@@ -35,6 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["kafka_topic_prefix"] = args.prefix
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
+    if args.http_port is not None:
+        overrides["http_port"] = args.http_port
     if args.source:
         if any("," in f for f in args.source):
             raise UsageError("--source: a file name may not contain ','")
@@ -48,6 +50,11 @@ def _serve(args: argparse.Namespace) -> int:
                 raise UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level,
                         format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    if args.embedded:
+        from streamer.gateway import serve_embedded
+
+        asyncio.run(serve_embedded(settings))
+        return 0
     asyncio.run(serve(settings))
     return 0
 
@@ -73,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", metavar="PREFIX",
                    help="topic prefix (default: STREAMER_KAFKA_TOPIC_PREFIX or 'streamer')")
     p.add_argument("--data-dir", metavar="DIR", help="local replica directory (default: in memory)")
+    p.add_argument("--http-port", type=int, metavar="PORT",
+                   help="gateway port: websocket /ws, search page, /healthz, /readyz, /metrics "
+                        "(default: STREAMER_HTTP_PORT or 8765; 0 picks a free port)")
+    p.add_argument("--embedded", action="store_true",
+                   help="no Kafka: serve the gateway over the in-process engine (--data-dir)")
     p.add_argument("--source", action="append", metavar="FILE",
                    help="an upstream source mapping (.toml/.json, see compose/sources/); "
                         "repeatable (default: STREAMER_SOURCES)")

@@ -19,7 +19,15 @@ from consumers.embed import OpenCLIPEmbeddingFunction
 from consumers.load import ImageLoader
 from consumers.models import BUILTIN_MODELS, register_builtin_configs
 from streamer.client import DEFAULT_MODEL, Client
-from streamer.training.shapes import Colour, Shape, ShapeSpec, canonical_caption, render, sample_specs
+from streamer.training.shapes import (
+    Colour,
+    Shape,
+    ShapeSpec,
+    canonical_caption,
+    make_dataset,
+    render,
+    sample_specs,
+)
 
 #: (query, shape, colour): every pair is in the training split, and the demo draws two of each.
 QUERIES: tuple[tuple[str, Shape, Colour], ...] = (
@@ -49,7 +57,10 @@ def has_trained_checkpoint(model: str = DEFAULT_MODEL) -> bool:
 
 def random_checkpoint(directory: Path, model: str = DEFAULT_MODEL, seed: int = 0) -> Path:
     """Seeded random weights for a built-in model, saved as a checkpoint OpenCLIP loads:
-    the same vectors every run, so the demo and tests work before a trained one exists."""
+    the same vectors every run, so the demo and tests work before a trained one exists.
+
+    BatchNorm statistics are measured on generated shapes: with the initial ones (and the
+    zero-initialised residual scales) a random ResNet tower gives every image the same vector."""
     import open_clip
     import torch
 
@@ -57,7 +68,18 @@ def random_checkpoint(directory: Path, model: str = DEFAULT_MODEL, seed: int = 0
     path = directory / f"{model}-random-{seed}.pt"
     with torch.random.fork_rng(), _quiet():
         torch.manual_seed(seed)
-        torch.save(open_clip.create_model(model, pretrained=None).state_dict(), path)
+        net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # a plain average over the calibration batch
+        images, _, _ = make_dataset(64, "train", seed, 64)
+        batch = torch.stack([preprocess(PILImage.fromarray(im)) for im in images])
+        net.train()
+        with torch.no_grad():
+            net.encode_image(batch)
+    torch.save(net.state_dict(), path)
     return path
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -78,6 +79,7 @@ class Engine:
         if self._writer is not None:
             await self._writer
         await anyio.to_thread.run_sync(self.catalog.close)
+        self._pipeline.close()
         self.embed_thread.shutdown(wait=True)
         if self._lockfile is not None:
             self._lockfile.close()
@@ -93,16 +95,32 @@ class Engine:
         await self.stop()
 
     async def _write_loop(self) -> None:
-        assert self._batcher is not None
-        while batch := await self._batcher.next_batch():
-            try:
-                await self._pipeline.run([p.job for p in batch])
-            except Exception as exc:
-                log.exception("write batch failed")
-                for p in batch:
-                    p.job.error = p.job.error or exc
+        """Two stages: batch k+1 is loaded and transformed while batch k is embedded and
+        committed, so the model thread is not left idle between batches."""
+        ready: asyncio.Queue[list[_Pending] | None] = asyncio.Queue(maxsize=1)
+        prepare = asyncio.create_task(self._prepare_loop(ready), name="streamer-prepare")
+        while (batch := await ready.get()) is not None:
+            await self._guarded(batch, self._pipeline.finish)
             for p in batch:
                 p.done.set()
+        await prepare
+
+    async def _prepare_loop(self, ready: asyncio.Queue[list[_Pending] | None]) -> None:
+        assert self._batcher is not None
+        while batch := await self._batcher.next_batch():
+            await self._guarded(batch, self._pipeline.prepare)
+            await ready.put(batch)
+        await ready.put(None)
+
+    @staticmethod
+    async def _guarded(batch: list[_Pending],
+                       stage: Callable[[list[WriteJob]], Awaitable[None]]) -> None:
+        try:
+            await stage([p.job for p in batch])
+        except Exception as exc:  # a bug must not wedge the writer: fail the batch
+            log.exception("write batch failed")
+            for p in batch:
+                p.job.error = p.job.error or exc
 
     # ---- collections --------------------------------------------------------------
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,

@@ -23,11 +23,17 @@ from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeAlias
 
 import anyio
 import anyio.to_thread
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 
 from consumers.catalog import Catalog, CollectionState
 from consumers.pipeline import Pipeline, WriteJob
@@ -62,6 +68,9 @@ from streamer.settings import Settings
 from streamer.sources import Sources
 
 log = logging.getLogger(__name__)
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+Batches: TypeAlias = dict[TopicPartition, list[Record]]
+Prepared: TypeAlias = tuple[Batches, list[tuple[Record, WriteJob]], list[tuple[Record, BaseException]]]
 
 
 def _header(rec: ConsumerRecord[bytes, bytes], name: str) -> str | None:
@@ -95,6 +104,17 @@ class Runtimes:
             self.get(spec.embedding_function)
 
 
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._service.on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._service.on_partitions_assigned(assigned)
+
+
 class Service:
     def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
         self.settings = settings
@@ -111,6 +131,9 @@ class Service:
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self._ready: asyncio.Queue[tuple[int, Prepared]] = asyncio.Queue(maxsize=1)
+        self._processing = asyncio.Lock()
+        self._generation = 0
 
     def lock(self, collection_id: str) -> anyio.Lock:
         return self._locks.setdefault(collection_id, anyio.Lock())
@@ -129,9 +152,10 @@ class Service:
         await self._tx.start()
         self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
         await self._replies.start()
-        self._writer = AIOKafkaConsumer(self.topics.requests, **kw, group_id=self.topics.writers,
+        self._writer = AIOKafkaConsumer(**kw, group_id=self.topics.writers,
                                         enable_auto_commit=False, auto_offset_reset="earliest",
                                         isolation_level="read_committed")
+        self._writer.subscribe([self.topics.requests], listener=_Rebalance(self))
         await self._writer.start()
         self._reader = AIOKafkaConsumer(self.topics.queries, **kw,
                                         group_id=self.topics.readers,
@@ -160,6 +184,7 @@ class Service:
         for p in ("_tx", "_replies"):
             if hasattr(self, p):
                 await getattr(self, p).stop()
+        self._pipeline.close()
         self.embed_thread.shutdown(wait=True)
 
     async def __aenter__(self) -> Service:
@@ -179,39 +204,73 @@ class Service:
         return 0
 
     async def _write_loop(self) -> None:
+        """Two stages: batch k+1 is fetched, parsed, loaded and transformed while batch k is
+        embedded and committed; the model thread is never idle waiting for image decoding."""
+        prefetch = supervise(asyncio.create_task(self._prefetch_loop(), name="prefetch"))
+        try:
+            while True:
+                generation, (batches, jobs, failed) = await self._ready.get()
+                async with self._processing:
+                    # Fetched before a rebalance: aiokafka restarts every assigned partition
+                    # from its committed offset, so this batch comes again (to us or another).
+                    if generation == self._generation:
+                        await self._finish(batches, jobs, failed)
+        finally:
+            prefetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prefetch
+
+    async def _prefetch_loop(self) -> None:
         cfg = self.settings
         while True:
             batches = await self._writer.getmany(timeout_ms=int(cfg.batch_max_wait_ms) or 1,
                                                  max_records=cfg.batch_max_items)
-            if not batches:
-                continue
-            # Our previous transactions on these partitions must be visible locally first.
-            first = {tp.partition: recs[0].offset for tp, recs in batches.items()}
-            await self.replica.wait_for(partial(self.replica.reached, first),
-                                        timeout=cfg.kafka_request_timeout_s)
-            started = time.perf_counter()
-            await self._process(batches)
-            elapsed = time.perf_counter() - started
-            log.debug("batch of %d records in %.3f s", sum(len(r) for r in batches.values()), elapsed)
-            metrics.BATCH_SECONDS.observe(elapsed)
-            metrics.BATCH_SIZE.observe(sum(len(r) for r in batches.values()))
-            for tp in batches:
-                hw = self._writer.highwater(tp)
-                if hw is not None:
-                    metrics.LAG.labels(tp.topic, tp.partition).set(
-                        hw - await self._writer.position(tp))
+            if batches:
+                generation = self._generation
+                await self._ready.put((generation, await self._prepare(batches)))
 
-    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        jobs: list[tuple[ConsumerRecord[bytes, bytes], WriteJob]] = []
-        failed: list[tuple[ConsumerRecord[bytes, bytes], BaseException]] = []
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Let the in-flight batch commit its transaction, and invalidate prefetched ones."""
+        async with self._processing:
+            self._generation += 1
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("writer partitions: %s", sorted(tp.partition for tp in assigned))
+
+    async def _finish(self, batches: Batches, jobs: list[tuple[Record, WriteJob]],
+                      failed: list[tuple[Record, BaseException]]) -> None:
+        # Our previous transactions on these partitions must be visible locally first.
+        first = {tp.partition: recs[0].offset for tp, recs in batches.items()}
+        await self.replica.wait_for(partial(self.replica.reached, first),
+                                    timeout=self.settings.kafka_request_timeout_s)
+        started = time.perf_counter()
+        await self._process(batches, jobs, failed)
+        elapsed = time.perf_counter() - started
+        size = sum(len(r) for r in batches.values())
+        log.debug("batch of %d records in %.3f s", size, elapsed)
+        metrics.BATCH_SECONDS.observe(elapsed)
+        metrics.BATCH_SIZE.observe(size)
+        for tp in batches:
+            hw = self._writer.highwater(tp)
+            if hw is not None:
+                metrics.LAG.labels(tp.topic, tp.partition).set(hw - await self._writer.position(tp))
+
+    async def _prepare(self, batches: Batches) -> Prepared:
+        jobs: list[tuple[Record, WriteJob]] = []
+        failed: list[tuple[Record, BaseException]] = []
         for records in batches.values():
             for rec in records:
                 try:
                     jobs.append((rec, await self._job(rec)))
                 except StreamerError as exc:
                     failed.append((rec, exc))
+        await self._pipeline.prepare([j for _, j in jobs])
+        return batches, jobs, failed
+
+    async def _process(self, batches: Batches, jobs: list[tuple[Record, WriteJob]],
+                       failed: list[tuple[Record, BaseException]]) -> None:
         self._out = []
-        await self._pipeline.run([j for _, j in jobs])
+        await self._pipeline.finish([j for _, j in jobs])
         failed += [(rec, job.error) for rec, job in jobs if job.error is not None]
         ok = [rec for rec, job in jobs if job.error is None]
         metrics.RECORDS.labels("ok").inc(len(ok))
@@ -389,6 +448,10 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Service(settings), Sources(settings):
+    from streamer.gateway import service_gateway  # the gateway imports this module
+
+    async with Service(settings) as service, Sources(settings), \
+            service_gateway(settings, service) as gateway:
+        print(f"streamer: gateway on {gateway.url}", flush=True)
         print("streamer: serving", flush=True)
         await stop.wait()

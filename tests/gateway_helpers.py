@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from consumers.batch import BatchConfig
+from schemas.events import decode_array, decode_result
 from schemas.records import CollectionSpec
 from streamer.engine import Engine
 from streamer.gateway import Gateway
@@ -86,6 +87,11 @@ class WsClient:
         assert reply["ok"], reply
         return reply["result"]
 
+    async def wait_closed(self, timeout: float = 30) -> int | None:
+        """Wait for the server to close the socket; its close code."""
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        return self.close_code
+
     async def close(self) -> None:
         await self.ws.close()
         await self._reader
@@ -130,3 +136,33 @@ async def embedded_gateway(path: Path, embedder: Any, *, by_name: dict[str, Any]
 
         async with Gateway(settings(**overrides), engine, engine, resolve=resolve) as gateway:
             yield engine, gateway
+
+
+def _arrays(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_arrays(v) for v in value]
+    return None if value is None else decode_array(value)
+
+
+def decoded(result: dict[str, Any]) -> dict[str, Any]:
+    result = decode_result(result)
+    if result.get("data") is not None:
+        result["data"] = _arrays(result["data"])
+    return result
+
+
+def assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if key in ("embeddings", "data") and value is not None:
+            assert len(got[key]) == len(value)
+            for g, w in zip(got[key], value):
+                if isinstance(w, list):  # query data: per query, per hit (None without a URI)
+                    assert [x is None for x in g] == [x is None for x in w]
+                    g, w = [x for x in g if x is not None], [x for x in w if x is not None]
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+        elif key == "distances" and value is not None:
+            np.testing.assert_allclose(np.asarray(got[key], dtype=float), np.asarray(value, dtype=float),
+                                       atol=1e-6)
+        else:
+            assert got[key] == value, key

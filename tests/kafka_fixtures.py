@@ -36,6 +36,7 @@ class ServiceProcess:
     data_dir: Path
     instance: str = "0"
     extra_env: dict[str, str] | None = None
+    args: list[str] | None = None  # extra `streamer serve` arguments, e.g. ["--source", FILE]
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -43,13 +44,14 @@ class ServiceProcess:
         return {**os.environ, "STREAMER_KAFKA_BOOTSTRAP": BOOTSTRAP,
                 "STREAMER_KAFKA_TOPIC_PREFIX": self.prefix, "STREAMER_DATA_DIR": str(self.data_dir),
                 "STREAMER_LOG_LEVEL": "WARNING", "STREAMER_CHECKPOINT_EVERY": "500",
-                "STREAMER_INSTANCE_ID": self.instance, **(self.extra_env or {})}
+                "STREAMER_INSTANCE_ID": self.instance, "STREAMER_HTTP_PORT": "0",
+                **(self.extra_env or {})}
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.with_suffix(".log")
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve"], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", *(self.args or [])], cwd=ROOT,
                                      env=self.env(), stdout=subprocess.PIPE, stderr=log)
         log.close()
         assert self.proc.stdout is not None

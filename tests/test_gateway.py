@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 from PIL import Image
 
 import streamer
 from schemas.errors import error_from_wire
 from schemas.events import (
-    decode_array,
-    decode_result,
     delete_event,
     get_event,
     query_event,
@@ -27,38 +24,15 @@ from schemas.events import (
 from schemas.records import DeleteRequest, GetRequest, Op, QueryRequest, WriteItem
 from streamer.data_loaders import ImageLoader
 from streamer.errors import InvalidArgumentError, PermissionDeniedError
-from tests.gateway_helpers import TOKEN, SlowEmbedding, embedded_gateway, ws_client
+from tests.gateway_helpers import (
+    TOKEN,
+    SlowEmbedding,
+    assert_same,
+    decoded,
+    embedded_gateway,
+    ws_client,
+)
 from tests.helpers import HashEmbedding, random_image, write_png
-
-
-def _arrays(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_arrays(v) for v in value]
-    return None if value is None else decode_array(value)
-
-
-def decoded(result: dict[str, Any]) -> dict[str, Any]:
-    result = decode_result(result)
-    if result.get("data") is not None:
-        result["data"] = _arrays(result["data"])
-    return result
-
-
-def assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
-    assert got.keys() == want.keys()
-    for key, value in want.items():
-        if key in ("embeddings", "data") and value is not None:
-            assert len(got[key]) == len(value)
-            for g, w in zip(got[key], value):
-                if isinstance(w, list):  # query data: per query, per hit (None without a URI)
-                    assert [x is None for x in g] == [x is None for x in w]
-                    g, w = [x for x in g if x is not None], [x for x in w if x is not None]
-                np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
-        elif key == "distances" and value is not None:
-            np.testing.assert_allclose(np.asarray(got[key], dtype=float), np.asarray(value, dtype=float),
-                                       atol=1e-6)
-        else:
-            assert got[key] == value, key
 
 
 async def test_answers_equal_the_python_clients(tmp_path: Path) -> None:
@@ -287,8 +261,7 @@ async def test_shutdown_answers_in_flight_requests_then_closes_with_going_away(t
             await asyncio.sleep(0.1)
             await gw.stop()
             assert (await asyncio.wait_for(pending, 5))["result"]["ids"] == [["a"]]
-            await asyncio.wait_for(ws._reader, 5)
-            assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
+            assert await ws.wait_closed(5) == aiohttp.WSCloseCode.GOING_AWAY
             assert not gw.ready and not gw.connections
 
 

@@ -10,8 +10,12 @@ sets it, from embeddings or metadata alone keeps it); reads list ids in insertio
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -235,6 +239,17 @@ class CollectionMachine(RuleBasedStateMachine):
             del self.model[id_]
 
     # ---- restarts -----------------------------------------------------------------
+    def _reopen_loses_log_seq(self) -> bool:
+        """KNOWN BUG (see test_restart_after_segment_roll_keeps_log_sequence below): when a
+        checkpoint has truncated every segment but the freshly rolled, still empty one, a
+        reopen restarts the log's sequence numbers at 1, below the checkpoint's, and the next
+        replay drops acknowledged writes. Restarts wait for an append until that is fixed."""
+        log_dir = Path(self.path) / "collections" / self.col.id / "log"
+        segments = sorted(log_dir.glob("*.log"))
+        return len(segments) == 1 and int(segments[0].stem) > 1 and \
+            segments[0].stat().st_size == 0
+
+    @precondition(lambda self: not self._reopen_loses_log_seq())
     @rule()
     def restart(self) -> None:
         """A clean close (checkpoint, log truncation) and a reopen."""
@@ -242,6 +257,7 @@ class CollectionMachine(RuleBasedStateMachine):
         self.client.close()
         self._reopen()
 
+    @precondition(lambda self: not self._reopen_loses_log_seq())
     @rule()
     def crash_restart(self) -> None:
         """Close without the closing checkpoint, as after a crash once the log is durable:
@@ -332,3 +348,37 @@ def test_collection_state_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     run_state_machine_as_test(CollectionMachine, settings=settings(
         max_examples=60, stateful_step_count=40, deadline=None, database=None,
         suppress_health_check=[HealthCheck.too_slow]))
+
+
+@pytest.mark.xfail(strict=True, reason="product bug: MutationLog.recover leaves last_seq at 0 "
+                   "when the only segment left is an empty one (rolled, then its predecessor "
+                   "truncated by a checkpoint), so new writes get sequence numbers below the "
+                   "checkpoint's and are skipped on replay after a crash (consumers/log.py)")
+def test_restart_after_segment_roll_keeps_log_sequence(tmp_path: Path) -> None:
+    """A batch rolls the log segment and triggers the first checkpoint, which truncates the
+    full segment: only the new, empty segment is left. After a clean restart, an acknowledged
+    (fsynced) update followed by a crash must survive."""
+    child = textwrap.dedent("""
+        import os, sys
+        import streamer
+        from consumers.log import MutationLog
+
+        MutationLog.__init__.__kwdefaults__["segment_bytes"] = 200
+        path = sys.argv[1]
+        with streamer.Client(path, checkpoint_every=3) as client:
+            col = client.create_collection("seq", embedding_function=None)
+            col.add(ids=["a", "b", "c"], embeddings=[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
+        client = streamer.Client(path, checkpoint_every=3)
+        col = client.get_collection("seq", embedding_function=None)
+        col.update(ids=["a"], embeddings=[[0, 0, 0, 1]], metadatas=[{"v": 2}])
+        os._exit(0)  # crash: no closing checkpoint, the update is only in the log
+    """)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", child, str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    with streamer.Client(tmp_path) as client:
+        col = client.get_collection("seq", embedding_function=None)
+        got = col.get(ids=["a"], include=["embeddings", "metadatas"])
+        assert got["metadatas"] == [{"v": 2}]
+        np.testing.assert_array_equal(got["embeddings"], [[0, 0, 0, 1]])
