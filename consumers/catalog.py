@@ -37,13 +37,20 @@ class CollectionState:
         self._checkpoint_every = checkpoint_every
         self._since_checkpoint = 0
         self.listeners: list[CommitListener] = []
+        self.rejected_checkpoints: list[str] = []
+
+    @property
+    def damaged(self) -> bool:
+        """A torn log tail was cut or a checkpoint was rejected on open: local state may be
+        behind what was acknowledged, so a Kafka replica must re-read its source."""
+        return bool(self.rejected_checkpoints) or (self.log is not None and self.log.torn_bytes > 0)
 
     def open(self) -> None:
         if self.directory is None:
             return
         ckpt_root = self.directory / "checkpoints"
         ckpt_root.mkdir(parents=True, exist_ok=True)
-        loaded = checkpoint.load(ckpt_root, self.spec)
+        loaded = checkpoint.load(ckpt_root, self.spec, self.rejected_checkpoints)
         if loaded is not None:
             self.store = loaded
         self.log = MutationLog(self.directory / "log", fsync=self._fsync)

@@ -95,7 +95,8 @@ def _load_dir(directory: Path, spec: CollectionSpec) -> CollectionStore:
     return store
 
 
-def load(root: Path, spec: CollectionSpec) -> CollectionStore | None:
+def load(root: Path, spec: CollectionSpec,
+         rejected: list[str] | None = None) -> CollectionStore | None:
     """The newest valid checkpoint, or None if there is none. Corrupt ones are skipped with
     a warning, never loaded."""
     candidates = sorted(root.glob("ckpt-*"), reverse=True)
@@ -104,6 +105,8 @@ def load(root: Path, spec: CollectionSpec) -> CollectionStore | None:
             return _load_dir(directory, spec)
         except CorruptionError as exc:
             log.error("rejecting checkpoint: %s", exc)
+            if rejected is not None:
+                rejected.append(directory.name)
     return None
 
 

@@ -58,6 +58,14 @@ class Replica:
 
     async def start(self) -> None:
         positions = self._load_positions()
+        seqs = positions.get("seqs", {})
+        behind = [s.spec.name for s in self.catalog.collections.values()
+                  if s.store.applied_seq < seqs.get(s.spec.id, 0)]
+        if behind or any(s.damaged for s in self.catalog.collections.values()):
+            # The local log lost a tail (or a checkpoint): positions saved after it would skip
+            # records. Re-read the compacted state topic; applying it again is idempotent.
+            log.warning("local replica damaged (%s): re-reading the state topic", behind)
+            positions = {"progress": positions.get("progress", {})}
         self.progress = {int(k): v for k, v in positions.get("progress", {}).items()}
         self._consumer = AIOKafkaConsumer(**client_kwargs(self._settings), enable_auto_commit=False,
                                           isolation_level="read_committed")
@@ -148,7 +156,10 @@ class Replica:
             self.progress[part] = max(self.progress.get(part, 0), nxt)
             REPLICA_PROGRESS.labels(str(part)).set(self.progress[part])
         if self._positions_file is not None:
-            data = orjson.dumps({"offsets": positions, "progress": self.progress},
+            # The log sequence each collection reached: a log that later comes back shorter
+            # (a tail lost at a clean frame boundary) is caught by comparing against it.
+            seqs = {s.spec.id: s.store.applied_seq for s in self.catalog.collections.values()}
+            data = orjson.dumps({"offsets": positions, "progress": self.progress, "seqs": seqs},
                                   option=orjson.OPT_NON_STR_KEYS)
             await anyio.to_thread.run_sync(atomic_write, self._positions_file, data)
         async with self._changed:
