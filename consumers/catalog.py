@@ -62,6 +62,8 @@ class CollectionState:
             if batch.last_seq > self.store.applied_seq:
                 self.store.apply(batch.mutations, batch.last_seq, batch.meta)
                 self._since_checkpoint += len(batch.mutations)
+        # Never number new entries at or below what a checkpoint already covers.
+        self.log.last_seq = max(self.log.last_seq, self.store.applied_seq)
 
     def commit(self, mutations: list[Mutation], meta: dict[str, Any] | None = None) -> int:
         """Durably log then apply one batch; returns its last sequence number."""

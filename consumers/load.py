@@ -60,7 +60,10 @@ class ImageLoader:
 
     def resolve(self, uri: str) -> Path:
         path = uri_to_path(uri)
-        real = path.resolve()
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop on 3.11
+            raise DataLoaderError(f"Could not resolve {uri}: {exc}") from exc
         if self.roots is not None and not any(real.is_relative_to(r) for r in self.roots):
             raise URIOutsideRootsError(
                 f"URI {uri} resolves to {real}, outside the data loader's roots "

@@ -111,6 +111,9 @@ class MutationLog:
                 break
         segments = self._segments()
         if segments:
+            # A segment is named after its first sequence: an empty newest segment (rolled,
+            # then the full one before it was truncated away) still fixes where numbering goes on.
+            self.last_seq = max(self.last_seq, int(segments[-1].stem) - 1)
             self._file = open(segments[-1], "ab")
         else:
             self._new_segment()

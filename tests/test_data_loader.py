@@ -165,9 +165,6 @@ def test_missing_and_unreadable_files(root: Path) -> None:
 
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="product bug: ImageLoader.resolve "
-                   "calls Path.resolve() unguarded, which raises RuntimeError('Symlink loop') on "
-                   "Python 3.11 (consumers/load.py)")
 @pytest.mark.parametrize("rooted", [False, True])
 def test_symlink_loop_is_a_data_loader_error(root: Path, rooted: bool) -> None:
     (root / "loop.png").symlink_to(root / "loop.png")

@@ -17,6 +17,7 @@ import pytest
 
 import streamer
 from consumers.models import BUILTIN_MODELS
+from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.errors import EmbeddingError
 from tests.helpers import random_image
@@ -179,20 +180,18 @@ def test_config_round_trips(model_name: str, tmp_path: Path) -> None:
         client.create_collection("clip", embedding_function=ef)
     with streamer.Client(tmp_path / "store") as client:
         col = client.get_collection("clip")
-        rebuilt_by_client = col._inner.embedding_function  # see the xfail test below
-        assert isinstance(rebuilt_by_client, OpenCLIPEmbeddingFunction)
-        assert rebuilt_by_client == ef
+        assert isinstance(col.embedding_function, OpenCLIPEmbeddingFunction)
+        assert col.embedding_function == ef
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: the sync Collection.__getattr__ wraps every "
-                   "callable attribute as an async method, so embedding_function and data_loader "
-                   "come back as wrapper functions (streamer/collection.py)")
 def test_sync_collection_exposes_its_embedding_function(model_name: str, tmp_path: Path) -> None:
     ef = OpenCLIPEmbeddingFunction(model_name)
+    loader = ImageLoader(roots=[tmp_path])
     with streamer.Client(tmp_path / "store") as client:
-        col = client.create_collection("clip", embedding_function=ef)
-        assert col.embedding_function is ef
-        assert client.get_collection("clip").embedding_function == ef
+        col = client.create_collection("clip", embedding_function=ef, data_loader=loader)
+        assert col.embedding_function is ef and col.data_loader is loader
+        again = client.get_collection("clip")  # rebuilt from the persisted configs
+        assert again.embedding_function == ef and again.data_loader == loader
 
 
 def test_bf16_agrees_with_fp32(model_name: str) -> None:
