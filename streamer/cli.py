@@ -26,7 +26,7 @@ from streamer.settings import Settings
 
 def _serve(args: argparse.Namespace) -> int:
     from streamer.service import serve
-    from streamer.sources import load_mapping
+    from streamer.sources import load_mapping, source_files
 
     overrides = {}
     if args.kafka:
@@ -42,12 +42,13 @@ def _serve(args: argparse.Namespace) -> int:
             raise UsageError("--source: a file name may not contain ','")
         overrides["sources"] = ",".join(args.source)
     settings = Settings.from_env(**overrides)
-    for f in (settings.sources or "").split(","):
-        if f.strip():
-            try:
-                load_mapping(f.strip())  # a bad mapping is a usage error, before anything starts
-            except InvalidArgumentError as exc:
-                raise UsageError(str(exc)) from None
+    if args.embedded and source_files(settings):
+        raise UsageError("upstream sources need Kafka: drop --embedded or the sources")
+    for f in source_files(settings):
+        try:
+            load_mapping(f)  # a bad mapping is a usage error, before anything starts
+        except InvalidArgumentError as exc:
+            raise UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level,
                         format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
     if args.embedded:
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     if args.command != "serve":  # serve logs JSON lines at its own level
         logging.basicConfig(level=logging.WARNING, format="streamer: %(levelname)s: %(message)s")
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its failures reach us as errors
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from consumers.embed import OpenCLIPEmbeddingFunction
 from consumers.models import BUILTIN_MODELS
-from schemas.errors import NotFoundError
+from schemas.errors import NotFoundError, UnavailableError
 from streamer.client import DEFAULT_MODEL, Client
 from streamer.collection import Collection
 from streamer.settings import Settings
@@ -48,7 +51,10 @@ def open_client(args: argparse.Namespace, *, must_exist: bool) -> Iterator[Clien
         from streamer.kafka_client import KafkaClient
 
         overrides = {"kafka_topic_prefix": args.prefix} if args.prefix else {}
-        client = KafkaClient(args.kafka, wait_writes=True, **overrides)
+        try:
+            client = KafkaClient(args.kafka, wait_writes=True, **overrides)
+        except KafkaError as exc:
+            raise UnavailableError(f"cannot reach Kafka at {args.kafka} ({exc})") from None
     else:
         if args.prefix:
             raise UsageError("--prefix applies to --kafka only")
@@ -96,12 +102,14 @@ def describe_model(ef: Any) -> str:
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
                 align: str | None = None) -> None:
-    """A plain aligned table; the last column is cut to the terminal width."""
+    """A plain aligned table; on a terminal, the last column is cut to its width (piped
+    output keeps whole values for scripts)."""
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     align = align or "l" * len(headers)
-    room = shutil.get_terminal_size((120, 24)).columns - sum(w + 2 for w in widths[:-1])
-    widths[-1] = max(12, min(widths[-1], room))
+    if sys.stdout.isatty():
+        room = shutil.get_terminal_size().columns - sum(w + 2 for w in widths[:-1])
+        widths[-1] = max(12, min(widths[-1], room))
 
     def line(row: Sequence[str]) -> str:
         out = []

@@ -14,6 +14,7 @@ import asyncio
 import io
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -96,6 +97,7 @@ class Gateway:
         app = web.Application(client_max_size=self.settings.ws_max_message_bytes)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/api/v2/heartbeat", self._heartbeat)  # Chroma's liveness path
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/", self._index)
@@ -114,7 +116,11 @@ class Gateway:
                                      shutdown_timeout=10.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError:  # e.g. the port is taken: release the runner, report the bind error
+            await self._runner.cleanup()
+            raise
         self.port = int(self._runner.addresses[0][1])
         self.ready = True
         log.info("gateway listening on %s", self.url)
@@ -168,6 +174,9 @@ class Gateway:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def _heartbeat(self, request: web.Request) -> web.Response:
+        return web.json_response({"nanosecond heartbeat": time.time_ns()})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ready" if self.ready else "not ready"},

@@ -1,8 +1,17 @@
-"""What a websocket request does. Frames use the Kafka topics' request schema
-(``schemas.events``: query/get/count events and per-record write events; a collection is named
-by ``collection`` (its id, as on Kafka) or ``name``), and every call goes through the same
-``AsyncCollection`` method the Python client uses, over the same ``Backend``, so validation,
-errors and results are the client's.
+"""What a websocket request does. Frames are orjson text in the Kafka topics' schema
+(``schemas.events``), each with ``"v": 1`` and a ``correlation_id`` echoed in its reply:
+
+- ``query`` (texts | images | uris | embeddings, n_results, where, where_document, include),
+  ``get``, ``count``, ``list_collections``, ``get_collection``;
+- per-record write events ``add``/``update``/``upsert``/``delete`` (``wait``: default true);
+- ``subscribe`` (one query input, ``threshold`` or ``top_k``, optional where/where_document,
+  include among documents/metadatas/uris) -> ``{"subscription", "initial"}``, then pushes
+  ``{"event": "match", "subscription", "id", "seq", "distance", ...}``; ``unsubscribe``.
+
+Replies are ``{"v": 1, "correlation_id", "ok": true, "result"}`` or ``{"ok": false, "error":
+{code, name, message, retriable}}``. A collection is named by ``collection`` (its id, as on
+Kafka) or ``name``. Every call goes through the ``AsyncCollection`` method the Python client
+uses, over the same ``Backend``, so validation, errors and results are the client's.
 
 Concurrent text/image queries are micro-batched per embedding function: whatever queued up
 while the model was busy goes into the next model call, and a lone query is never held back."""

@@ -57,6 +57,7 @@ class Connection:
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._draining = False
+        self._finished = False
 
     @property
     def queued_bytes(self) -> int:
@@ -90,11 +91,11 @@ class Connection:
         corr: Any = None
         label = "invalid"
         try:
-            if self._draining:
-                raise UnavailableError("The server is shutting down; retry on another one")
             ev = loads(raw.encode())
             corr = ev.get("correlation_id")
             label = ev["op"] if ev.get("op") in OPS else "unknown"
+            if self._draining:
+                raise UnavailableError("The server is shutting down; retry on another one")
             result = await self._ops.dispatch(ev, self)
         except Exception as exc:  # every failure is a typed error reply; the socket goes on
             if not isinstance(exc, StreamerError):
@@ -114,7 +115,7 @@ class Connection:
     # ---- sending ------------------------------------------------------------------
     def push(self, payload: dict[str, Any]) -> None:
         """Queue one frame (from any task or a live-query callback on the loop)."""
-        if self.closing:
+        if self.closing or self._finished:
             return
         data = dumps(payload)
         if self._queued and self._queued + len(data) > self._limit and self._stalled():
@@ -172,6 +173,7 @@ class Connection:
         await self.close_soon(WSCloseCode.GOING_AWAY, "server shutting down", "shutdown")
 
     async def _teardown(self) -> None:
+        self._finished = True
         for sub in self.subscriptions.values():
             self._ops.live.unsubscribe(sub)
         self.subscriptions.clear()

@@ -18,14 +18,16 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from consumers.embed import EmbeddingFunction
 from consumers.pipeline import DataLoader, call_embedder
-from schemas.errors import DataLoaderError, RequestTimeoutError, error_from_wire
+from schemas.errors import DataLoaderError, RequestTimeoutError, UnavailableError, error_from_wire
 from schemas.events import (
     decode_result,
     delete_event,
@@ -61,12 +63,13 @@ class KafkaBackend:
         self._session: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._stale = False
+        self._renewing = asyncio.Lock()
 
     async def start(self) -> None:
         await ensure_topics(self.settings, self.topics)
         kw = client_kwargs(self.settings)
-        self._producer = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True, linger_ms=2)
-        await self._producer.start()
+        self._producer = await self._new_producer()
         self._consumer = AIOKafkaConsumer(**kw, enable_auto_commit=False,
                                           isolation_level="read_committed")
         await self._consumer.start()
@@ -80,6 +83,38 @@ class KafkaBackend:
         for tp in tps:  # resolve the position now so no reply slips past
             await self._consumer.position(tp)
         self._task = supervise(asyncio.create_task(self._read_replies(), name="replies"))
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        # A send gives up after the request timeout instead of aiokafka's 40 s default.
+        producer = AIOKafkaProducer(**client_kwargs(self.settings), acks="all",
+                                    enable_idempotence=True, linger_ms=2,
+                                    request_timeout_ms=int(self.settings.kafka_request_timeout_s * 1000))
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    @contextlib.asynccontextmanager
+    async def _producing(self) -> AsyncIterator[AIOKafkaProducer]:
+        """aiokafka's errors become the typed, retriable ``UnavailableError``. A producer that
+        failed is replaced before the next send: batches that expired while the broker was
+        away leave an idempotent producer's sequence numbers broken for good
+        (OutOfOrderSequenceNumber on every later send)."""
+        producer = None
+        try:
+            async with self._renewing:
+                if self._stale:  # replaced lazily: starting a producer needs the broker
+                    old, self._producer = self._producer, await self._new_producer()
+                    self._stale = False
+                    await old.stop()
+            producer = self._producer
+            yield producer
+        except KafkaError as exc:
+            if producer is self._producer:
+                self._stale = True
+            raise UnavailableError(f"Kafka is unavailable: {exc!r}") from exc
 
     async def close(self) -> None:
         if self._closed:
@@ -122,9 +157,15 @@ class KafkaBackend:
     async def _rpc(self, payload: dict[str, Any]) -> Any:
         corr, fut = self._expect()
         payload = {**payload, "after": {str(p): o for p, o in self._session.items()}}
-        await self._producer.send_and_wait(
-            self.topics.queries, value=dumps(payload),
-            headers=[("reply_to", self.topics.replies.encode()), ("correlation_id", corr.encode())])
+        try:
+            async with self._producing() as producer:
+                await producer.send_and_wait(
+                    self.topics.queries, value=dumps(payload),
+                    headers=[("reply_to", self.topics.replies.encode()),
+                             ("correlation_id", corr.encode())])
+        except UnavailableError:
+            self._pending.pop(corr, None)
+            raise
         return await self._await(corr, fut)
 
     # ---- collections --------------------------------------------------------------
@@ -200,16 +241,27 @@ class KafkaBackend:
                       for i, it in enumerate(request.items)]
         sends = []
         waits = []
-        for key, ev in events:
-            headers: list[tuple[str, bytes]] = []
-            if wait:
-                corr, fut = self._expect()
-                waits.append((corr, fut))
-                headers = [("reply_to", self.topics.replies.encode()),
-                           ("correlation_id", corr.encode())]
-            sends.append(await self._producer.send(self.topics.requests, key=key,
-                                                   value=dumps(ev), headers=headers))
-        for meta in await asyncio.gather(*sends):
+        try:
+            async with self._producing() as producer:
+                for key, ev in events:
+                    headers: list[tuple[str, bytes]] = []
+                    if wait:
+                        corr, fut = self._expect()
+                        waits.append((corr, fut))
+                        headers = [("reply_to", self.topics.replies.encode()),
+                                   ("correlation_id", corr.encode())]
+                    sends.append(await producer.send(self.topics.requests, key=key,
+                                                     value=dumps(ev), headers=headers))
+                metas = await asyncio.gather(*sends, return_exceptions=True)
+                failure = next((m for m in metas if isinstance(m, BaseException)), None)
+                if failure is not None:
+                    raise failure
+        except UnavailableError:
+            for corr, _ in waits:
+                self._pending.pop(corr, None)
+            raise
+        for meta in metas:
+            assert not isinstance(meta, BaseException)
             self._session[meta.partition] = max(self._session.get(meta.partition, -1), meta.offset)
         errors = []
         for corr, fut in waits:

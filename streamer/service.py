@@ -134,6 +134,8 @@ class Service:
         self._ready: asyncio.Queue[tuple[int, Prepared]] = asyncio.Queue(maxsize=1)
         self._processing = asyncio.Lock()
         self._generation = 0
+        #: request partition -> the next offset our last transaction recorded (see _finish)
+        self._committed: dict[int, int] = {}
 
     def lock(self, collection_id: str) -> anyio.Lock:
         return self._locks.setdefault(collection_id, anyio.Lock())
@@ -233,14 +235,25 @@ class Service:
         """Let the in-flight batch commit its transaction, and invalidate prefetched ones."""
         async with self._processing:
             self._generation += 1
+            self._committed.clear()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """The group's committed offset of a partition is what the progress marker of the same
+        (last) transaction says: the exact bar for the replica after a rebalance too."""
+        for tp in assigned:
+            committed = await self._writer.committed(tp)
+            if committed is not None:
+                self._committed[tp.partition] = committed
         log.info("writer partitions: %s", sorted(tp.partition for tp in assigned))
 
     async def _finish(self, batches: Batches, jobs: list[tuple[Record, WriteJob]],
                       failed: list[tuple[Record, BaseException]]) -> None:
         # Our previous transactions on these partitions must be visible locally first.
         first = {tp.partition: recs[0].offset for tp, recs in batches.items()}
+        # Other producers' transaction markers (upstream sources, streamer/sources.py) take
+        # offsets that no record has: the next offset our own last transaction recorded is
+        # the exact bar while we keep the partition.
+        first = {p: min(off, self._committed.get(p, off)) for p, off in first.items()}
         await self.replica.wait_for(partial(self.replica.reached, first),
                                     timeout=self.settings.kafka_request_timeout_s)
         started = time.perf_counter()
@@ -288,6 +301,7 @@ class Service:
                 await self._tx.send(self.topics.state, key=f"{PROGRESS}{tp.partition}".encode(),
                                     value=dumps({"next": nxt}), partition=tp.partition)
             await self._tx.send_offsets_to_transaction(offsets, self.topics.writers)
+        self._committed.update({tp.partition: nxt for tp, nxt in offsets.items()})
 
     async def _job(self, rec: ConsumerRecord[bytes, bytes]) -> WriteJob:
         ev = loads(rec.value)

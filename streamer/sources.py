@@ -79,6 +79,7 @@ class SourceBridge:
         self.group = mapping.group or f"{settings.kafka_topic_prefix}.source.{mapping.name}"
         self.instance = instance or f"{socket.gethostname()}-{settings.instance_id}"
         self.spec: CollectionSpec | None = None
+        self._mapper: Mapper | None = None
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -113,7 +114,6 @@ class SourceBridge:
                                           enable_auto_commit=False, auto_offset_reset="earliest",
                                           isolation_level="read_committed")
         await self._consumer.start()
-        LAG.labels(self.mapping.name).set(0)
         self._task = supervise(asyncio.create_task(self._loop(), name=f"source-{self.mapping.name}"))
         log.info("source %s: %s -> collection %s", self.mapping.name, self.mapping.topic,
                  self.spec.name)
@@ -169,7 +169,7 @@ class SourceBridge:
             await self._update_lag()
 
     async def _hand_off(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        assert self._producer is not None and self.spec is not None
+        assert self._producer is not None and self._mapper is not None
         events: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
         dead: list[tuple[ConsumerRecord[bytes, bytes], StreamerError]] = []
         mapped = skipped = 0

@@ -210,7 +210,8 @@ async def test_health_readiness_metrics_and_page(tmp_path: Path) -> None:
             aiohttp.ClientSession() as http:
         async with ws_client(gw.url, session=http) as ws:
             await ws.call({"op": "list_collections"})
-        for path, status in [("/healthz", 200), ("/readyz", 200), ("/search", 200),
+        for path, status in [("/healthz", 200), ("/readyz", 200), ("/api/v2/heartbeat", 200),
+                             ("/search", 200),
                              ("/static/search.js", 200), ("/static/../gateway.py", 404)]:
             async with http.get(gw.url + path) as res:
                 assert res.status == status, path

@@ -1,7 +1,7 @@
 """Trains the built-in streamer-tiny OpenCLIP model on procedural shapes, on CPU, and saves
 its checkpoint next to its config; ends with held-out retrieval, trained against random.
 
-    python -m streamer.training.train --out consumers/models --steps 1800 --seed 0
+    python -m streamer.training.train --out consumers/models --steps 800 --seed 0
 """
 
 from __future__ import annotations
@@ -122,7 +122,11 @@ def train(args: argparse.Namespace) -> Path:
             )
     out = Path(args.out) / BUILTIN_MODELS[MODEL].checkpoint_path.name
     # fp16 halves the file; open_clip's loader copies into the fp32 model, casting back.
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    # BatchNorm's integer batch counters stay as they are.
+    state = {
+        k: (v.detach().half() if v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(out))
     print(f"trained in {time.monotonic() - started:.0f}s; wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return out
@@ -151,7 +155,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default=str(BUILTIN_MODELS[MODEL].checkpoint_path.parent))
-    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)

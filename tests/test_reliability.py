@@ -1,0 +1,294 @@
+"""Fault injection against real processes: the service SIGKILLed again and again during a
+10,000-event mixed-modality ingest, and a (private) Kafka broker stopped and restarted in the
+middle of ingestion and queries."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+import streamer
+from consumers.load import ImageLoader
+from streamer.errors import StreamerError
+from streamer.kafka_client import KafkaClient
+from tests.helpers import HashEmbedding, random_image, write_png
+from tests.kafka_fixtures import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def services() -> Iterator[list[ServiceProcess]]:
+    started: list[ServiceProcess] = []
+    yield started
+    for svc in started:
+        svc.kill()
+
+
+# ---- crash: SIGKILL the service during a 10,000-event ingest --------------------------------
+def crash_workload(n_events: int, uris: list[str], seed: int) -> list[tuple[str, dict[str, Any]]]:
+    """Calls over a small id pool, so ids collide and switch modality (text, image array,
+    URI, raw embedding) again and again; update without a source changes only metadata."""
+    rng = random.Random(seed)
+    pool = [f"id{i}" for i in range(400)]
+    calls: list[tuple[str, dict[str, Any]]] = []
+    events = 0
+    step = 0
+    while events < n_events:
+        step += 1
+        ids = rng.sample(pool, rng.randint(1, 9))
+        events += len(ids)
+        kind = rng.choice(["add", "add", "upsert", "upsert", "upsert", "update", "update", "delete"])
+        if kind == "delete":
+            calls.append(("delete", {"ids": ids}))
+            continue
+        kwargs: dict[str, Any] = {"ids": ids}
+        source = rng.choice(["documents", "images", "uris", "embeddings", "metadata-only"])
+        if source == "metadata-only" and kind != "update":
+            source = "documents"
+        if source == "documents":
+            kwargs["documents"] = [f"{kind} {step} {i}" for i in ids]
+        elif source == "images":
+            kwargs["images"] = [random_image(rng.randrange(10**6), size=8) for _ in ids]
+        elif source == "uris":
+            kwargs["uris"] = [rng.choice(uris) for _ in ids]
+        elif source == "embeddings":
+            kwargs["embeddings"] = np.random.default_rng(step).standard_normal(
+                (len(ids), 16)).astype(np.float32)
+        if source == "metadata-only" or rng.random() < 0.7:
+            kwargs["metadatas"] = [{"step": step, "src": source, f"k{step % 4}": i} for i in ids]
+        calls.append((kind, kwargs))
+    return calls
+
+
+def full_state(col: Any) -> dict[str, tuple[Any, ...]]:
+    """id -> (modality, document, uri, metadata, vector bytes)."""
+    got = col.get(include=["documents", "uris", "metadatas", "embeddings"])
+    assert len(got["ids"]) == len(set(got["ids"])), "duplicated ids"
+    out = {}
+    for i, d, u, m, e in zip(got["ids"], got["documents"], got["uris"], got["metadatas"],
+                             got["embeddings"], strict=True):
+        modality = "text" if d is not None else "uri" if u is not None else "image-or-embedding"
+        out[i] = (modality, d, u, orjson.dumps(m, option=orjson.OPT_SORT_KEYS),
+                  np.asarray(e, dtype=np.float32).tobytes())
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_loop_during_10k_mixed_modality_events_gives_the_exact_state(
+        tmp_path: Path, services: list[ServiceProcess]) -> None:
+    ensure_broker()
+    prefix = new_prefix()
+    root = tmp_path / "images"
+    root.mkdir()
+    uris = [write_png(root / f"p{i}.png", random_image(1000 + i, size=12)) for i in range(40)]
+    calls = crash_workload(10_000, uris, seed=11)
+    assert sum(len(kw["ids"]) for _, kw in calls) >= 10_000
+    # Custom EFs run client-side in KafkaClient: the vectors travel with their modality.
+    ef = HashEmbedding()
+
+    expected = streamer.Client()
+    try:
+        col = expected.create_collection("crash10k", embedding_function=ef,
+                                         data_loader=ImageLoader(roots=[root]))
+        for kind, kwargs in calls:
+            getattr(col, kind)(**kwargs)
+        want = full_state(col)
+    finally:
+        expected.close()
+    kinds = {m for m, *_ in want.values()}
+    assert kinds == {"text", "uri", "image-or-embedding"}, kinds
+
+    env = {"STREAMER_BATCH_MAX_ITEMS": "32", "STREAMER_CHECKPOINT_EVERY": "700"}
+
+    def start() -> ServiceProcess:
+        svc = ServiceProcess(prefix, tmp_path / "svc", instance="crash", extra_env=env)
+        svc.start()
+        services.append(svc)
+        return svc
+
+    svc = start()
+    kills: list[float] = []
+    produced = threading.Event()
+    stop_killing = threading.Event()
+
+    def killer() -> None:
+        nonlocal svc
+        rng = random.Random(5)
+        while len(kills) < 5 or not (produced.is_set() or stop_killing.is_set()):
+            if stop_killing.wait(rng.uniform(0.2, 2.5)):
+                return
+            svc.kill()  # SIGKILL: whatever batch, transaction or fsync is in flight
+            kills.append(time.monotonic())
+            services.remove(svc)
+            svc = start()  # same instance id: its transactional id fences the dead one
+
+    client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix)
+    thread = threading.Thread(target=killer, name="killer")
+    try:
+        col = client.create_collection("crash10k", embedding_function=ef,
+                                       data_loader=ImageLoader(roots=[root]))
+        thread.start()
+        for kind, kwargs in calls:  # acknowledged by Kafka (acks=all) whatever the service does
+            getattr(col, kind)(**kwargs)
+        produced.set()
+        thread.join(timeout=200)
+        assert not thread.is_alive()
+        assert len(kills) >= 5
+        got = full_state(col)  # session consistency: answers once every write is applied
+        assert col.count() == len(want)
+        # The index holds exactly the live ids, once each.
+        probe = np.frombuffer(next(iter(want.values()))[4], dtype=np.float32)
+        hits = col.query(query_embeddings=[probe], n_results=len(want), include=[])["ids"][0]
+        assert sorted(hits) == sorted(want)
+    finally:
+        stop_killing.set()
+        thread.join(timeout=120) if thread.is_alive() else None
+        client.close()
+    lost = set(want) - set(got)
+    extra = set(got) - set(want)
+    assert not lost and not extra, f"lost {sorted(lost)[:5]}, resurrected {sorted(extra)[:5]}"
+    stale = [i for i in want if got[i][:3] != want[i][:3]]
+    assert not stale, f"stale modality/document/uri: {[(i, got[i][:3], want[i][:3]) for i in stale[:3]]}"
+    assert [i for i in want if got[i] != want[i]] == []
+
+
+# ---- broker restart ------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateBroker:
+    """A second single-node broker (compose/kafka scripts, own data dir and ports) that this
+    test may stop and start; the shared broker on 9092 is never touched."""
+
+    def __init__(self, data: Path) -> None:
+        self.port = _free_port()
+        self.env = {**os.environ, "STREAMER_KAFKA_DATA": str(data),
+                    "STREAMER_KAFKA_PORT": str(self.port),
+                    "STREAMER_KAFKA_CONTROLLER_PORT": str(_free_port()),
+                    "STREAMER_KAFKA_SASL_PORT": str(_free_port()),
+                    "STREAMER_KAFKA_HEAP_OPTS": "-Xms64m -Xmx384m",
+                    "STREAMER_KAFKA_START_TIMEOUT": "120"}
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def _run(self, script: str) -> None:
+        subprocess.run([str(ROOT / "compose/kafka" / script)], env=self.env, check=True,
+                       timeout=180, capture_output=True)
+
+    def start(self) -> None:
+        self._run("start")
+
+    def stop(self) -> None:
+        self._run("stop")
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    broker = PrivateBroker(tmp_path / "kafka")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.mark.slow
+def test_broker_restart_mid_ingest_and_queries(tmp_path: Path, private_broker: PrivateBroker,
+                                               services: list[ServiceProcess]) -> None:
+    prefix = new_prefix()
+    svc = ServiceProcess(prefix, tmp_path / "svc", instance="restart",
+                         extra_env={"STREAMER_KAFKA_BOOTSTRAP": private_broker.bootstrap,
+                                    "STREAMER_KAFKA_REQUEST_TIMEOUT_S": "10"})
+    svc.start()
+    services.append(svc)
+    timeout_s = 6.0
+    client = KafkaClient(private_broker.bootstrap, kafka_topic_prefix=prefix,
+                         kafka_request_timeout_s=timeout_s)
+    vectors = np.random.default_rng(4).standard_normal((1200, 8)).astype(np.float32)
+    chunks = [list(range(k, k + 20)) for k in range(0, 1200, 20)]
+    acked: list[int] = []
+    failed_writes: list[BaseException] = []
+    queries: list[tuple[str, float]] = []  # outcome, seconds
+    stop_queries = threading.Event()
+    try:
+        col = client.create_collection("restart", embedding_function=None)
+
+        def write(chunk: list[int]) -> bool:
+            try:
+                col.upsert(ids=[f"r{i}" for i in chunk], embeddings=vectors[chunk],
+                           metadatas=[{"i": i} for i in chunk])
+                return True
+            except StreamerError as exc:
+                failed_writes.append(exc)
+                return False
+
+        def writer() -> None:
+            for n, chunk in enumerate(chunks):
+                while not write(chunk):  # a failed write is retried, as a caller would
+                    time.sleep(0.5)
+                acked.append(n)
+                time.sleep(0.05)
+
+        def querier() -> None:
+            rng = random.Random(1)
+            while not stop_queries.is_set():
+                done = list(acked)
+                target = chunks[rng.choice(done)][0] if done else 0
+                started = time.monotonic()
+                try:
+                    res = col.query(query_embeddings=[vectors[target]], n_results=1)
+                    outcome = "ok" if not done or res["ids"][0][0] == f"r{target}" else "wrong"
+                except StreamerError as exc:
+                    outcome = f"retriable {type(exc).__name__}" if exc.retriable else repr(exc)
+                except Exception as exc:  # anything untyped is a failure of the test
+                    outcome = repr(exc)
+                queries.append((outcome, time.monotonic() - started))
+                time.sleep(0.1)
+
+        threads = [threading.Thread(target=writer, daemon=True),
+                   threading.Thread(target=querier, daemon=True)]
+        for t in threads:
+            t.start()
+        while len(acked) < len(chunks) // 3:
+            time.sleep(0.1)
+        before = len(queries)
+        private_broker.stop()
+        time.sleep(2 * timeout_s)  # long enough for in-flight sends and RPCs to time out
+        private_broker.start()
+        restarted = len(queries)
+        threads[0].join(timeout=240)
+        assert not threads[0].is_alive(), "ingestion did not resume after the broker restart"
+        while len([q for q in queries[restarted:] if q[0] == "ok"]) < 5:
+            time.sleep(0.2)
+        stop_queries.set()
+        threads[1].join(timeout=60)
+
+        print("DIAG", failed_writes, sorted({o for o, _ in queries}), len(queries), before, restarted, max(s for _, s in queries))
+        assert all(isinstance(e, StreamerError) and e.retriable for e in failed_writes), failed_writes
+        outcomes = {o for o, _ in queries}
+        assert outcomes <= {"ok", "retriable UnavailableError", "retriable RequestTimeoutError"}, outcomes
+        assert max(s for _, s in queries) < 3 * timeout_s, "a query hung instead of failing"
+        assert queries[before:], "no query was in flight across the restart"
+        # Nothing acknowledged is lost; the service and its replica came back.
+        got = col.get(include=["embeddings", "metadatas"])
+        assert len(got["ids"]) == 1200
+        order = np.argsort([int(i[1:]) for i in got["ids"]])
+        np.testing.assert_array_equal(np.asarray(got["embeddings"])[order], vectors)
+        assert svc.proc is not None and svc.proc.poll() is None, "the service died"
+    finally:
+        stop_queries.set()
+        client.close()
