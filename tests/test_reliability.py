@@ -277,7 +277,6 @@ def test_broker_restart_mid_ingest_and_queries(tmp_path: Path, private_broker: P
         stop_queries.set()
         threads[1].join(timeout=60)
 
-        print("DIAG", failed_writes, sorted({o for o, _ in queries}), len(queries), before, restarted, max(s for _, s in queries))
         assert all(isinstance(e, StreamerError) and e.retriable for e in failed_writes), failed_writes
         outcomes = {o for o, _ in queries}
         assert outcomes <= {"ok", "retriable UnavailableError", "retriable RequestTimeoutError"}, outcomes
