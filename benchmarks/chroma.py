@@ -30,16 +30,19 @@ def ensure_venv() -> Path:
     return python
 
 
-def run(model: str, checkpoint: str, uris: list[str], chunk: int, load: Load) -> PathResult:
-    python = ensure_venv()
+def run(python: Path, model: str, checkpoint: str, uris: list[str], chunk: int, load: Load,
+        queries: bool = True) -> PathResult:
+    """Chroma's ingestion of ``uris`` in a fresh store, then (``queries``) its query figures."""
     job = {"model": model, "checkpoint": checkpoint, "uris": uris, "chunk": chunk,
            "text": load.text, "image": load.image, "throughput": load.throughput,
-           "concurrency": load.concurrency, "warmup": load.warmup}
+           "concurrency": load.concurrency, "warmup": load.warmup, "queries": queries}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ANONYMIZED_TELEMETRY": "False"}
     proc = subprocess.run([str(python), "-m", "benchmarks.chroma_worker"], input=json.dumps(job),
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"chroma worker failed: {proc.stderr[-3000:]}")
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not queries:
+        return PathResult(f"Chroma {out['chromadb']}", out["images_per_s"])
     return PathResult(f"Chroma {out['chromadb']}", out["images_per_s"], tuple(out["text_ms"]),
                       tuple(out["image_ms"]), out["sequential_qps"], out["concurrent_qps"])

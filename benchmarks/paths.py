@@ -1,5 +1,11 @@
-"""Sections 1 and 2 for our own paths: ingestion and query latency/throughput of the bare
-model, the embedded client, and KafkaClient + ``streamer serve`` (with its websocket)."""
+"""Sections 1 and 2: ingestion and query latency/throughput of the bare model, the embedded
+client, KafkaClient + ``streamer serve`` (and its websocket gateway), and Chroma.
+
+Other work on the machine comes and goes, so the paths are measured interleaved: each
+ingestion round runs every path once (best round kept), and each latency sample takes one
+query through every path in turn. All model calls of the bare path run on one worker thread,
+as the engine's and the service's do: on a busy box, OpenMP spin-waiting made the very same
+calls 3-8x slower on the main thread."""
 
 from __future__ import annotations
 
@@ -9,13 +15,14 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import streamer
 from benchmarks.bench_gateway import ws_query, ws_throughput
-from benchmarks.bench_kafka import bare_text_latency, ingest
 from benchmarks.common import Timer, percentiles
 from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
@@ -26,18 +33,19 @@ from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_p
 
 @dataclass
 class Load:
-    """How much querying each path gets: the same for every path in one run."""
+    """How much each path is exercised: the same for every path in one run."""
 
     text: int
     image: int
     throughput: int
     concurrency: int
+    rounds: int = 2
     warmup: int = 3
 
 
 @dataclass
 class PathResult:
-    """One row of the ingestion and query tables."""
+    """One row of the ingestion and query table."""
 
     name: str
     images_per_s: float | None = None
@@ -45,66 +53,42 @@ class PathResult:
     image_ms: tuple[float, float] | None = None
     sequential_qps: float | None = None
     concurrent_qps: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    rounds: list[float] = field(default_factory=list)
 
 
 def texts(n: int, offset: int = 0) -> list[str]:
     return [f"a photo of thing number {offset + i}" for i in range(n)]
 
 
-def timed(call: Callable[[], object], n: int, warmup: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - t0)
-    return percentiles(samples)
+def name(round_: int) -> str:
+    # Round 0's collection is the one queried; benchmarks.bench_gateway's frames name "bench".
+    return "bench" if round_ == 0 else f"bench{round_}"
 
 
-def bare(ef: OpenCLIPEmbeddingFunction, uris: list[str], load: Load) -> PathResult:
-    """The physical limit: the model alone in batches of ``ef.batch_size`` on tensors that are
-    already loaded and transformed; plus single text/image encode latency."""
-    tensors = list(ef.preprocess([im for im in ImageLoader()(uris) if im is not None]))
-    ef.embed_prepared(tensors[:ef.batch_size])  # warm up allocator and kernels
+def seconds(call: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0
+
+
+def warm(client: Any, ef: OpenCLIPEmbeddingFunction, uris: list[str], chunk: int) -> None:
+    """One full chunk into a warm-up collection with the same embedding function (the service
+    shares one model per config): model load and first-call costs are not ingestion."""
+    col = client.create_collection("warmup", embedding_function=ef, data_loader=ImageLoader())
+    col.add(ids=[f"w{i}" for i in range(min(chunk, len(uris)))], uris=uris[:chunk])
+    assert col.count() == min(chunk, len(uris))
+
+
+def ingest(client: Any, name: str, ef: OpenCLIPEmbeddingFunction, uris: list[str], chunk: int) -> float:
+    """Images/s of add(uris) in chunks until count() sees them all (reads wait for the writes,
+    so this is end to end)."""
+    col = client.create_collection(name, embedding_function=ef, data_loader=ImageLoader())
     with Timer() as t:
-        ef.embed_prepared(tensors)
-    loader = ImageLoader()
-    it = iter(range(10**9))
-    image_ms = timed(lambda: ef.embed_images(loader([uris[next(it) % len(uris)]])), load.image,
-                     load.warmup)
-    return PathResult("bare model", len(uris) / t.seconds, bare_text_latency(ef, load.text), image_ms,
-                      extra={"batch": ef.batch_size})
-
-
-def _queries(col: Any, uris: list[str], load: Load, result: PathResult) -> None:
-    qs = iter(texts(10**6))
-    result.text_ms = timed(lambda: col.query(query_texts=[next(qs)], n_results=5), load.text,
-                           load.warmup)
-    it = iter(range(10**9))
-    result.image_ms = timed(lambda: col.query(query_uris=[uris[next(it) % len(uris)]], n_results=5),
-                            load.image, load.warmup)
-    batch = texts(load.throughput, offset=10**7)
-    with Timer() as t:
-        for q in batch:
-            col.query(query_texts=[q], n_results=5)
-    result.sequential_qps = len(batch) / t.seconds
-    batch = texts(load.throughput, offset=2 * 10**7)
-    with ThreadPoolExecutor(load.concurrency) as pool, Timer() as t:
-        list(pool.map(lambda q: col.query(query_texts=[q], n_results=5), batch))
-    result.concurrent_qps = len(batch) / t.seconds
-
-
-def embedded(path: Path, ef_kwargs: dict[str, Any], uris: list[str], chunk: int,
-             load: Load) -> PathResult:
-    client = streamer.Client(path)
-    try:
-        result = PathResult("embedded Client", ingest(client, "bench", ef_kwargs, uris, chunk))
-        _queries(client.get_collection("bench"), uris, load, result)
-    finally:
-        client.close()
-    return result
+        for start in range(0, len(uris), chunk):
+            col.add(ids=[f"u{i}" for i in range(start, min(start + chunk, len(uris)))],
+                    uris=uris[start:start + chunk])
+        assert col.count() == len(uris)
+    return len(uris) / t.seconds
 
 
 def free_port() -> int:
@@ -114,13 +98,26 @@ def free_port() -> int:
         return port
 
 
-async def _websocket(url: str, uris: list[str], load: Load, result: PathResult) -> None:
+def throughput(col: Any, load: Load, offset: int) -> tuple[float, float]:
+    """Text queries/s one at a time, then with ``load.concurrency`` client threads."""
+    batch = texts(load.throughput, offset)
+    with Timer() as t:
+        for q in batch:
+            col.query(query_texts=[q], n_results=5)
+    sequential = len(batch) / t.seconds
+    batch = texts(load.throughput, offset + 10**6)
+    with ThreadPoolExecutor(load.concurrency) as pool, Timer() as t:
+        list(pool.map(lambda q: col.query(query_texts=[q], n_results=5), batch))
+    return sequential, len(batch) / t.seconds
+
+
+async def websocket(url: str, uris: list[str], load: Load, result: PathResult) -> None:
     async with ws_client(url, TOKEN) as ws:
         for kind, n, make in (("text", load.text, lambda i: {"texts": [f"a photo of thing {i}"]}),
                               ("image", load.image, lambda i: {"uris": [uris[i % len(uris)]]})):
             samples = []
             for i in range(load.warmup + n):
-                frame = {"op": "query", "name": "bench", "n_results": 5, **make(i)}
+                frame = {"op": "query", "name": name(0), "n_results": 5, **make(i)}
                 t0 = time.perf_counter()
                 await ws.result(frame)
                 if i >= load.warmup:
@@ -135,36 +132,103 @@ async def _websocket(url: str, uris: list[str], load: Load, result: PathResult) 
                                                 load.concurrency, sockets=min(4, load.concurrency))
 
 
-def kafka(tmp: Path, ef_kwargs: dict[str, Any], uris: list[str], chunk: int, load: Load,
-          profile: Callable[[int], Any] | None = None) -> tuple[PathResult, PathResult]:
-    """KafkaClient against a real ``streamer serve``; then its websocket gateway. ``profile``
-    starts a recorder (a Popen, e.g. py-spy) on the service pid; SIGINT ends it after ingestion."""
+def interleaved(n: int, warmup: int, model: ThreadPoolExecutor, encode: Callable[[int], object],
+                query: Callable[[Any, int], object], cols: list[Any]) -> list[list[float]]:
+    """Latency samples: query i goes through the bare model, then each collection in turn."""
+    samples: list[list[float]] = [[] for _ in range(1 + len(cols))]
+    for i in range(warmup + n):
+        row = [model.submit(seconds, partial(encode, i)).result()]
+        row += [seconds(partial(query, c, i)) for c in cols]
+        if i >= warmup:
+            for s, x in zip(samples, row):
+                s.append(x)
+    return samples
+
+
+def _kill(procs: list[Any]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def measure(work: Path, ef_kwargs: dict[str, Any], uris: list[str], chunk: int, load: Load, *,
+            chroma: Callable[[bool], PathResult] | None = None,
+            profile: Callable[[int], Any] | None = None) -> list[PathResult]:
+    """``chroma(last_round)`` runs Chroma's side once per round (queries in the last one);
+    ``profile(pid)`` starts a recorder (a Popen, e.g. py-spy) on the service for the last
+    round's Kafka ingestion; SIGINT ends it."""
     ensure_broker()
+    bare = PathResult("bare model")
+    emb = PathResult("embedded Client")
+    kaf = PathResult("KafkaClient + serve")
+    ws = PathResult("websocket (serve gateway)")
+    out = [bare, emb, kaf, ws]
     port = free_port()
-    batch = str(ef_kwargs.get("batch_size", 32))
-    svc = ServiceProcess(new_prefix(), tmp / "svc", extra_env={
-        "STREAMER_BATCH_MAX_ITEMS": batch, "STREAMER_BATCH_MAX_WAIT_MS": "50",
-        "STREAMER_HTTP_PORT": str(port), "STREAMER_AUTH_TOKENS": TOKENS,
-        "STREAMER_CHECKPOINT_EVERY": "50000"})
-    svc.start()
-    recorder = None
-    try:
+    svc = ServiceProcess(new_prefix(), work / "svc", extra_env={
+        "STREAMER_BATCH_MAX_ITEMS": str(chunk), "STREAMER_BATCH_MAX_WAIT_MS": "50",
+        "STREAMER_HTTP_PORT": str(port), "STREAMER_AUTH_TOKENS": TOKENS})
+    recorders: list[Any] = []
+    chroma_rounds: list[float] = []
+    with ExitStack() as stack:
+        model = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="bare-model"))
+        ef = OpenCLIPEmbeddingFunction(**ef_kwargs)
+        loader = ImageLoader()
+        images = [im for im in loader(uris) if im is not None]
+        tensors = model.submit(lambda: list(ef.preprocess(images))).result()
+        model.submit(ef.embed_prepared, tensors[:chunk]).result()
+        client = streamer.Client(work / "embedded")
+        stack.callback(client.close)
+        stack.callback(svc.kill)
+        svc.start()
         kc = KafkaClient(BOOTSTRAP, kafka_topic_prefix=svc.prefix)
-        try:
-            assert svc.proc is not None
-            recorder = profile(svc.proc.pid) if profile else None
-            result = PathResult("KafkaClient + serve", ingest(kc, "bench", ef_kwargs, uris, chunk))
-            if recorder is not None:  # the profile covers ingestion only
+        stack.callback(kc.close)
+        stack.callback(_kill, recorders)
+        emb_ef = OpenCLIPEmbeddingFunction(**ef_kwargs)  # the embedded engine runs this instance
+        warm(client, emb_ef, uris, chunk)
+        warm(kc, OpenCLIPEmbeddingFunction(**ef_kwargs), uris, chunk)
+        for r in range(load.rounds):
+            bare_s = model.submit(seconds, partial(ef.embed_prepared, tensors)).result()
+            bare.rounds.append(len(tensors) / bare_s)
+            emb.rounds.append(ingest(client, name(r), emb_ef, uris, chunk))
+            if profile is not None and r == load.rounds - 1 and svc.proc is not None:
+                recorders.append(profile(svc.proc.pid))
+            kaf.rounds.append(ingest(kc, name(r), OpenCLIPEmbeddingFunction(**ef_kwargs), uris, chunk))
+            for recorder in recorders:
                 recorder.send_signal(signal.SIGINT)
                 recorder.wait(timeout=60)
-            _queries(kc.get_collection("bench"), uris, load, result)
-        finally:
-            kc.close()
-        ws = PathResult("websocket (serve gateway)")
-        asyncio.run(_websocket(f"http://127.0.0.1:{port}", uris, load, ws))
-    finally:
-        if recorder is not None and recorder.poll() is None:
-            recorder.kill()
-            recorder.wait()
-        svc.kill()
-    return result, ws
+            if chroma is not None:
+                result = chroma(r == load.rounds - 1)
+                chroma_rounds.append(result.images_per_s or 0.0)
+            print(f"  round {r}: images/s " + ", ".join(
+                f"{p.name} {p.rounds[-1]:.1f}" for p in (bare, emb, kaf) if p.rounds) +
+                (f", Chroma {chroma_rounds[-1]:.1f}" if chroma_rounds else ""), flush=True)
+        if chroma is not None:
+            result.rounds = chroma_rounds
+            out.append(result)
+        for p in out:
+            p.images_per_s = max(p.rounds) if p.rounds else None
+        cols = [client.get_collection(name(0)), kc.get_collection(name(0))]
+
+        def text_query(c: Any, i: int) -> object:
+            return c.query(query_texts=[f"a photo of thing {i}"], n_results=5)
+
+        def image_query(c: Any, i: int) -> object:
+            return c.query(query_uris=[uris[i % len(uris)]], n_results=5)
+
+        def text_encode(i: int) -> object:
+            return ef.embed_texts([f"a photo of thing {i}"])
+
+        def image_encode(i: int) -> object:
+            return ef.embed_images([im for im in loader([uris[i % len(uris)]]) if im is not None])
+
+        for kind, n, query, encode in (("text", load.text, text_query, text_encode),
+                                       ("image", load.image, image_query, image_encode)):
+            samples = interleaved(n, load.warmup, model, encode, query, cols)
+            for p, s in zip((bare, emb, kaf), samples):
+                setattr(p, f"{kind}_ms", percentiles(s))
+        print("  latency done; throughput and websocket", flush=True)
+        emb.sequential_qps, emb.concurrent_qps = throughput(cols[0], load, 10**7)
+        kaf.sequential_qps, kaf.concurrent_qps = throughput(cols[1], load, 2 * 10**7)
+        asyncio.run(websocket(f"http://127.0.0.1:{port}", uris, load, ws))
+    return out

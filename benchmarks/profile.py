@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -27,6 +28,12 @@ def _name(frame: str) -> str:
     return f"{fn} ({Path(where.rstrip(')').rsplit(':', 1)[0]).name})" if where else fn
 
 
+def _thread(frame: str) -> str:
+    # "thread (123): loader_1" -> "loader" (the pool's threads together)
+    name = frame.split(": ", 1)[1] if frame.startswith("thread (") and ": " in frame else frame
+    return re.sub(r"[_-]\d+$", "", name)
+
+
 def summarise(raw: Path, top: int = 12) -> str:
     threads: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
@@ -39,7 +46,7 @@ def summarise(raw: Path, top: int = 12) -> str:
         n = int(count)
         frames = stack.split(";")
         total += n
-        threads[frames[0].split(" (")[0] if frames[0].startswith("thread") else frames[0]] += n
+        threads[_thread(frames[0])] += n
         names = [_name(f) for f in frames[1:]] or [frames[0]]
         leaf[names[-1]] += n
         for name in set(names):

@@ -26,17 +26,17 @@ class Results:
 
 
 def _f(x: float | None, fmt: str = ".1f") -> str:
-    return "–" if x is None else format(x, fmt)
+    return "-" if x is None else format(x, fmt)
 
 
 def _ms(pair: tuple[float, float] | None) -> tuple[str, str]:
-    return ("–", "–") if pair is None else (f"{pair[0]:.1f}", f"{pair[1]:.1f}")
+    return ("-", "-") if pair is None else (f"{pair[0]:.1f}", f"{pair[1]:.1f}")
 
 
 def paths_table(r: Results) -> list[str]:
     bare = r.path("bare")
     base = bare.images_per_s if bare and bare.images_per_s else None
-    out = ["| path | images/s | × bare model | text p50 ms | text p99 ms | image p50 ms | image p99 ms "
+    out = ["| path | images/s | x bare model | text p50 ms | text p99 ms | image p50 ms | image p99 ms "
            "| sequential q/s | concurrent q/s |", "|---|---|---|---|---|---|---|---|---|"]
     for p in r.paths:
         ratio = p.images_per_s / base if base and p.images_per_s else None
@@ -49,7 +49,7 @@ def paths_table(r: Results) -> list[str]:
 
 def index_table(r: Results) -> list[str]:
     out = ["| dtype | vectors | built via | build s | vectors/s | recall@10 | QPS single | QPS batch "
-           "| memory B/vec (× raw) | file B/vec (× raw) | save s | restore s | view s |",
+           "| resident B/vec (x raw) | file B/vec (x raw) | save s | restore s | view s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in r.index:
         raw = x.raw_bytes
@@ -62,7 +62,8 @@ def index_table(r: Results) -> list[str]:
         rc = r.recovery
         out += ["", f"Recovery: `CollectionState.open()` on a checkpoint of {rc.n:,} records plus a "
                 f"log tail of {rc.tail:,}: **{rc.open_s:.2f} s** (checkpoint written in "
-                f"{rc.checkpoint_s:.2f} s; warm page cache)."]
+                f"{rc.checkpoint_s:.2f} s; warm page cache). Resident = memory growth of a fresh "
+                "process restoring the saved index; raw = n x 512 x bytes per scalar."]
     return out
 
 
@@ -70,7 +71,7 @@ def precision_table(r: Results) -> list[str]:
     p = r.precision
     if p is None:
         return []
-    out = ["| precision | images/s | × fp32 | texts/s | × fp32 |", "|---|---|---|---|---|"]
+    out = ["| precision | images/s | x fp32 | texts/s | x fp32 |", "|---|---|---|---|---|"]
     for k in ("fp32", "bf16"):
         out.append(f"| {k} | {p.images_per_s[k]:.1f} | {p.images_per_s[k] / p.images_per_s['fp32']:.2f} "
                    f"| {p.texts_per_s[k]:.1f} | {p.texts_per_s[k] / p.texts_per_s['fp32']:.2f} |")
@@ -87,10 +88,10 @@ def targets(r: Results) -> list[tuple[str, str, bool | None]]:
     bare, kafka, chroma = r.path("bare"), r.path("KafkaClient"), r.path("Chroma")
     if bare and kafka and bare.images_per_s and kafka.images_per_s:
         x = kafka.images_per_s / bare.images_per_s
-        out.append(("Kafka ingestion ≥ 0.9 × bare batched model", f"{x:.2f} ×", x >= 0.9))
+        out.append(("Kafka ingestion ≥ 0.9 x bare batched model", f"{x:.2f} x", x >= 0.9))
     if chroma and kafka and chroma.images_per_s and kafka.images_per_s:
         x = kafka.images_per_s / chroma.images_per_s
-        out.append(("Kafka ingestion ≥ 3 × Chroma", f"{x:.2f} ×", x >= 3))
+        out.append(("Kafka ingestion ≥ 3 x Chroma", f"{x:.2f} x", x >= 3))
     if bare and kafka and bare.text_ms and kafka.text_ms:
         d = kafka.text_ms[0] - bare.text_ms[0]
         out.append(("reply-topic text query p50 ≤ bare text encode p50 + 15 ms",
@@ -102,8 +103,8 @@ def targets(r: Results) -> list[tuple[str, str, bool | None]]:
     f16 = next((x for x in r.index if x.dtype == "f16"), None)
     if f16:
         x = f16.memory_bytes / f16.raw_bytes
-        out.append((f"f16 memory ≤ 1.3 × raw ({f16.n:,} vectors)",
-                    f"{x:.2f} × (file {f16.file_bytes / f16.raw_bytes:.2f} ×)", x <= 1.3))
+        out.append((f"f16 memory ≤ 1.3 x raw ({f16.n:,} vectors)",
+                    f"{x:.2f} x (file {f16.file_bytes / f16.raw_bytes:.2f} x)", x <= 1.3))
     if r.recovery:
         out.append((f"recovery ≤ 10 s ({r.recovery.n:,} records)", f"{r.recovery.open_s:.2f} s",
                     r.recovery.open_s <= 10))
@@ -159,8 +160,8 @@ def chart(r: Results, path: Path) -> None:
     ax.legend()
     ax = axes[1][0]
     if r.index:
-        labels = [f"{x.dtype} ×{x.n:,}" for x in r.index]
-        ax.bar(labels, [x.memory_bytes / x.n for x in r.index], label="index memory B/vector")
+        labels = [f"{x.dtype} x{x.n:,}" for x in r.index]
+        ax.bar(labels, [x.memory_bytes / x.n for x in r.index], label="resident B/vector (restored)")
         ax.bar(labels, [x.raw_bytes / x.n for x in r.index], 0.4, label="raw vector bytes")
         for i, x in enumerate(r.index):
             ax.text(i, x.memory_bytes / x.n, f"recall {x.recall:.3f}", ha="center", va="bottom")

@@ -9,7 +9,10 @@ are built with ``VectorIndex.upsert`` alone, on the same vectors."""
 from __future__ import annotations
 
 import gc
+import json
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from usearch.index import Index
 
 from benchmarks.common import Timer
 from benchmarks.vectors import F32, ClipLike
@@ -29,6 +31,7 @@ DIM = 512
 K = 10
 QUERIES = 200
 CHUNK = 10_000
+ROOT = Path(__file__).resolve().parents[1]
 _BYTES = {"f32": 4, "f16": 2, "bf16": 2, "i8": 1}
 
 
@@ -41,7 +44,7 @@ class IndexResult:
     recall: float
     qps_single: float
     qps_batch: float
-    memory_bytes: int
+    memory_bytes: int  # resident growth of a fresh process restoring the saved index
     file_bytes: int
     save_s: float
     restore_s: float
@@ -95,26 +98,39 @@ def _search_stats(index: VectorIndex, exact: Exact, key_offset: int) -> tuple[fl
     return exact.recall(found), single, batch
 
 
-def _persist_stats(index: VectorIndex, path: Path) -> tuple[int, float, float, float]:
+# Restore and view run in a fresh process: its resident-memory growth is the index's real
+# footprint (in this process, freed memory kept by malloc would be reused and hide it).
+_RESTORE = """
+import json, sys, time
+from usearch.index import Index
+from consumers.index import VectorIndex
+def rss():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * 4096
+path, dtype, ndim = sys.argv[1], sys.argv[2], int(sys.argv[3])
+before = rss()
+t0 = time.perf_counter()
+index = VectorIndex(ndim, 'cosine', dtype)
+index.load(path)
+restore = time.perf_counter() - t0
+resident = rss() - before
+t0 = time.perf_counter()
+view = Index.restore(path, view=True)
+view_s = time.perf_counter() - t0
+assert len(view) == len(index)
+print(json.dumps({'restore_s': restore, 'resident': resident, 'view_s': view_s}))
+"""
+
+
+def _persist_stats(index: VectorIndex, path: Path) -> tuple[int, int, float, float, float]:
     with Timer() as save:
         index.save(path)
     size = path.stat().st_size
-    restored = VectorIndex(DIM, "cosine", index.dtype)
-    with Timer() as restore:
-        restored.load(path)
-    del restored
-    with Timer() as view:
-        viewed = Index.restore(str(path), view=True)
-        assert viewed is not None and len(viewed) == len(index)
-    del viewed
+    proc = subprocess.run([sys.executable, "-c", _RESTORE, str(path), index.dtype, str(DIM)],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
     path.unlink()
-    return size, save.seconds, restore.seconds, view.seconds
-
-
-def _memory(index: VectorIndex) -> int:
-    # VectorIndex does not expose usearch's allocator figure; read it off the wrapped index.
-    usage: int = index._index.memory_usage
-    return usage
+    return size, int(out["resident"]), save.seconds, out["restore_s"], out["view_s"]
 
 
 def _mutations(start: int, chunk: F32) -> list[Mutation]:
@@ -141,9 +157,9 @@ def service_index(n: int, gen: ClipLike, exact: Exact, work: Path) -> tuple[Inde
     assert index is not None and len(index) == n
     # Keys are assigned 1, 2, ... in commit order, so key - 1 is the row number.
     recall, single, batch = _search_stats(index, exact, key_offset=1)
-    size, save_s, restore_s, view_s = _persist_stats(index, work / "f32.usearch")
+    size, resident, save_s, restore_s, view_s = _persist_stats(index, work / "f32.usearch")
     result = IndexResult("f32", n, build, "CollectionState.commit", recall, single, batch,
-                         _memory(index), size, save_s, restore_s, view_s)
+                         resident, size, save_s, restore_s, view_s)
     with Timer() as ckpt:
         state.checkpoint()
     tail = max(1, n // 100)
@@ -174,15 +190,16 @@ def plain_index(dtype: IndexDType, n: int, gen: ClipLike, exact: Exact, work: Pa
         index.upsert(keys, chunk)
         build += time.perf_counter() - t0
     recall, single, batch = _search_stats(index, exact, key_offset=0)
-    size, save_s, restore_s, view_s = _persist_stats(index, work / f"{dtype}.usearch")
+    size, resident, save_s, restore_s, view_s = _persist_stats(index, work / f"{dtype}.usearch")
     result = IndexResult(dtype, n, build, "VectorIndex.upsert", recall, single, batch,
-                         _memory(index), size, save_s, restore_s, view_s)
+                         resident, size, save_s, restore_s, view_s)
     del index
     gc.collect()
     return result
 
 
-def run(n: int, small_dtypes_n: int, work: Path, log: Any = print) -> tuple[list[IndexResult], RecoveryResult]:
+def run(n: int, small_dtypes_n: int, work: Path,
+        log: Any = print) -> tuple[list[IndexResult], RecoveryResult]:
     """f32 (service path) and f16 at ``n``; i8 at ``min(n, small_dtypes_n)``."""
     work.mkdir(parents=True, exist_ok=True)
     gen = ClipLike(DIM)

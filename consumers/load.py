@@ -24,7 +24,10 @@ def uri_to_path(uri: str) -> Path:
         parsed = urlparse(uri)
         if parsed.netloc not in ("", "localhost"):
             raise DataLoaderError(f"Only local file:// URIs are supported, got {uri}")
-        return Path(unquote(parsed.path))
+        path = unquote(parsed.path)
+        if "\x00" in path:  # %00: the OS would cut the path there
+            raise DataLoaderError(f"URI contains a NUL byte: {uri!r}")
+        return Path(path)
     if "://" in uri:
         raise DataLoaderError(f"Unsupported URI scheme: {uri}")
     return Path(uri)

@@ -59,6 +59,7 @@ def get_result(state: CollectionState, req: GetRequest) -> dict[str, Any]:
 
 def search_result(state: CollectionState, req: QueryRequest,
                   vectors: list[Vector]) -> dict[str, Any]:
+    state.store.check_dimension(vectors)  # a typed error, not usearch's ValueError
     queries = np.vstack(vectors).astype(np.float32, copy=False)
     hits = state.store.search(queries, req.n_results, req.ids, req.where, req.where_document)
     per_query = [_records(state, ids, req.include) for ids in hits.ids]

@@ -71,7 +71,7 @@ def loads(raw: bytes | None) -> dict[str, Any]:
         raise SchemaError(f"Event is not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise SchemaError("Event must be a JSON object")
-    if obj.get("v") != SCHEMA_VERSION:
+    if type(obj.get("v")) is not int or obj["v"] != SCHEMA_VERSION:  # true and 1.0 are not 1
         raise SchemaError(f"Unsupported schema version {obj.get('v')!r}; expected {SCHEMA_VERSION}")
     return obj
 
@@ -124,9 +124,7 @@ def parse_write(ev: dict[str, Any]) -> tuple[Op, str, WriteItem | DeleteRequest]
     metadata = ev.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise SchemaError("Field 'metadata' must be an object")
-    emb = decode_array(ev["embedding"]).astype(np.float32).reshape(-1) if "embedding" in ev else None
-    if emb is not None and not np.isfinite(emb).all():
-        raise SchemaError("Embedding contains NaN or infinity")
+    emb = decode_vector(ev["embedding"]) if "embedding" in ev else None
     image = decode_array(ev["image"]) if "image" in ev else None
     order = ev.get("order")
     if order is not None and not (isinstance(order, list) and len(order) == 2
@@ -156,14 +154,32 @@ def query_event(collection_id: str, req: QueryRequest) -> dict[str, Any]:
             "where_document": req.where_document, "include": list(req.include)}
 
 
+def decode_vector(obj: Any) -> np.ndarray[Any, Any]:
+    vec = decode_array(obj).astype(np.float32).reshape(-1)
+    if not np.isfinite(vec).all():
+        raise SchemaError("Embedding contains NaN or infinity")
+    return vec
+
+
+def _opt_list(ev: dict[str, Any], key: str) -> list[Any] | None:
+    value = ev.get(key)
+    if value is not None and not isinstance(value, list):
+        raise SchemaError(f"Field {key!r} must be a list")
+    return value
+
+
 def parse_query(ev: dict[str, Any]) -> QueryRequest:
-    include: list[IncludeItem] = list(ev.get("include") or [])
+    """Decodes the arrays and checks the JSON types; Chroma's rules are the reader's job."""
+    embeddings, images = _opt_list(ev, "embeddings"), _opt_list(ev, "images")
+    n_results = ev.get("n_results", 10)
+    if not isinstance(n_results, int) or isinstance(n_results, bool):
+        raise SchemaError(f"Field 'n_results' must be an integer, got {str(n_results)[:40]}")
+    include: list[IncludeItem] = list(_opt_list(ev, "include") or [])
     return QueryRequest(
-        embeddings=None if ev.get("embeddings") is None else
-        [decode_array(e).astype(np.float32).reshape(-1) for e in ev["embeddings"]],
-        texts=ev.get("texts"),
-        images=None if ev.get("images") is None else [decode_array(i) for i in ev["images"]],
-        uris=ev.get("uris"), ids=ev.get("ids"), n_results=int(ev.get("n_results", 10)),
+        embeddings=None if embeddings is None else [decode_vector(e) for e in embeddings],
+        texts=_opt_list(ev, "texts"),
+        images=None if images is None else [decode_array(i) for i in images],
+        uris=_opt_list(ev, "uris"), ids=_opt_list(ev, "ids"), n_results=n_results,
         where=ev.get("where"), where_document=ev.get("where_document"), include=include)
 
 
@@ -174,9 +190,10 @@ def get_event(collection_id: str, req: GetRequest) -> dict[str, Any]:
 
 
 def parse_get(ev: dict[str, Any]) -> GetRequest:
-    return GetRequest(ids=ev.get("ids"), where=ev.get("where"),
+    """Checks the JSON types; Chroma's rules are the reader's job."""
+    return GetRequest(ids=_opt_list(ev, "ids"), where=ev.get("where"),
                       where_document=ev.get("where_document"), limit=ev.get("limit"),
-                      offset=ev.get("offset"), include=list(ev.get("include") or []))
+                      offset=ev.get("offset"), include=list(_opt_list(ev, "include") or []))
 
 
 # ---- state records: the compacted source of truth, keyed by collection id + record id ---

@@ -27,7 +27,13 @@ from aiokafka.errors import KafkaError
 
 from consumers.embed import EmbeddingFunction
 from consumers.pipeline import DataLoader, call_embedder
-from schemas.errors import DataLoaderError, RequestTimeoutError, UnavailableError, error_from_wire
+from schemas.errors import (
+    DataLoaderError,
+    LimitExceededError,
+    RequestTimeoutError,
+    UnavailableError,
+    error_from_wire,
+)
 from schemas.events import (
     decode_result,
     delete_event,
@@ -67,6 +73,22 @@ class KafkaBackend:
         self._renewing = asyncio.Lock()
 
     async def start(self) -> None:
+        try:
+            await self._connect()
+        except KafkaError as exc:
+            for client in (getattr(self, "_consumer", None), getattr(self, "_producer", None)):
+                if client is not None:
+                    await client.stop()
+            cfg = self.settings
+            sasl = f", SASL {cfg.kafka_sasl_mechanism} as {cfg.kafka_sasl_username!r}" \
+                if cfg.kafka_sasl_mechanism else ""
+            # aiokafka says only "Unable to bootstrap", whatever the cause: name what was tried.
+            raise UnavailableError(
+                f"Cannot connect to Kafka at {cfg.kafka_bootstrap} ({cfg.kafka_security_protocol}"
+                f"{sasl}): {exc}. Check the address, the security protocol and the "
+                f"credentials.") from exc
+
+    async def _connect(self) -> None:
         await ensure_topics(self.settings, self.topics)
         kw = client_kwargs(self.settings)
         self._producer = await self._new_producer()
@@ -92,7 +114,8 @@ class KafkaBackend:
         try:
             await producer.start()
         except BaseException:
-            await producer.stop()
+            with anyio.CancelScope(shield=True):  # a timed-out call must still close it
+                await producer.stop()
             raise
         return producer
 
@@ -108,7 +131,8 @@ class KafkaBackend:
                 if self._stale:  # replaced lazily: starting a producer needs the broker
                     old, self._producer = self._producer, await self._new_producer()
                     self._stale = False
-                    await old.stop()
+                    with anyio.CancelScope(shield=True):
+                        await old.stop()
             producer = self._producer
             yield producer
         except KafkaError as exc:
@@ -143,9 +167,11 @@ class KafkaBackend:
         self._pending[corr] = fut
         return corr, fut
 
-    async def _await(self, corr: str, fut: asyncio.Future[dict[str, Any]]) -> Any:
+    async def _await(self, corr: str, fut: asyncio.Future[dict[str, Any]],
+                     timeout: float | None = None) -> Any:
         try:
-            with anyio.fail_after(self.settings.kafka_request_timeout_s):
+            with anyio.fail_after(self.settings.kafka_request_timeout_s if timeout is None
+                                  else timeout):
                 reply = await fut
         except TimeoutError:
             self._pending.pop(corr, None)
@@ -157,16 +183,21 @@ class KafkaBackend:
     async def _rpc(self, payload: dict[str, Any]) -> Any:
         corr, fut = self._expect()
         payload = {**payload, "after": {str(p): o for p, o in self._session.items()}}
+        # One budget for the whole call, sending included: a call answers or fails in time.
+        deadline = anyio.current_time() + self.settings.kafka_request_timeout_s
         try:
-            async with self._producing() as producer:
-                await producer.send_and_wait(
-                    self.topics.queries, value=dumps(payload),
-                    headers=[("reply_to", self.topics.replies.encode()),
-                             ("correlation_id", corr.encode())])
-        except UnavailableError:
+            with anyio.fail_after(self.settings.kafka_request_timeout_s):
+                async with self._producing() as producer:
+                    await producer.send_and_wait(
+                        self.topics.queries, value=dumps(payload),
+                        headers=[("reply_to", self.topics.replies.encode()),
+                                 ("correlation_id", corr.encode())])
+        except (UnavailableError, TimeoutError) as exc:
             self._pending.pop(corr, None)
-            raise
-        return await self._await(corr, fut)
+            if isinstance(exc, UnavailableError):
+                raise
+            raise UnavailableError("Kafka did not take the request in time") from None
+        return await self._await(corr, fut, max(0.0, deadline - anyio.current_time()))
 
     # ---- collections --------------------------------------------------------------
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
@@ -228,6 +259,10 @@ class KafkaBackend:
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
                     wait: bool) -> None:
         wait = wait or self.wait_writes
+        size = len(request.items) if isinstance(request, WriteRequest) else len(request.ids or ())
+        if size > self.settings.max_batch_records:
+            raise LimitExceededError(f"Cannot submit {size} records at once: the limit is "
+                                     f"{self.settings.max_batch_records}; split the call")
         events: list[tuple[bytes, dict[str, Any]]]
         if isinstance(request, DeleteRequest):
             events = [(spec.id.encode(), delete_event(spec.id, request))]

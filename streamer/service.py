@@ -38,7 +38,7 @@ from aiokafka import (
 from consumers.catalog import Catalog, CollectionState
 from consumers.pipeline import Pipeline, WriteJob
 from consumers.query import get_result, query_vectors, search_result
-from consumers.validate import validate_collection_name
+from consumers.validate import validate_collection_name, validate_metadata
 from schemas.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -53,8 +53,6 @@ from schemas.events import (
     dumps,
     encode_result,
     loads,
-    parse_get,
-    parse_query,
     parse_write,
     state_key,
     state_record,
@@ -66,6 +64,14 @@ from streamer.kafka_common import Topics, client_kwargs, ensure_topics, supervis
 from streamer.replica import PROGRESS, Replica
 from streamer.settings import Settings
 from streamer.sources import Sources
+from streamer.wire_checks import (
+    check_collection_metadata,
+    check_delete,
+    check_write,
+    checked_get,
+    checked_query,
+    server_loader,
+)
 
 log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -84,13 +90,16 @@ class Runtimes:
     """Server-side embedding functions and loaders, rebuilt from specs and shared by config
     so a model is loaded once per process."""
 
-    def __init__(self, embed_thread: ThreadPoolExecutor) -> None:
+    def __init__(self, embed_thread: ThreadPoolExecutor, settings: Settings | None = None) -> None:
         self._cache: dict[bytes, Any] = {}
         self._embed_thread = embed_thread
+        self._settings = settings
 
     def get(self, desc: dict[str, Any] | None) -> Any:
         if desc is None:
             return None
+        if self._settings is not None and desc.get("name") == "image_loader":
+            desc = server_loader(desc, self._settings)
         key = dumps(desc)
         if key not in self._cache:
             runtime = self._cache[key] = rebuild(desc)
@@ -125,7 +134,7 @@ class Service:
         self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._locks: dict[str, anyio.Lock] = {}
         self.replica = Replica(settings, self.topics, self.catalog, self.lock)
-        self.runtimes = Runtimes(self.embed_thread)
+        self.runtimes = Runtimes(self.embed_thread, settings)
         self._out: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]] = []
         self._pipeline = Pipeline(self.embed_thread, self.lock, sink=self._to_state_topic)
         self._stack = AsyncExitStack()
@@ -277,6 +286,10 @@ class Service:
                     jobs.append((rec, await self._job(rec)))
                 except StreamerError as exc:
                     failed.append((rec, exc))
+                except Exception as exc:  # a bug on one event must not stop the writer
+                    log.exception("unexpected error on %s:%d:%d", rec.topic, rec.partition,
+                                  rec.offset)
+                    failed.append((rec, exc))
         await self._pipeline.prepare([j for _, j in jobs])
         return batches, jobs, failed
 
@@ -312,15 +325,16 @@ class Service:
             state = self.catalog.by_id(collection_id)
             if state is None:
                 raise NotFoundError(f"Collection [{collection_id}] does not exist")
-        request: WriteRequest | DeleteRequest = payload if isinstance(payload, DeleteRequest) \
-            else WriteRequest(op, [payload])
-        if isinstance(request, WriteRequest):
-            item = request.items[0]
-            if item.document is not None and len(item.document.encode()) > self.settings.max_document_bytes:
-                raise InvalidArgumentError(
-                    f"Document of {item.id} exceeds {self.settings.max_document_bytes} bytes")
-        return WriteJob(state, request, embedder=self.runtimes.get(state.spec.embedding_function),
-                        loader=self.runtimes.get(state.spec.data_loader))
+        embedder = self.runtimes.get(state.spec.embedding_function)
+        loader = self.runtimes.get(state.spec.data_loader)
+        request: WriteRequest | DeleteRequest
+        if isinstance(payload, DeleteRequest):
+            request = check_delete(payload, self.settings)
+        else:
+            check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
+                        has_loader=loader is not None)
+            request = WriteRequest(op, [payload])
+        return WriteJob(state, request, embedder=embedder, loader=loader)
 
     async def _dead_letter(self, rec: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
         headers = [("reason", str(exc).encode()), ("code", error_to_wire(exc)["code"].encode()),
@@ -385,22 +399,23 @@ class Service:
             return self._state(ev).store.count()
         if op == "get":
             state = self._state(ev)
+            request = checked_get(ev)
             async with self.lock(state.spec.id):
-                return encode_result(get_result(state, parse_get(ev)))
+                return encode_result(get_result(state, request))
         if op == "query":
             state = self._state(ev)
-            req = parse_query(ev)
-            if req.n_results > self.settings.max_n_results:
-                raise InvalidArgumentError(f"n_results {req.n_results} exceeds the limit of "
-                                           f"{self.settings.max_n_results}")
-            vectors = await query_vectors(req, self.runtimes.get(state.spec.embedding_function),
-                                          self.runtimes.get(state.spec.data_loader), self.embed_thread)
+            embedder = self.runtimes.get(state.spec.embedding_function)
+            req = checked_query(ev, self.settings, has_embedding_function=embedder is not None)
+            vectors = await query_vectors(req, embedder, self.runtimes.get(state.spec.data_loader),
+                                          self.embed_thread)
             async with self.lock(state.spec.id):
                 result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
             return encode_result(result)
         return await self._admin(op, ev)
 
     async def _admin(self, op: str, ev: dict[str, Any]) -> Any:
+        if op != "list_collections" and not isinstance(ev.get("name"), str):
+            raise SchemaError(f"Field 'name' must be a string, got {str(ev.get('name'))[:40]}")
         name = str(ev.get("name"))
         if op == "list_collections":
             return [s.spec.to_dict() for s in self.catalog.collections.values()]
@@ -413,14 +428,18 @@ class Service:
                 if ev.get("get_or_create"):
                     return existing.spec.to_dict()
                 raise UniqueConstraintError(f"Collection [{name}] already exists")
-            meta = ev.get("metadata") or {}
+            space, dtype = check_collection_metadata(ev.get("metadata"))
             spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=ev.get("metadata"),
-                                  space=meta.get("hnsw:space", "cosine"),
-                                  dtype=meta.get("streamer:dtype", "f32"),
+                                  space=space, dtype=dtype,  # type: ignore[arg-type]
                                   embedding_function=ev.get("embedding_function"),
                                   data_loader=ev.get("data_loader"))
+            try:  # built before publishing: a spec every replica fails to rebuild is poison
+                self.runtimes.get(spec.embedding_function)
+                self.runtimes.get(spec.data_loader)
+            except Exception as exc:
+                raise InvalidArgumentError(f"Invalid embedding function or data loader: {exc}") \
+                    from exc
             await self._publish_spec(name, spec)
-            self.runtimes.get(spec.embedding_function)
             return spec.to_dict()
         if op == "delete_collection":
             self.catalog.get(name)
@@ -431,6 +450,7 @@ class Service:
             spec = self.catalog.get(name).spec
             new_name = ev.get("new_name") or name
             metadata = ev.get("metadata")
+            validate_metadata(metadata)
             if metadata is not None and metadata.get("hnsw:space", spec.space) != spec.space:
                 raise InvalidArgumentError(
                     "Changing the distance function of a collection once it is created is not "

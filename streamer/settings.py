@@ -49,6 +49,9 @@ class Settings:
     max_document_bytes: int = 1 << 20
     max_image_bytes: int = 32 << 20
     max_image_pixels: int = 40_000_000
+    # Server-side confinement of every collection's data loader (os.pathsep-separated dirs):
+    # a client's collection spec names its own roots, so it cannot be what the server trusts.
+    data_roots: str | None = None
     # gateway
     http_host: str = "127.0.0.1"
     http_port: int = 8765

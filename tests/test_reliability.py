@@ -37,7 +37,8 @@ def services() -> Iterator[list[ServiceProcess]]:
 
 
 # ---- crash: SIGKILL the service during a 10,000-event ingest --------------------------------
-def crash_workload(n_events: int, uris: list[str], seed: int) -> list[tuple[str, dict[str, Any]]]:
+def crash_workload(n_events: int, uris: list[str], seed: int,
+                   dim: int) -> list[tuple[str, dict[str, Any]]]:
     """Calls over a small id pool, so ids collide and switch modality (text, image array,
     URI, raw embedding) again and again; update without a source changes only metadata."""
     rng = random.Random(seed)
@@ -65,24 +66,24 @@ def crash_workload(n_events: int, uris: list[str], seed: int) -> list[tuple[str,
             kwargs["uris"] = [rng.choice(uris) for _ in ids]
         elif source == "embeddings":
             kwargs["embeddings"] = np.random.default_rng(step).standard_normal(
-                (len(ids), 16)).astype(np.float32)
+                (len(ids), dim)).astype(np.float32)
         if source == "metadata-only" or rng.random() < 0.7:
             kwargs["metadatas"] = [{"step": step, "src": source, f"k{step % 4}": i} for i in ids]
         calls.append((kind, kwargs))
     return calls
 
 
-def full_state(col: Any) -> dict[str, tuple[Any, ...]]:
-    """id -> (modality, document, uri, metadata, vector bytes)."""
+def full_state(col: Any) -> tuple[dict[str, tuple[Any, ...]], dict[str, np.ndarray]]:
+    """id -> (modality, document, uri, metadata), and id -> vector."""
     got = col.get(include=["documents", "uris", "metadatas", "embeddings"])
     assert len(got["ids"]) == len(set(got["ids"])), "duplicated ids"
-    out = {}
+    records, vectors = {}, {}
     for i, d, u, m, e in zip(got["ids"], got["documents"], got["uris"], got["metadatas"],
                              got["embeddings"], strict=True):
         modality = "text" if d is not None else "uri" if u is not None else "image-or-embedding"
-        out[i] = (modality, d, u, orjson.dumps(m, option=orjson.OPT_SORT_KEYS),
-                  np.asarray(e, dtype=np.float32).tobytes())
-    return out
+        records[i] = (modality, d, u, orjson.dumps(m, option=orjson.OPT_SORT_KEYS))
+        vectors[i] = np.asarray(e, dtype=np.float32)
+    return records, vectors
 
 
 @pytest.mark.slow
@@ -93,10 +94,12 @@ def test_sigkill_loop_during_10k_mixed_modality_events_gives_the_exact_state(
     root = tmp_path / "images"
     root.mkdir()
     uris = [write_png(root / f"p{i}.png", random_image(1000 + i, size=12)) for i in range(40)]
-    calls = crash_workload(10_000, uris, seed=11)
-    assert sum(len(kw["ids"]) for _, kw in calls) >= 10_000
-    # Custom EFs run client-side in KafkaClient: the vectors travel with their modality.
+    # HashEmbedding is a custom EF: KafkaClient runs it client-side and sends the vectors with
+    # their modality. (The built-in streamer-tiny model runs in the service, but ~2,000 model
+    # calls for the expected state alone take minutes on 2 cores.)
     ef = HashEmbedding()
+    calls = crash_workload(10_000, uris, seed=11, dim=ef.dim)
+    assert sum(len(kw["ids"]) for _, kw in calls) >= 10_000
 
     expected = streamer.Client()
     try:
@@ -104,7 +107,7 @@ def test_sigkill_loop_during_10k_mixed_modality_events_gives_the_exact_state(
                                          data_loader=ImageLoader(roots=[root]))
         for kind, kwargs in calls:
             getattr(col, kind)(**kwargs)
-        want = full_state(col)
+        want, want_vectors = full_state(col)
     finally:
         expected.close()
     kinds = {m for m, *_ in want.values()}
@@ -134,7 +137,8 @@ def test_sigkill_loop_during_10k_mixed_modality_events_gives_the_exact_state(
             services.remove(svc)
             svc = start()  # same instance id: its transactional id fences the dead one
 
-    client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix)
+    # Reads wait (session consistency) until the restarted service has caught up.
+    client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix, kafka_request_timeout_s=90)
     thread = threading.Thread(target=killer, name="killer")
     try:
         col = client.create_collection("crash10k", embedding_function=ef,
@@ -146,22 +150,25 @@ def test_sigkill_loop_during_10k_mixed_modality_events_gives_the_exact_state(
         thread.join(timeout=200)
         assert not thread.is_alive()
         assert len(kills) >= 5
-        got = full_state(col)  # session consistency: answers once every write is applied
+        got, got_vectors = full_state(col)  # answers once every write is applied (session)
         assert col.count() == len(want)
         # The index holds exactly the live ids, once each.
-        probe = np.frombuffer(next(iter(want.values()))[4], dtype=np.float32)
+        probe = next(iter(want_vectors.values()))
         hits = col.query(query_embeddings=[probe], n_results=len(want), include=[])["ids"][0]
         assert sorted(hits) == sorted(want)
     finally:
         stop_killing.set()
-        thread.join(timeout=120) if thread.is_alive() else None
+        if thread.is_alive():
+            thread.join(timeout=120)
         client.close()
     lost = set(want) - set(got)
     extra = set(got) - set(want)
     assert not lost and not extra, f"lost {sorted(lost)[:5]}, resurrected {sorted(extra)[:5]}"
     stale = [i for i in want if got[i][:3] != want[i][:3]]
     assert not stale, f"stale modality/document/uri: {[(i, got[i][:3], want[i][:3]) for i in stale[:3]]}"
-    assert [i for i in want if got[i] != want[i]] == []
+    assert [i for i in want if got[i] != want[i]] == [], "metadata differs"
+    off = [i for i in want if not np.array_equal(got_vectors[i], want_vectors[i])]
+    assert off == [], f"vectors differ: {off[:5]}"
 
 
 # ---- broker restart ------------------------------------------------------------------------
@@ -206,6 +213,13 @@ def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
         broker.stop()
 
 
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_broker_restart_mid_ingest_and_queries(tmp_path: Path, private_broker: PrivateBroker,
                                                services: list[ServiceProcess]) -> None:
@@ -218,30 +232,34 @@ def test_broker_restart_mid_ingest_and_queries(tmp_path: Path, private_broker: P
     timeout_s = 6.0
     client = KafkaClient(private_broker.bootstrap, kafka_topic_prefix=prefix,
                          kafka_request_timeout_s=timeout_s)
-    vectors = np.random.default_rng(4).standard_normal((1200, 8)).astype(np.float32)
-    chunks = [list(range(k, k + 20)) for k in range(0, 1200, 20)]
+    vectors = np.random.default_rng(4).standard_normal((1800, 8)).astype(np.float32)
+    chunks = [list(range(k, k + 20)) for k in range(0, 1800, 20)]
     acked: list[int] = []
     failed_writes: list[BaseException] = []
-    queries: list[tuple[str, float]] = []  # outcome, seconds
+    writes: list[tuple[float, float]] = []  # (start, end) of every write call
+    queries: list[tuple[str, float, float]] = []  # (outcome, start, end)
     stop_queries = threading.Event()
     try:
         col = client.create_collection("restart", embedding_function=None)
 
         def write(chunk: list[int]) -> bool:
+            started = time.monotonic()
             try:
                 col.upsert(ids=[f"r{i}" for i in chunk], embeddings=vectors[chunk],
                            metadatas=[{"i": i} for i in chunk])
                 return True
-            except StreamerError as exc:
+            except StreamerError as exc:  # anything untyped fails the thread, and the test
                 failed_writes.append(exc)
                 return False
+            finally:
+                writes.append((started, time.monotonic()))
 
         def writer() -> None:
             for n, chunk in enumerate(chunks):
-                while not write(chunk):  # a failed write is retried, as a caller would
+                while not write(chunk):  # a refused write is retried, as a caller would
                     time.sleep(0.5)
                 acked.append(n)
-                time.sleep(0.05)
+                time.sleep(0.1)
 
         def querier() -> None:
             rng = random.Random(1)
@@ -254,39 +272,44 @@ def test_broker_restart_mid_ingest_and_queries(tmp_path: Path, private_broker: P
                     outcome = "ok" if not done or res["ids"][0][0] == f"r{target}" else "wrong"
                 except StreamerError as exc:
                     outcome = f"retriable {type(exc).__name__}" if exc.retriable else repr(exc)
-                except Exception as exc:  # anything untyped is a failure of the test
+                except Exception as exc:  # anything untyped is a failure
                     outcome = repr(exc)
-                queries.append((outcome, time.monotonic() - started))
+                queries.append((outcome, started, time.monotonic()))
                 time.sleep(0.1)
 
         threads = [threading.Thread(target=writer, daemon=True),
                    threading.Thread(target=querier, daemon=True)]
         for t in threads:
             t.start()
-        while len(acked) < len(chunks) // 3:
-            time.sleep(0.1)
-        before = len(queries)
+        wait_until(lambda: len(acked) >= len(chunks) // 4, 120, "a quarter is ingested")
+        down = time.monotonic()
         private_broker.stop()
         time.sleep(2 * timeout_s)  # long enough for in-flight sends and RPCs to time out
         private_broker.start()
-        restarted = len(queries)
+        up = time.monotonic()
         threads[0].join(timeout=240)
         assert not threads[0].is_alive(), "ingestion did not resume after the broker restart"
-        while len([q for q in queries[restarted:] if q[0] == "ok"]) < 5:
-            time.sleep(0.2)
+        wait_until(lambda: sum(o == "ok" and s > up for o, s, _ in queries) >= 5, 120,
+                   "queries are answered again")
         stop_queries.set()
         threads[1].join(timeout=60)
 
+        def across(calls: list[tuple[float, float]]) -> bool:
+            return any(s < up and e > down for s, e in calls)
+
+        assert across(writes) and across([(s, e) for _, s, e in queries]), \
+            "no call was in flight while the broker was away"
         assert all(isinstance(e, StreamerError) and e.retriable for e in failed_writes), failed_writes
-        outcomes = {o for o, _ in queries}
+        outcomes = {o for o, _, _ in queries}
         assert outcomes <= {"ok", "retriable UnavailableError", "retriable RequestTimeoutError"}, outcomes
-        assert max(s for _, s in queries) < 3 * timeout_s, "a query hung instead of failing"
-        assert queries[before:], "no query was in flight across the restart"
+        # A call has one time budget, sending included (slack for a loaded CI machine).
+        assert max(e - s for _, s, e in queries) < 2 * timeout_s, "a query hung instead of failing"
         # Nothing acknowledged is lost; the service and its replica came back.
         got = col.get(include=["embeddings", "metadatas"])
-        assert len(got["ids"]) == 1200
+        assert len(got["ids"]) == len(vectors)
         order = np.argsort([int(i[1:]) for i in got["ids"]])
         np.testing.assert_array_equal(np.asarray(got["embeddings"])[order], vectors)
+        assert [got["metadatas"][k]["i"] for k in order] == list(range(len(vectors)))
         assert svc.proc is not None and svc.proc.poll() is None, "the service died"
     finally:
         stop_queries.set()
