@@ -43,7 +43,8 @@ from streamer.engine import Engine
 from streamer.gateway_auth import PROTOCOL, Authenticator, Grant
 from streamer.gateway_ops import Local, Operations, Resolver
 from streamer.gateway_socket import Connection
-from streamer.service import Runtimes, Service
+from streamer.runtimes import Runtimes
+from streamer.service import Service
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)

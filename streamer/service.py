@@ -6,8 +6,8 @@ Three loops share one local replica (``Replica``):
   record's new state to the compacted state topic, the progress marker, replies and dead
   letters, and the consumed offsets, all in one Kafka transaction (exactly-once);
 - replica: reads the state topic into the local log + usearch index (see replica.py);
-- reader: a consumer group on the queries topic answering query/get/count/admin RPCs once the
-  replica has applied the caller's writes (session consistency)."""
+- reader (service_reader.py): a consumer group on the queries topic answering query/get/count/
+  admin RPCs once the replica has applied the caller's writes (session consistency)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,7 @@ import logging
 import signal
 import socket
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -37,80 +35,35 @@ from aiokafka import (
 
 from consumers.catalog import Catalog, CollectionState
 from consumers.pipeline import Pipeline, WriteJob
-from consumers.query import get_result, query_vectors, search_result
-from consumers.validate import validate_collection_name, validate_metadata
 from schemas.errors import (
-    InvalidArgumentError,
     NotFoundError,
-    RequestTimeoutError,
-    SchemaError,
     StreamerError,
-    UniqueConstraintError,
     error_to_wire,
 )
 from schemas.events import (
-    READ_OPS,
     dumps,
-    encode_result,
     loads,
     parse_write,
     state_key,
     state_record,
 )
-from schemas.records import CollectionSpec, DeleteRequest, Mutation, WriteRequest
+from schemas.records import DeleteRequest, Mutation, WriteRequest
 from streamer import metrics
-from streamer.client import rebuild
 from streamer.kafka_common import Topics, client_kwargs, ensure_topics, supervise
 from streamer.replica import PROGRESS, Replica
+from streamer.runtimes import Runtimes
+from streamer.service_reader import Reader, send_reply
 from streamer.settings import Settings
 from streamer.sources import Sources
 from streamer.wire_checks import (
-    check_collection_metadata,
     check_delete,
     check_write,
-    checked_get,
-    checked_query,
-    server_loader,
 )
 
 log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batches: TypeAlias = dict[TopicPartition, list[Record]]
 Prepared: TypeAlias = tuple[Batches, list[tuple[Record, WriteJob]], list[tuple[Record, BaseException]]]
-
-
-def _header(rec: ConsumerRecord[bytes, bytes], name: str) -> str | None:
-    for k, v in rec.headers or ():
-        if k == name:
-            return bytes(v).decode()
-    return None
-
-
-class Runtimes:
-    """Server-side embedding functions and loaders, rebuilt from specs and shared by config
-    so a model is loaded once per process."""
-
-    def __init__(self, embed_thread: ThreadPoolExecutor, settings: Settings | None = None) -> None:
-        self._cache: dict[bytes, Any] = {}
-        self._embed_thread = embed_thread
-        self._settings = settings
-
-    def get(self, desc: dict[str, Any] | None) -> Any:
-        if desc is None:
-            return None
-        if self._settings is not None and desc.get("name") == "image_loader":
-            desc = server_loader(desc, self._settings)
-        key = dumps(desc)
-        if key not in self._cache:
-            runtime = self._cache[key] = rebuild(desc)
-            load = getattr(runtime, "load", None)
-            if callable(load):  # warm the model on its own thread before the first batch
-                self._embed_thread.submit(load)
-        return self._cache[key]
-
-    def warm(self, specs: list[CollectionSpec]) -> None:
-        for spec in specs:
-            self.get(spec.embedding_function)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -137,7 +90,6 @@ class Service:
         self.runtimes = Runtimes(self.embed_thread, settings)
         self._out: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]] = []
         self._pipeline = Pipeline(self.embed_thread, self.lock, sink=self._to_state_topic)
-        self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._ready: asyncio.Queue[tuple[int, Prepared]] = asyncio.Queue(maxsize=1)
@@ -161,19 +113,15 @@ class Service:
             enable_idempotence=True, acks="all",
             transaction_timeout_ms=self.settings.kafka_transaction_timeout_ms)
         await self._tx.start()
-        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
-        await self._replies.start()
         self._writer = AIOKafkaConsumer(**kw, group_id=self.topics.writers,
                                         enable_auto_commit=False, auto_offset_reset="earliest",
                                         isolation_level="read_committed")
         self._writer.subscribe([self.topics.requests], listener=_Rebalance(self))
         await self._writer.start()
-        self._reader = AIOKafkaConsumer(self.topics.queries, **kw,
-                                        group_id=self.topics.readers,
-                                        enable_auto_commit=False, auto_offset_reset="latest")
-        await self._reader.start()
-        self._tasks = [supervise(asyncio.create_task(self._write_loop(), name="writer")),
-                       supervise(asyncio.create_task(self._read_loop(), name="reader"))]
+        self.reader = Reader(self.settings, self.topics, self.catalog, self.replica,
+                             self.runtimes, self.embed_thread, self.lock)
+        await self.reader.start()
+        self._tasks = [supervise(asyncio.create_task(self._write_loop(), name="writer"))]
         log.info("streamer service %s started", self.instance)
 
     async def stop(self) -> None:
@@ -187,14 +135,14 @@ class Service:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        for c in ("_writer", "_reader"):
-            if hasattr(self, c):
-                await getattr(self, c).stop()
+        if hasattr(self, "reader"):
+            await self.reader.stop()
+        if hasattr(self, "_writer"):
+            await self._writer.stop()
         await self.replica.stop()
         await anyio.to_thread.run_sync(self.catalog.close)
-        for p in ("_tx", "_replies"):
-            if hasattr(self, p):
-                await getattr(self, p).stop()
+        if hasattr(self, "_tx"):
+            await self._tx.stop()
         self._pipeline.close()
         self.embed_thread.shutdown(wait=True)
 
@@ -305,10 +253,10 @@ class Service:
             for topic, key, value, part, headers in self._out:
                 await self._tx.send(topic, key=key, value=value, partition=part, headers=headers)
             for rec in ok:
-                await self._reply(self._tx, rec, {"ok": True, "result": None})
+                await send_reply(self._tx, rec, {"ok": True, "result": None})
             for rec, error in failed:
                 await self._dead_letter(rec, error)
-                await self._reply(self._tx, rec, {"ok": False, "error": error_to_wire(error)})
+                await send_reply(self._tx, rec, {"ok": False, "error": error_to_wire(error)})
             offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items()}
             for tp, nxt in offsets.items():
                 await self._tx.send(self.topics.state, key=f"{PROGRESS}{tp.partition}".encode(),
@@ -342,139 +290,6 @@ class Service:
         # Events mapped from an upstream topic (streamer/sources.py) name their upstream record.
         headers += [(k, v) for k, v in rec.headers or () if k == "origin"]
         await self._tx.send(self.topics.dlq, key=rec.key, value=rec.value, headers=headers)
-
-    async def _reply(self, producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, bytes],
-                     payload: dict[str, Any]) -> None:
-        reply_to = _header(rec, "reply_to")
-        corr = _header(rec, "correlation_id")
-        if reply_to is None or corr is None:
-            return
-        await producer.send(reply_to, value=dumps(payload),
-                            headers=[("correlation_id", corr.encode())])
-
-    # ---- reader -------------------------------------------------------------------
-    async def _read_loop(self) -> None:
-        async with anyio.create_task_group() as tg:
-            while True:
-                batches = await self._reader.getmany(timeout_ms=50, max_records=256)
-                for records in batches.values():
-                    for rec in records:
-                        tg.start_soon(self._answer, rec)
-                if batches:
-                    await self._reader.commit()
-
-    async def _answer(self, rec: ConsumerRecord[bytes, bytes]) -> None:
-        started = time.perf_counter()
-        op: Any = "unknown"
-        try:
-            ev = loads(rec.value)
-            op = ev.get("op")
-            if op not in READ_OPS:
-                raise SchemaError(f"Unknown op {op!r}; expected one of {', '.join(READ_OPS)}")
-            after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()}
-            if after and not await self.replica.wait_for(
-                    lambda: self.replica.caught_up(after), self.settings.kafka_request_timeout_s):
-                raise RequestTimeoutError("Timed out waiting for this session's writes to apply")
-            result = await self._dispatch(op, ev)
-            payload: dict[str, Any] = {"ok": True, "result": result}
-        except Exception as exc:
-            if not isinstance(exc, StreamerError):
-                log.exception("query failed")
-            payload = {"ok": False, "error": error_to_wire(exc)}
-        label = op if op in READ_OPS else "unknown"
-        metrics.QUERIES.labels(label, "ok" if payload["ok"] else "error").inc()
-        metrics.QUERY_SECONDS.labels(label).observe(time.perf_counter() - started)
-        await self._reply(self._replies, rec, payload)
-
-    def _state(self, ev: dict[str, Any]) -> CollectionState:
-        state = self.catalog.by_id(str(ev.get("collection")))
-        if state is None:
-            raise NotFoundError(f"Collection [{ev.get('name') or ev.get('collection')}] does not exist")
-        return state
-
-    async def _dispatch(self, op: str, ev: dict[str, Any]) -> Any:
-        if op == "sync":
-            return None
-        if op == "count":
-            return self._state(ev).store.count()
-        if op == "get":
-            state = self._state(ev)
-            request = checked_get(ev)
-            async with self.lock(state.spec.id):
-                return encode_result(get_result(state, request))
-        if op == "query":
-            state = self._state(ev)
-            embedder = self.runtimes.get(state.spec.embedding_function)
-            req = checked_query(ev, self.settings, has_embedding_function=embedder is not None)
-            vectors = await query_vectors(req, embedder, self.runtimes.get(state.spec.data_loader),
-                                          self.embed_thread)
-            async with self.lock(state.spec.id):
-                result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
-            return encode_result(result)
-        return await self._admin(op, ev)
-
-    async def _admin(self, op: str, ev: dict[str, Any]) -> Any:
-        if op != "list_collections" and not isinstance(ev.get("name"), str):
-            raise SchemaError(f"Field 'name' must be a string, got {str(ev.get('name'))[:40]}")
-        name = str(ev.get("name"))
-        if op == "list_collections":
-            return [s.spec.to_dict() for s in self.catalog.collections.values()]
-        if op == "get_collection":
-            return self.catalog.get(name).spec.to_dict()
-        if op == "create_collection":
-            validate_collection_name(name)
-            existing = self.catalog.collections.get(name)
-            if existing is not None:
-                if ev.get("get_or_create"):
-                    return existing.spec.to_dict()
-                raise UniqueConstraintError(f"Collection [{name}] already exists")
-            space, dtype = check_collection_metadata(ev.get("metadata"))
-            spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=ev.get("metadata"),
-                                  space=space, dtype=dtype,  # type: ignore[arg-type]
-                                  embedding_function=ev.get("embedding_function"),
-                                  data_loader=ev.get("data_loader"))
-            try:  # built before publishing: a spec every replica fails to rebuild is poison
-                self.runtimes.get(spec.embedding_function)
-                self.runtimes.get(spec.data_loader)
-            except Exception as exc:
-                raise InvalidArgumentError(f"Invalid embedding function or data loader: {exc}") \
-                    from exc
-            await self._publish_spec(name, spec)
-            return spec.to_dict()
-        if op == "delete_collection":
-            self.catalog.get(name)
-            await self._replies.send_and_wait(self.topics.collections, key=name.encode(), value=None)
-            await self.replica.wait_for(lambda: name not in self.catalog.collections, 10.0)
-            return None
-        if op == "modify_collection":
-            spec = self.catalog.get(name).spec
-            new_name = ev.get("new_name") or name
-            metadata = ev.get("metadata")
-            validate_metadata(metadata)
-            if metadata is not None and metadata.get("hnsw:space", spec.space) != spec.space:
-                raise InvalidArgumentError(
-                    "Changing the distance function of a collection once it is created is not "
-                    "supported currently.")
-            if new_name != name:
-                validate_collection_name(new_name)
-                if new_name in self.catalog.collections:
-                    raise UniqueConstraintError(f"Collection [{new_name}] already exists")
-            new = CollectionSpec.from_dict({**spec.to_dict(), "name": new_name,
-                                            "metadata": metadata or spec.metadata})
-            await self._publish_spec(new_name, new)
-            if new_name != name:  # the new key first: replicas rename, then drop the old key
-                await self._replies.send_and_wait(self.topics.collections, key=name.encode(),
-                                                  value=None)
-            return new.to_dict()
-        raise SchemaError(f"Unknown op {op!r}")
-
-    async def _publish_spec(self, name: str, spec: CollectionSpec) -> None:
-        await self._replies.send_and_wait(self.topics.collections, key=name.encode(),
-                                          value=dumps({"spec": spec.to_dict()}))
-        await self.replica.wait_for(
-            lambda: (s := self.catalog.collections.get(name)) is not None and s.spec.id == spec.id,
-            10.0)
-
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then shut down in order."""

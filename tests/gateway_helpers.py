@@ -21,7 +21,7 @@ from schemas.events import decode_array, decode_result
 from schemas.records import CollectionSpec
 from streamer.engine import Engine
 from streamer.gateway import Gateway
-from streamer.service import Runtimes
+from streamer.runtimes import Runtimes
 from streamer.settings import Settings
 from tests.helpers import HashEmbedding
 

@@ -1,0 +1,39 @@
+"""Server-side embedding functions and loaders, rebuilt from collection specs."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from schemas.events import dumps
+from schemas.records import CollectionSpec
+from streamer.client import rebuild
+from streamer.settings import Settings
+from streamer.wire_checks import server_loader
+
+
+class Runtimes:
+    """Server-side embedding functions and loaders, rebuilt from specs and shared by config
+    so a model is loaded once per process."""
+
+    def __init__(self, embed_thread: ThreadPoolExecutor, settings: Settings | None = None) -> None:
+        self._cache: dict[bytes, Any] = {}
+        self._embed_thread = embed_thread
+        self._settings = settings
+
+    def get(self, desc: dict[str, Any] | None) -> Any:
+        if desc is None:
+            return None
+        if self._settings is not None and desc.get("name") == "image_loader":
+            desc = server_loader(desc, self._settings)
+        key = dumps(desc)
+        if key not in self._cache:
+            runtime = self._cache[key] = rebuild(desc)
+            load = getattr(runtime, "load", None)
+            if callable(load):  # warm the model on its own thread before the first batch
+                self._embed_thread.submit(load)
+        return self._cache[key]
+
+    def warm(self, specs: list[CollectionSpec]) -> None:
+        for spec in specs:
+            self.get(spec.embedding_function)

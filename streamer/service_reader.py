@@ -1,0 +1,217 @@
+"""The service's read side: RPCs (query, get, count, collection admin) on the queries topic,
+answered from the local replica once it has applied the caller's writes (session
+consistency), with the reply on ``reply_to`` under the request's ``correlation_id``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from consumers.catalog import Catalog, CollectionState
+from consumers.query import get_result, query_vectors, search_result
+from consumers.validate import validate_collection_name, validate_metadata
+from schemas.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    RequestTimeoutError,
+    SchemaError,
+    StreamerError,
+    UniqueConstraintError,
+    error_to_wire,
+)
+from schemas.events import READ_OPS, dumps, encode_result, loads
+from schemas.records import CollectionSpec
+from streamer import metrics
+from streamer.kafka_common import Topics, client_kwargs, supervise
+from streamer.replica import Replica
+from streamer.runtimes import Runtimes
+from streamer.settings import Settings
+from streamer.wire_checks import check_collection_metadata, checked_get, checked_query
+
+log = logging.getLogger(__name__)
+
+
+def header(rec: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    for k, v in rec.headers or ():
+        if k == name:
+            return bytes(v).decode()
+    return None
+
+
+
+async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, bytes],
+                     payload: dict[str, Any]) -> None:
+    reply_to = header(rec, "reply_to")
+    corr = header(rec, "correlation_id")
+    if reply_to is None or corr is None:
+        return
+    await producer.send(reply_to, value=dumps(payload), headers=[("correlation_id", corr.encode())])
+
+
+class Reader:
+    def __init__(self, settings: Settings, topics: Topics, catalog: Catalog, replica: Replica,
+                 runtimes: Runtimes, embed_thread: ThreadPoolExecutor,
+                 lock: Callable[[str], anyio.Lock]) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.catalog = catalog
+        self.replica = replica
+        self.runtimes = runtimes
+        self.embed_thread = embed_thread
+        self.lock = lock
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        kw = client_kwargs(self.settings)
+        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
+        await self._replies.start()
+        self._consumer = AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
+                                          enable_auto_commit=False, auto_offset_reset="latest")
+        await self._consumer.start()
+        self._task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if hasattr(self, "_consumer"):
+            await self._consumer.stop()
+        if hasattr(self, "_replies"):
+            await self._replies.stop()
+
+    async def _read_loop(self) -> None:
+        async with anyio.create_task_group() as tg:
+            while True:
+                batches = await self._consumer.getmany(timeout_ms=50, max_records=256)
+                for records in batches.values():
+                    for rec in records:
+                        tg.start_soon(self._answer, rec)
+                if batches:
+                    await self._consumer.commit()
+
+    async def _answer(self, rec: ConsumerRecord[bytes, bytes]) -> None:
+        started = time.perf_counter()
+        op: Any = "unknown"
+        try:
+            ev = loads(rec.value)
+            op = ev.get("op")
+            if op not in READ_OPS:
+                raise SchemaError(f"Unknown op {op!r}; expected one of {', '.join(READ_OPS)}")
+            after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()}
+            if after and not await self.replica.wait_for(
+                    lambda: self.replica.caught_up(after), self.settings.kafka_request_timeout_s):
+                raise RequestTimeoutError("Timed out waiting for this session's writes to apply")
+            result = await self._dispatch(op, ev)
+            payload: dict[str, Any] = {"ok": True, "result": result}
+        except Exception as exc:
+            if not isinstance(exc, StreamerError):
+                log.exception("query failed")
+            payload = {"ok": False, "error": error_to_wire(exc)}
+        label = op if op in READ_OPS else "unknown"
+        metrics.QUERIES.labels(label, "ok" if payload["ok"] else "error").inc()
+        metrics.QUERY_SECONDS.labels(label).observe(time.perf_counter() - started)
+        await send_reply(self._replies, rec, payload)
+
+    def _state(self, ev: dict[str, Any]) -> CollectionState:
+        state = self.catalog.by_id(str(ev.get("collection")))
+        if state is None:
+            raise NotFoundError(f"Collection [{ev.get('name') or ev.get('collection')}] does not exist")
+        return state
+
+    async def _dispatch(self, op: str, ev: dict[str, Any]) -> Any:
+        if op == "sync":
+            return None
+        if op == "count":
+            return self._state(ev).store.count()
+        if op == "get":
+            state = self._state(ev)
+            request = checked_get(ev)
+            async with self.lock(state.spec.id):
+                return encode_result(get_result(state, request))
+        if op == "query":
+            state = self._state(ev)
+            embedder = self.runtimes.get(state.spec.embedding_function)
+            req = checked_query(ev, self.settings, has_embedding_function=embedder is not None)
+            vectors = await query_vectors(req, embedder, self.runtimes.get(state.spec.data_loader),
+                                          self.embed_thread)
+            async with self.lock(state.spec.id):
+                result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
+            return encode_result(result)
+        return await self._admin(op, ev)
+
+    async def _admin(self, op: str, ev: dict[str, Any]) -> Any:
+        if op != "list_collections" and not isinstance(ev.get("name"), str):
+            raise SchemaError(f"Field 'name' must be a string, got {str(ev.get('name'))[:40]}")
+        name = str(ev.get("name"))
+        if op == "list_collections":
+            return [s.spec.to_dict() for s in self.catalog.collections.values()]
+        if op == "get_collection":
+            return self.catalog.get(name).spec.to_dict()
+        if op == "create_collection":
+            validate_collection_name(name)
+            existing = self.catalog.collections.get(name)
+            if existing is not None:
+                if ev.get("get_or_create"):
+                    return existing.spec.to_dict()
+                raise UniqueConstraintError(f"Collection [{name}] already exists")
+            space, dtype = check_collection_metadata(ev.get("metadata"))
+            spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=ev.get("metadata"),
+                                  space=space, dtype=dtype,  # type: ignore[arg-type]
+                                  embedding_function=ev.get("embedding_function"),
+                                  data_loader=ev.get("data_loader"))
+            try:  # built before publishing: a spec every replica fails to rebuild is poison
+                self.runtimes.get(spec.embedding_function)
+                self.runtimes.get(spec.data_loader)
+            except Exception as exc:
+                raise InvalidArgumentError(f"Invalid embedding function or data loader: {exc}") \
+                    from exc
+            await self._publish_spec(name, spec)
+            return spec.to_dict()
+        if op == "delete_collection":
+            self.catalog.get(name)
+            await self._replies.send_and_wait(self.topics.collections, key=name.encode(), value=None)
+            await self.replica.wait_for(lambda: name not in self.catalog.collections, 10.0)
+            return None
+        if op == "modify_collection":
+            spec = self.catalog.get(name).spec
+            new_name = ev.get("new_name") or name
+            metadata = ev.get("metadata")
+            validate_metadata(metadata)
+            if metadata is not None and metadata.get("hnsw:space", spec.space) != spec.space:
+                raise InvalidArgumentError(
+                    "Changing the distance function of a collection once it is created is not "
+                    "supported currently.")
+            if new_name != name:
+                validate_collection_name(new_name)
+                if new_name in self.catalog.collections:
+                    raise UniqueConstraintError(f"Collection [{new_name}] already exists")
+            new = CollectionSpec.from_dict({**spec.to_dict(), "name": new_name,
+                                            "metadata": metadata or spec.metadata})
+            await self._publish_spec(new_name, new)
+            if new_name != name:  # the new key first: replicas rename, then drop the old key
+                await self._replies.send_and_wait(self.topics.collections, key=name.encode(),
+                                                  value=None)
+            return new.to_dict()
+        raise SchemaError(f"Unknown op {op!r}")
+
+    async def _publish_spec(self, name: str, spec: CollectionSpec) -> None:
+        await self._replies.send_and_wait(self.topics.collections, key=name.encode(),
+                                          value=dumps({"spec": spec.to_dict()}))
+        await self.replica.wait_for(
+            lambda: (s := self.catalog.collections.get(name)) is not None and s.spec.id == spec.id,
+            10.0)
