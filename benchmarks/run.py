@@ -162,8 +162,12 @@ def _run(args: argparse.Namespace, size: dict[str, int], work: Path, ckpt: str,
             print("\n".join(report.precision_table(results)), flush=True)
         else:
             section(f"index at {size['vectors']:,} vectors and recovery")
-            results.index, results.recovery = scale.run(size["vectors"], 100_000, work / "index")
-            print("\n".join(report.index_table(results)), flush=True)
+            def index_done(rows: list[scale.IndexResult], recovery: scale.RecoveryResult) -> None:
+                results.index, results.recovery = list(rows), recovery
+                print("\n".join(report.index_table(results)), flush=True)
+                save()
+
+            scale.run(size["vectors"], 100_000, work / "index", index_done)
         save()
 
 

@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -199,20 +199,19 @@ def plain_index(dtype: IndexDType, n: int, gen: ClipLike, exact: Exact, work: Pa
 
 
 def run(n: int, small_dtypes_n: int, work: Path,
-        log: Any = print) -> tuple[list[IndexResult], RecoveryResult]:
-    """f32 (service path) and f16 at ``n``; i8 at ``min(n, small_dtypes_n)``."""
+        done: Callable[[list[IndexResult], RecoveryResult], None]) -> None:
+    """f32 (service path, and recovery) at ``n``, i8 at ``min(n, small_dtypes_n)``, then f16 at
+    ``n``; ``done`` gets the results so far after each, so a cut-short run keeps them."""
     work.mkdir(parents=True, exist_ok=True)
     gen = ClipLike(DIM)
     exact = Exact(gen.queries(QUERIES))
     f32, recovery = service_index(n, gen, exact, work)
-    log(f"  f32 x {n}: built in {f32.build_s:.1f} s, recall@10 {f32.recall:.3f}; "
-        f"recovery {recovery.open_s:.2f} s")
     results = [f32]
-    for dtype, size in (("f16", n), ("i8", min(n, small_dtypes_n))):
+    done(results, recovery)
+    for dtype, size in (("i8", min(n, small_dtypes_n)), ("f16", n)):
         ex = exact if size == n else Exact(exact.queries)
         if size != n:
             for i, chunk in enumerate(gen.chunks(size, CHUNK)):
                 ex.add(i * CHUNK, chunk)
         results.append(plain_index(dtype, size, gen, ex, work))  # type: ignore[arg-type]
-        log(f"  {dtype} x {size}: built in {results[-1].build_s:.1f} s, recall@10 {results[-1].recall:.3f}")
-    return results, recovery
+        done(results, recovery)
