@@ -52,7 +52,7 @@ from schemas.records import (
     WriteRequest,
 )
 from streamer.client import AsyncClient, Client
-from streamer.kafka_common import Topics, client_kwargs, ensure_topics, supervise
+from streamer.kafka_common import Topics, cancel, client_kwargs, ensure_topics, supervise
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,10 +144,7 @@ class KafkaBackend:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         await self._consumer.stop()
         await self._producer.stop()
 

@@ -48,6 +48,14 @@ def supervise(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
     return task
 
 
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background loop and wait until it has finished unwinding."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def client_kwargs(settings: Settings) -> dict[str, Any]:
     """Connection settings passed through to every aiokafka client (SASL/TLS included)."""
     kw: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap,

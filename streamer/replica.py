@@ -6,7 +6,6 @@ replaying after a crash is harmless; the positions are saved after each applied 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +20,7 @@ from consumers.catalog import Catalog
 from consumers.log import atomic_write
 from schemas.events import loads, parse_state
 from schemas.records import CollectionSpec, Mutation
-from streamer.kafka_common import Topics, client_kwargs, supervise
+from streamer.kafka_common import Topics, cancel, client_kwargs, supervise
 from streamer.metrics import REPLICA_PROGRESS
 from streamer.settings import Settings
 
@@ -108,10 +107,7 @@ class Replica:
         if self._stopping:
             return
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         if self._consumer is not None:
             await self._consumer.stop()
 

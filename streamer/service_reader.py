@@ -5,7 +5,6 @@ consistency), with the reply on ``reply_to`` under the request's ``correlation_i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -32,7 +31,7 @@ from schemas.errors import (
 from schemas.events import READ_OPS, dumps, encode_result, loads
 from schemas.records import CollectionSpec
 from streamer import metrics
-from streamer.kafka_common import Topics, client_kwargs, supervise
+from streamer.kafka_common import Topics, cancel, client_kwargs, supervise
 from streamer.replica import Replica
 from streamer.runtimes import Runtimes
 from streamer.settings import Settings
@@ -85,10 +84,7 @@ class Reader:
         if self._stopped:
             return
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         if hasattr(self, "_consumer"):
             await self._consumer.stop()
         if hasattr(self, "_replies"):

@@ -11,7 +11,6 @@ batches, embeds and dead-letters them like any client's. An event that does not 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -33,7 +32,7 @@ from schemas.events import delete_event, dumps, write_event
 from schemas.records import CollectionSpec, DeleteRequest
 from streamer.client import DEFAULT_MODEL, describe
 from streamer.kafka_client import KafkaBackend
-from streamer.kafka_common import Topics, client_kwargs, supervise
+from streamer.kafka_common import Topics, cancel, client_kwargs, supervise
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,10 +132,7 @@ class SourceBridge:
         if self._stopped:
             return
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
