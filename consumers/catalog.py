@@ -60,7 +60,9 @@ class CollectionState:
                 "truncated below them; rebuild it from the Kafka state topic")
         for batch in self.log.recover():
             if batch.last_seq > self.store.applied_seq:
-                self.store.apply(batch.mutations, batch.last_seq, batch.meta)
+                # Graph insertion is the slow part of replay: the tail is searched exactly
+                # until IndexBackfill moves it into the graph, so the collection opens now.
+                self.store.apply(batch.mutations, batch.last_seq, batch.meta, defer_index=True)
                 self._since_checkpoint += len(batch.mutations)
         # Never number new entries at or below what a checkpoint already covers.
         self.log.last_seq = max(self.log.last_seq, self.store.applied_seq)

@@ -36,7 +36,20 @@ def distances(queries: Matrix, vectors: Matrix, space: Space) -> Matrix:
     return out
 
 
+# Batches at least this big are added with every core (bulk loads, log replay, backfill);
+# live batches are small and the model needs the cores.
+PARALLEL_FROM = 256
+
+
+def _threads(n: int) -> int:
+    return 0 if n >= PARALLEL_FROM else 1
+
+
 class VectorIndex:
+    """The HNSW graph plus a *pending* set: vectors replayed from the log at recovery are
+    searched exactly (a matrix scan) until ``backfill`` moves them into the graph, so a
+    restart does not wait for graph insertion. Callers serialise access (collection lock)."""
+
     def __init__(self, ndim: int, space: Space, dtype: IndexDType = "f32", *,
                  connectivity: int = 16, expansion_add: int = 128,
                  expansion_search: int = 128) -> None:
@@ -46,26 +59,100 @@ class VectorIndex:
         self._index = Index(ndim=ndim, metric=_METRIC[space], dtype=dtype,
                             connectivity=connectivity, expansion_add=expansion_add,
                             expansion_search=expansion_search)
+        self._pending: dict[int, Matrix] = {}
+        self._pending_matrix: tuple[Keys, Matrix] | None = None
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._index) + len(self._pending)
 
-    def upsert(self, keys: Keys, vectors: Matrix) -> None:
+    @property
+    def pending(self) -> int:
+        """Vectors searched exactly, not yet in the graph."""
+        return len(self._pending)
+
+    def upsert(self, keys: Keys, vectors: Matrix, *, defer: bool = False) -> None:
+        """Insert or replace; ``defer`` leaves the vectors pending (see the class docstring)."""
+        self._forget_pending(keys)
         present = keys[self._index.contains(keys)] if len(self._index) else keys[:0]
         if len(present):
             self._index.remove(present)
-        self._index.add(keys, vectors, threads=1)
+        if defer:
+            self._pending.update(zip(keys.tolist(), vectors))
+        else:
+            self._index.add(keys, vectors, threads=_threads(len(keys)))
+
+    def backfill(self, limit: int) -> int:
+        """Move up to ``limit`` pending vectors into the graph; returns how many remain."""
+        if not self._pending:
+            return 0
+        take = list(self._pending)[:limit]
+        matrix = np.stack([self._pending[k] for k in take]).astype(np.float32, copy=False)
+        self._index.add(np.asarray(take, dtype=np.uint64), matrix, threads=_threads(len(take)))
+        for k in take:
+            del self._pending[k]
+        self._pending_matrix = None
+        return len(self._pending)
+
+    def _forget_pending(self, keys: Keys) -> None:
+        if self._pending:
+            dropped = [self._pending.pop(k, None) for k in keys.tolist()]
+            if any(d is not None for d in dropped):
+                self._pending_matrix = None
+
+    def _pending_rows(self) -> tuple[Keys, Matrix]:
+        if self._pending_matrix is None:
+            keys = np.fromiter(self._pending, dtype=np.uint64, count=len(self._pending))
+            self._pending_matrix = (keys, np.stack(list(self._pending.values())))
+        return self._pending_matrix
 
     def remove(self, keys: Keys) -> None:
-        if len(keys):
-            self._index.remove(keys)
+        self._forget_pending(keys)
+        if len(keys) and len(self._index):
+            present = keys[self._index.contains(keys)]
+            if len(present):
+                self._index.remove(present)
 
     def get(self, keys: Keys) -> Matrix:
+        if not self._pending:
+            return self._graph_get(keys)
+        out = np.empty((len(keys), self.ndim), dtype=np.float32)
+        in_graph = []
+        for row, k in enumerate(keys.tolist()):
+            vec = self._pending.get(k)
+            if vec is None:
+                in_graph.append(row)
+            else:
+                out[row] = vec
+        if in_graph:
+            out[in_graph] = self._graph_get(keys[in_graph])
+        return out
+
+    def _graph_get(self, keys: Keys) -> Matrix:
         got = self._index.get(keys, dtype="f32")
         return np.asarray(got, dtype=np.float32).reshape(len(keys), self.ndim)
 
     def search(self, queries: Matrix, k: int) -> tuple[Keys, Matrix, npt.NDArray[np.int64]]:
         """Top-k over the whole index: (keys, distances, counts) per query row."""
+        keys, dists, counts = self._graph_search(queries, k) if len(self._index) else (
+            np.zeros((len(queries), 0), np.uint64), np.zeros((len(queries), 0), np.float32),
+            np.zeros(len(queries), np.int64))
+        if not self._pending:
+            return keys, dists, counts
+        # Merge the graph's top-k with an exact top-k over the pending vectors.
+        pkeys, pmatrix = self._pending_rows()
+        pk = min(k, len(pkeys))
+        pd = distances(queries, pmatrix, self.space)
+        part = np.argpartition(pd, pk - 1, axis=1)[:, :pk] if pk < len(pkeys) else \
+            np.tile(np.arange(len(pkeys)), (len(queries), 1))
+        rows = np.arange(len(queries))[:, None]
+        valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
+        all_d = np.concatenate([np.where(valid, dists, np.inf), pd[rows, part]], axis=1)
+        all_k = np.concatenate([keys, pkeys[part]], axis=1)
+        order = np.argsort(all_d, axis=1, kind="stable")[:, :k]
+        return (all_k[rows, order], all_d[rows, order].astype(np.float32),
+                np.minimum(counts + pk, k).astype(np.int64))
+
+    def _graph_search(self, queries: Matrix, k: int) -> tuple[Keys, Matrix, npt.NDArray[np.int64]]:
         exact = len(self._index) < EXACT_BELOW
         matches = self._index.search(queries, count=k, exact=exact, threads=1)
         keys = np.asarray(matches.keys, dtype=np.uint64).reshape(len(queries), -1)
@@ -89,7 +176,11 @@ class VectorIndex:
         return keys[idx], d[rows, idx]
 
     def save(self, path: Path) -> None:
+        """The saved graph holds every vector: pending ones are backfilled first."""
+        self.backfill(len(self._pending))
         self._index.save(str(path))
 
     def load(self, path: Path) -> None:
+        self._pending.clear()
+        self._pending_matrix = None
         self._index.load(str(path))

@@ -78,8 +78,8 @@ class Pipeline:
 
     async def finish(self, jobs: list[WriteJob], meta: dict[str, Any] | None = None) -> None:
         """Embed, resolve and sink, in batch order."""
-        await self._embed(jobs)
-        await self._commit(jobs, meta)
+        await self.embed(jobs)
+        await self.commit(jobs, meta)
 
     async def _prepare_images(self, jobs: list[WriteJob]) -> None:
         loop = asyncio.get_running_loop()
@@ -133,7 +133,8 @@ class Pipeline:
                         it.uri is not None and it.embedding is None for it in job.request.items):
                     tg.start_soon(guarded, job)
 
-    async def _embed(self, jobs: list[WriteJob]) -> None:
+    async def embed(self, jobs: list[WriteJob]) -> None:
+        """Run the model over the batch; needs no collection state."""
         groups: dict[int, list[WriteJob]] = {}
         for job in jobs:
             if job.error is None and isinstance(job.request, WriteRequest) and job.embedder:
@@ -177,7 +178,8 @@ class Pipeline:
             for (job, i, _), vec in zip(work, vectors):
                 job.vectors[i] = vec
 
-    async def _commit(self, jobs: list[WriteJob], meta: dict[str, Any] | None) -> None:
+    async def commit(self, jobs: list[WriteJob], meta: dict[str, Any] | None = None) -> None:
+        """Resolve against the current state and sink; callers serialise commits."""
         by_state: dict[int, list[WriteJob]] = {}
         for job in jobs:
             if job.error is None:

@@ -123,9 +123,11 @@ class CollectionStore:
                 out.append(Mutation(op="delete", id=id_))
         return out
 
-    def apply(self, mutations: list[Mutation], seq: int, source: dict[str, Any]) -> None:
+    def apply(self, mutations: list[Mutation], seq: int, source: dict[str, Any], *,
+              defer_index: bool = False) -> None:
         """Install one committed log batch (already durable) into the table and the index.
-        ``source`` is the batch's commit metadata (e.g. Kafka offsets), kept for checkpoints."""
+        ``source`` is the batch's commit metadata (e.g. Kafka offsets), kept for checkpoints;
+        ``defer_index`` leaves new vectors pending in the index (log replay at recovery)."""
         self.applied_seq = max(self.applied_seq, seq)
         self.source.update(source)
         final: dict[str, Mutation] = {}
@@ -156,7 +158,7 @@ class CollectionStore:
             if self.index is None:
                 self.spec.dimension = int(matrix.shape[1])
                 self.index = VectorIndex(self.spec.dimension, self.spec.space, self.spec.dtype)
-            self.index.upsert(np.asarray(put_keys, dtype=np.uint64), matrix)
+            self.index.upsert(np.asarray(put_keys, dtype=np.uint64), matrix, defer=defer_index)
 
     def _take_key(self) -> int:
         key = self.next_key

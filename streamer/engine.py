@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import anyio
 import anyio.to_thread
 
+from consumers.backfill import IndexBackfill
 from consumers.batch import BatchConfig, MicroBatcher
 from consumers.catalog import Catalog, CollectionState
 from consumers.embed import EmbeddingFunction
@@ -47,6 +48,7 @@ class Engine:
         self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._locks: dict[str, anyio.Lock] = {}
         self._pipeline = Pipeline(self.embed_thread, self.lock)
+        self._backfill = IndexBackfill(self.catalog, self.lock)
         self._writer: asyncio.Task[None] | None = None
         self._lockfile: BinaryIO | None = None
         self._stopped = False
@@ -66,6 +68,7 @@ class Engine:
                 raise InvalidArgumentError(
                     f"{self.path} is open in another client; close it first") from None
         await anyio.to_thread.run_sync(self.catalog.open)
+        await self._backfill.start()
         self._batcher = MicroBatcher(self._batch_config)
         self._writer = asyncio.create_task(self._write_loop(), name="streamer-writer")
 
@@ -78,6 +81,7 @@ class Engine:
             self._batcher.close()
         if self._writer is not None:
             await self._writer
+        await self._backfill.stop()
         await anyio.to_thread.run_sync(self.catalog.close)
         self._pipeline.close()
         self.embed_thread.shutdown(wait=True)

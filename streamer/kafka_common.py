@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -11,6 +10,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from consumers.tasks import cancel as cancel
+from consumers.tasks import supervise as supervise
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,23 +38,6 @@ class Topics:
                    collections=f"{prefix}.collections", dlq=f"{prefix}.dlq",
                    writers=group, readers=f"{group}.readers")
 
-
-
-def supervise(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-    """Log a background loop's crash at once instead of when the task is collected."""
-    def report(t: asyncio.Task[Any]) -> None:
-        if not t.cancelled() and t.exception() is not None:
-            log.error("%s crashed", t.get_name(), exc_info=t.exception())
-    task.add_done_callback(report)
-    return task
-
-
-async def cancel(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a background loop and wait until it has finished unwinding."""
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from aiokafka import (
     TopicPartition,
 )
 
+from consumers.backfill import IndexBackfill
 from consumers.catalog import Catalog, CollectionState
 from consumers.pipeline import Pipeline, WriteJob
 from schemas.errors import (
@@ -87,6 +88,7 @@ class Service:
         self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._locks: dict[str, anyio.Lock] = {}
         self.replica = Replica(settings, self.topics, self.catalog, self.lock)
+        self._backfill = IndexBackfill(self.catalog, self.lock)
         self.runtimes = Runtimes(self.embed_thread, settings)
         self._out: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]] = []
         self._pipeline = Pipeline(self.embed_thread, self.lock, sink=self._to_state_topic)
@@ -106,6 +108,7 @@ class Service:
         await ensure_topics(self.settings, self.topics)
         await anyio.to_thread.run_sync(self.catalog.open)
         await self.replica.start()
+        await self._backfill.start()
         self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
         kw = client_kwargs(self.settings)
         self._tx = AIOKafkaProducer(
@@ -140,6 +143,7 @@ class Service:
         if hasattr(self, "_writer"):
             await self._writer.stop()
         await self.replica.stop()
+        await self._backfill.stop()
         await anyio.to_thread.run_sync(self.catalog.close)
         if hasattr(self, "_tx"):
             await self._tx.stop()
@@ -205,14 +209,6 @@ class Service:
 
     async def _finish(self, batches: Batches, jobs: list[tuple[Record, WriteJob]],
                       failed: list[tuple[Record, BaseException]]) -> None:
-        # Our previous transactions on these partitions must be visible locally first.
-        first = {tp.partition: recs[0].offset for tp, recs in batches.items()}
-        # Other producers' transaction markers (upstream sources, streamer/sources.py) take
-        # offsets that no record has: the next offset our own last transaction recorded is
-        # the exact bar while we keep the partition.
-        first = {p: min(off, self._committed.get(p, off)) for p, off in first.items()}
-        await self.replica.wait_for(partial(self.replica.reached, first),
-                                    timeout=self.settings.kafka_request_timeout_s)
         started = time.perf_counter()
         await self._process(batches, jobs, failed)
         elapsed = time.perf_counter() - started
@@ -244,7 +240,17 @@ class Service:
     async def _process(self, batches: Batches, jobs: list[tuple[Record, WriteJob]],
                        failed: list[tuple[Record, BaseException]]) -> None:
         self._out = []
-        await self._pipeline.finish([j for _, j in jobs])
+        await self._pipeline.embed([j for _, j in jobs])
+        # Resolving needs our previous transactions on these partitions applied locally; the
+        # model runs first, so replication of batch k-1 overlaps the encoding of batch k.
+        first = {tp.partition: recs[0].offset for tp, recs in batches.items()}
+        # Other producers' transaction markers (upstream sources, streamer/sources.py) take
+        # offsets that no record has: the next offset our own last transaction recorded is
+        # the exact bar while we keep the partition.
+        first = {p: min(off, self._committed.get(p, off)) for p, off in first.items()}
+        await self.replica.wait_for(partial(self.replica.reached, first),
+                                    timeout=self.settings.kafka_request_timeout_s)
+        await self._pipeline.commit([j for _, j in jobs])
         failed += [(rec, job.error) for rec, job in jobs if job.error is not None]
         ok = [rec for rec, job in jobs if job.error is None]
         metrics.RECORDS.labels("ok").inc(len(ok))

@@ -1,0 +1,59 @@
+"""The index stage after recovery: ``IndexBackfill`` moves the vectors a collection replayed
+from its log tail (pending, searched exactly) into the HNSW graph, one step at a time under
+the collection lock, so queries and writes interleave with it and a restart serves at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import TracebackType
+
+import anyio
+import anyio.to_thread
+
+from consumers.catalog import Catalog
+from consumers.tasks import cancel, supervise
+
+
+class IndexBackfill:
+    def __init__(self, catalog: Catalog, locks: Callable[[str], anyio.Lock], *,
+                 step: int = 512, idle_s: float = 0.5) -> None:
+        self._catalog = catalog
+        self._locks = locks
+        self._step = step
+        self._idle_s = idle_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = supervise(asyncio.create_task(self._run(), name="index-backfill"))
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel(task)
+
+    async def __aenter__(self) -> IndexBackfill:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0 if await self.step() else self._idle_s)
+
+    async def step(self) -> bool:
+        """One step on every collection with pending vectors; False when none had any.
+        Collections opened later (a replica installing one) are picked up on the next pass."""
+        worked = False
+        for state in list(self._catalog.collections.values()):
+            index = state.store.index
+            if index is None or not index.pending:
+                continue
+            async with self._locks(state.spec.id):
+                if state.store.index is index:  # not replaced by a delete or re-create
+                    await anyio.to_thread.run_sync(index.backfill, self._step)
+            worked = True
+        return worked
