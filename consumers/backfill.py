@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 
 from consumers.catalog import Catalog
-from consumers.tasks import cancel, supervise
+from consumers.tasks import supervise
 
 
 class IndexBackfill:
@@ -23,14 +23,18 @@ class IndexBackfill:
         self._step = step
         self._idle_s = idle_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         if self._task is None:
             self._task = supervise(asyncio.create_task(self._run(), name="index-backfill"))
 
     async def stop(self) -> None:
+        """Waits for a step in flight: its thread must not race the closing checkpoint."""
         task, self._task = self._task, None
-        await cancel(task)
+        if task is not None:
+            self._stopping.set()
+            await task
 
     async def __aenter__(self) -> IndexBackfill:
         await self.start()
@@ -41,8 +45,10 @@ class IndexBackfill:
         await self.stop()
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(0 if await self.step() else self._idle_s)
+        while not self._stopping.is_set():
+            if not await self.step():
+                with anyio.move_on_after(self._idle_s):
+                    await self._stopping.wait()
 
     async def step(self) -> bool:
         """One step on every collection with pending vectors; False when none had any.

@@ -58,12 +58,11 @@ class CollectionState:
             raise CorruptionError(
                 f"collection {self.spec.name}: every checkpoint is corrupt and the log was "
                 "truncated below them; rebuild it from the Kafka state topic")
-        for batch in self.log.recover():
-            if batch.last_seq > self.store.applied_seq:
-                # Graph insertion is the slow part of replay: the tail is searched exactly
-                # until IndexBackfill moves it into the graph, so the collection opens now.
-                self.store.apply(batch.mutations, batch.last_seq, batch.meta, defer_index=True)
-                self._since_checkpoint += len(batch.mutations)
+        for batch in self.log.recover(after=self.store.applied_seq):
+            # Graph insertion is the slow part of replay: the tail is searched exactly
+            # until IndexBackfill moves it into the graph, so the collection opens now.
+            self.store.apply(batch.mutations, batch.last_seq, batch.meta, defer_index=True)
+            self._since_checkpoint += len(batch.mutations)
         # Never number new entries at or below what a checkpoint already covers.
         self.log.last_seq = max(self.log.last_seq, self.store.applied_seq)
 

@@ -11,16 +11,17 @@ import logging
 import os
 import shutil
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from consumers.index import VectorIndex
-from consumers.log import fsync_dir
+from consumers.log import MODALITIES, fsync_dir
 from consumers.store import CollectionStore
 from schemas.errors import CorruptionError
-from schemas.records import CollectionSpec, Modality, Record
+from schemas.records import CollectionSpec, Record
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,13 @@ def _crc_file(path: Path) -> int:
         while chunk := f.read(1 << 20):
             crc = zlib.crc32(chunk, crc)
     return crc
+
+
+def _read_verified(path: Path, crc: int) -> bytes:
+    data = path.read_bytes()
+    if zlib.crc32(data) != crc:
+        raise CorruptionError(f"checkpoint {path.parent.name}: {path.name} fails its CRC")
+    return data
 
 
 def _write_file(path: Path, data: bytes, fsync: bool) -> None:
@@ -52,8 +60,9 @@ def save(store: CollectionStore, root: Path, *, fsync: bool = True) -> Path:
     tmp.mkdir(parents=True)
     rows = [[i, r.key, r.modality.value, r.document, r.uri, r.metadata]
             for i, r in store.records.items()]
-    _write_file(tmp / "records.json", orjson.dumps(rows), fsync)
-    files = {"records.json": _crc_file(tmp / "records.json")}
+    data = orjson.dumps(rows)
+    _write_file(tmp / "records.json", data, fsync)
+    files = {"records.json": zlib.crc32(data)}
     if store.index is not None:
         store.index.save(tmp / "index.usearch")
         if fsync:
@@ -73,25 +82,37 @@ def save(store: CollectionStore, root: Path, *, fsync: bool = True) -> Path:
 
 
 def _load_dir(directory: Path, spec: CollectionSpec) -> CollectionStore:
-    try:
-        meta: dict[str, Any] = orjson.loads((directory / "meta.json").read_bytes())
-        for name, crc in meta["files"].items():
-            if _crc_file(directory / name) != crc:
-                raise CorruptionError(f"checkpoint {directory.name}: {name} fails its CRC")
-        rows = orjson.loads((directory / "records.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError, KeyError) as exc:
-        raise CorruptionError(f"checkpoint {directory.name} is unreadable: {exc}") from exc
-    spec.dimension = meta["spec"].get("dimension")
-    store = CollectionStore(spec)
-    store.next_key = int(meta["next_key"])
-    store.applied_seq = int(meta["seq"])
-    store.source = dict(meta.get("source") or {})
-    for id_, key, modality, doc, uri, md in rows:
-        store.records[id_] = Record(key, Modality(modality), doc, uri, md)
-        store.by_key[key] = id_
-    if "index.usearch" in meta["files"] and spec.dimension:
-        store.index = VectorIndex(spec.dimension, spec.space, spec.dtype)
-        store.index.load(directory / "index.usearch")
+    with ThreadPoolExecutor(1, thread_name_prefix="ckpt-crc") as pool:
+        try:
+            meta: dict[str, Any] = orjson.loads((directory / "meta.json").read_bytes())
+            files: dict[str, int] = meta["files"]
+            # The index file is the big one: it is read and checked beside the records parse
+            # (file reads and zlib release the GIL) and loaded from that buffer once it
+            # matches, so usearch never parses a corrupt file.
+            index_bytes = pool.submit(_read_verified, directory / "index.usearch",
+                                      files["index.usearch"]) if "index.usearch" in files else None
+            data = (directory / "records.json").read_bytes()
+            if zlib.crc32(data) != files["records.json"]:
+                raise CorruptionError(f"checkpoint {directory.name}: records.json fails its CRC")
+            rows = orjson.loads(data)
+            del data
+            spec.dimension = meta["spec"].get("dimension")
+            store = CollectionStore(spec)
+            store.next_key = int(meta["next_key"])
+            store.applied_seq = int(meta["seq"])
+            store.source = dict(meta.get("source") or {})
+            records, by_key = store.records, store.by_key
+            for id_, key, modality, doc, uri, md in rows:
+                records[id_] = Record(key, MODALITIES[modality], doc, uri, md)
+                by_key[key] = id_
+            del rows
+            if index_bytes is not None:
+                verified = index_bytes.result()
+                if spec.dimension:
+                    store.index = VectorIndex(spec.dimension, spec.space, spec.dtype)
+                    store.index.load(verified)
+        except (OSError, orjson.JSONDecodeError, KeyError, ValueError) as exc:
+            raise CorruptionError(f"checkpoint {directory.name} is unreadable: {exc}") from exc
     return store
 
 

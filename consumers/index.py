@@ -180,7 +180,8 @@ class VectorIndex:
         self.backfill(len(self._pending))
         self._index.save(str(path))
 
-    def load(self, path: Path) -> None:
+    def load(self, source: Path | bytes) -> None:
+        """From a file, or from the bytes of one (already read and verified)."""
         self._pending.clear()
         self._pending_matrix = None
-        self._index.load(str(path))
+        self._index.load(source if isinstance(source, bytes) else str(source))
