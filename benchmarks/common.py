@@ -18,7 +18,8 @@ def photo_files(n: int, directory: Path) -> list[str]:
     """N real photos (scikit-image samples, cropped and resized) as JPEG and PNG files."""
     from skimage import data
 
-    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.immunohistochemistry()]
+    samples = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
+    sources = [getattr(data, name)() for name in samples]  # skimage.data is untyped
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     paths = []

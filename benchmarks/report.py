@@ -61,8 +61,10 @@ def index_table(r: Results) -> list[str]:
     if r.recovery:
         rc = r.recovery
         out += ["", f"Recovery: `CollectionState.open()` on a checkpoint of {rc.n:,} records plus a "
-                f"log tail of {rc.tail:,}: **{rc.open_s:.2f} s** (checkpoint written in "
-                f"{rc.checkpoint_s:.2f} s; warm page cache). Resident = memory growth of a fresh "
+                f"log tail of {rc.tail:,}: **{rc.open_s:.2f} s** to serving (checkpoint written in "
+                f"{rc.checkpoint_s:.2f} s; warm page cache). The tail is searched exactly until "
+                f"backfilled into the graph: {rc.qps_pending:,.0f} single queries/s meanwhile, "
+                f"graph complete {rc.backfill_s:.1f} s later. Resident = memory growth of a fresh "
                 "process restoring the saved index; raw = n x 512 x bytes per scalar."]
     return out
 

@@ -35,7 +35,7 @@ from benchmarks.common import SIZES, machine, photo_files
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 SECTIONS = ("paths", "precision", "index")
 SIZE = {  # images, text q, image q, throughput q, concurrency, precision items, vectors
-    "small": dict(images=64, text=20, image=10, throughput=16, concurrency=8, prec=48, vectors=100_000),
+    "small": dict(images=128, text=20, image=10, throughput=16, concurrency=8, prec=48, vectors=100_000),
     "full": dict(images=256, text=60, image=30, throughput=64, concurrency=8, prec=128,
                  vectors=1_000_000),
 }

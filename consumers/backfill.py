@@ -14,10 +14,13 @@ import anyio.to_thread
 from consumers.catalog import Catalog
 from consumers.tasks import supervise
 
+#: Vectors per step: about a quarter second of graph insertion, the longest a query waits.
+STEP = 512
+
 
 class IndexBackfill:
     def __init__(self, catalog: Catalog, locks: Callable[[str], anyio.Lock], *,
-                 step: int = 512, idle_s: float = 0.5) -> None:
+                 step: int = STEP, idle_s: float = 0.5) -> None:
         self._catalog = catalog
         self._locks = locks
         self._step = step
