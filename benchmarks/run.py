@@ -29,10 +29,10 @@ from typing import Any
 
 from benchmarks import chroma, paths, precision, report, scale
 from benchmarks.common import SIZES, machine, photo_files
+from streamer.settings import RUNTIME_ENV, with_runtime_env
 
 # glibc malloc: returning freed arenas to the OS made page faults cost up to half the CPU
 # time of the model on this machine kind; children (serve, Chroma) inherit these.
-MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 SECTIONS = ("paths", "precision", "index")
 SIZE = {  # images, text q, image q, throughput q, concurrency, precision items, vectors
     "small": dict(images=128, text=20, image=10, throughput=16, concurrency=8, prec=48, vectors=100_000),
@@ -92,10 +92,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
-        # glibc reads these at startup: re-exec so this process (bare, embedded) has them too.
-        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.run", *sys.argv[1:]],
-                  {**os.environ, **MALLOC_ENV})
+    env = with_runtime_env(force=True)
+    if env is not None:
+        # Read at process start: re-exec so this process (bare, embedded), the service and
+        # Chroma's worker (children inherit it) all run with the same runtime environment.
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.run", *sys.argv[1:]], env)
     args = parse(argv)
     size = dict(SIZE["full" if args.full else "small"])
     size["images"] = args.images or size["images"]
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         f"load average (1/5/15 min) at start {load_avg()}",
         f"model: {args.model}, weights {Path(ckpt).name}"
         f"{' (random init, seed 0: same compute as trained weights)' if not args.checkpoint else ''}; "
-        f"our paths {args.precision}, batch {args.batch}; MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1e11",
+        f"our paths {args.precision}, batch {args.batch}; "
+        f"{' '.join(f'{k}={v}' for k, v in RUNTIME_ENV.items())} for every path (Chroma's too)",
         f"photos: {size['images']} files, 1/3 PNG 2/3 JPEG, sizes {', '.join(f'{w}x{h}' for w, h in SIZES)}; "
         f"add(uris) {args.batch} per call; queries n_results=5",
     ])

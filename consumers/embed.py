@@ -68,6 +68,8 @@ class OpenCLIPEmbeddingFunction:
         self._lock = threading.Lock()
         self._model: Any = None
         self._preprocess: Any = None
+        self._pil_steps: list[Any] | None = None
+        self._normalize: tuple[np.ndarray, np.ndarray] | None = None
         self._tokenizer: Any = None
 
     @staticmethod
@@ -124,6 +126,7 @@ class OpenCLIPEmbeddingFunction:
                 model = model.to(torch.bfloat16)
             self._tokenizer = open_clip.get_tokenizer(self.model_name)
             self._preprocess = preprocess
+            self._pil_steps, self._normalize = _split_transform(preprocess)
             self._model = model
 
     @property
@@ -174,22 +177,31 @@ class OpenCLIPEmbeddingFunction:
         from PIL import Image as PILImage
 
         self.load()
-        return self._preprocess(PILImage.fromarray(as_uint8_rgb(image)))
+        pil = PILImage.fromarray(as_uint8_rgb(image))
+        if self._pil_steps is None or self._normalize is None:
+            return self._preprocess(pil)
+        for step in self._pil_steps:
+            pil = step(pil)
+        if pil.mode != "RGB":
+            return self._preprocess(PILImage.fromarray(as_uint8_rgb(image)))
+        # ToTensor + Normalize in numpy, in torch's order of operations (same floats): torch
+        # ops on these threads would start OpenMP teams spinning against the model's threads.
+        mean, std = self._normalize
+        chw = np.asarray(pil, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
+        chw /= np.float32(255.0)
+        chw -= mean
+        chw /= std
+        return chw
 
     def preprocess(self, images: Sequence[Image]) -> Any:
-        import torch
-
-        return torch.stack([self.prepare_image(im) for im in images])
+        return _stack([self.prepare_image(im) for im in images])
 
     def embed_prepared(self, prepared: Sequence[Any]) -> list[Vector]:
-        """Encode already transformed image tensors in batches of ``batch_size``."""
-        import torch
-
+        """Encode already transformed images (arrays or tensors) in batches of ``batch_size``."""
         model = self.model
         rows: list[Vector] = []
         for start in range(0, len(prepared), self.batch_size):
-            rows.extend(self._run(model.encode_image,
-                                  torch.stack(list(prepared[start:start + self.batch_size]))))
+            rows.extend(self._run(model.encode_image, _stack(prepared[start:start + self.batch_size])))
         return rows
 
     def embed_images(self, images: Sequence[Image]) -> list[Vector]:
@@ -198,3 +210,31 @@ class OpenCLIPEmbeddingFunction:
             rows.extend(self.embed_prepared(
                 [self.prepare_image(im) for im in images[start:start + self.batch_size]]))
         return rows
+
+
+def _split_transform(preprocess: Any) -> tuple[list[Any] | None, tuple[np.ndarray, np.ndarray] | None]:
+    """open_clip's image transform as (PIL steps, (mean, std)) when it is PIL steps followed
+    by ToTensor and Normalize, as every open_clip model's is; (None, None) otherwise, and
+    the transform then runs as it is."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(preprocess, "transforms", []))
+    if len(steps) < 2 or not isinstance(steps[-2], T.ToTensor) or \
+            not isinstance(steps[-1], T.Normalize):
+        return None, None
+    norm = steps[-1]
+    mean = np.asarray(norm.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(norm.std, dtype=np.float32).reshape(-1, 1, 1)
+    if any(isinstance(t, (T.ToTensor, T.Normalize)) for t in steps[:-2]) or mean.shape[0] != 3:
+        return None, None
+    return steps[:-2], (mean, std)
+
+
+def _stack(prepared: Sequence[Any]) -> Any:
+    """One batch tensor from prepared images (numpy arrays or tensors), on the model thread."""
+    import torch
+
+    items = list(prepared)
+    if items and all(isinstance(x, np.ndarray) for x in items):
+        return torch.from_numpy(np.stack(items))
+    return torch.stack([torch.as_tensor(x) for x in items])

@@ -1,5 +1,5 @@
 import sys
 
-from streamer.cli import main
+from streamer.cli import run
 
-sys.exit(main())
+sys.exit(run())

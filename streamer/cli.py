@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import traceback
 
 from schemas.errors import InvalidArgumentError
 from streamer import cli_ingest, cli_query
 from streamer.cli_common import UsageError
-from streamer.settings import Settings
+from streamer.settings import Settings, with_runtime_env
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -96,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=48, metavar="N", help="number of images (default: 48)")
     p.set_defaults(func=_demo)
     return parser
+
+
+def run() -> int:
+    """The ``streamer`` program: start again with the runtime environment if it is missing
+    (see ``streamer.settings.RUNTIME_ENV``), then ``main``."""
+    env = with_runtime_env()
+    if env is not None:
+        os.execve(sys.executable, [sys.executable, "-m", "streamer", *sys.argv[1:]], env)
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:

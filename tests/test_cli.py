@@ -180,3 +180,21 @@ def test_demo_finishes_quickly_and_prints_hits() -> None:
     hits = [line for line in run.stdout.splitlines() if line.startswith("  ")]
     assert len(hits) == 15 and all(float(h.split()[1]) >= 0 for h in hits)
     assert np.isfinite([float(h.split()[1]) for h in hits]).all()
+
+
+def test_runtime_env_fills_what_is_missing_and_keeps_what_the_user_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamer.settings import RUNTIME_ENV, with_runtime_env
+
+    for key in RUNTIME_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    env = with_runtime_env()
+    assert env is not None
+    assert env["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's choice stands
+    assert env["MALLOC_MMAP_MAX_"] == RUNTIME_ENV["MALLOC_MMAP_MAX_"]
+    forced = with_runtime_env(force=True)
+    assert forced is not None and forced["OMP_WAIT_POLICY"] == "PASSIVE"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert with_runtime_env() is None  # in place: no re-exec

@@ -145,6 +145,23 @@ def test_outputs_are_float32_unit_vectors(model_name: str) -> None:
     assert [v.tolist() for v in ef.embed_query(TEXTS[:2])] == [v.tolist() for v in out[:2]]
 
 
+def test_prepared_images_equal_open_clips_own_transform(model_name: str) -> None:
+    """The loader threads prepare images without torch ops; the floats must be open_clip's."""
+    from PIL import Image as PILImage
+    from skimage import data
+
+    ef = make_ef(model_name)
+    ef.load()
+    photos = [getattr(data, n)() for n in ("astronaut", "coffee", "camera")]  # camera: greyscale
+    for image in [*photos, random_image(6, size=50)]:
+        ours = ef.prepare_image(image)
+        assert isinstance(ours, np.ndarray) and ours.dtype == np.float32
+        rgb = image if image.ndim == 3 else np.stack([image] * 3, axis=-1)
+        theirs = ef._preprocess(PILImage.fromarray(rgb)).numpy()
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["missing", "directory", "pretrained_tag", "url"])
 def test_checkpoint_that_is_not_a_file_fails_offline(tmp_path: Path, no_network: list[str],
                                                       kind: str) -> None:
