@@ -24,6 +24,22 @@ class Results:
     def path(self, prefix: str) -> PathResult | None:
         return next((p for p in self.paths if p.name.startswith(prefix)), None)
 
+    @classmethod
+    def from_json(cls, text: str) -> Results:
+        """What ``as_json`` wrote (``--merge`` re-measures some sections of an earlier run)."""
+        d = json.loads(text)
+
+        def path(p: dict[str, Any]) -> PathResult:
+            for key in ("text_ms", "image_ms"):
+                p[key] = None if p[key] is None else tuple(p[key])
+            return PathResult(**p)
+
+        return cls(header=d["header"], paths=[path(p) for p in d["paths"]],
+                   index=[IndexResult(**x) for x in d["index"]],
+                   recovery=None if d["recovery"] is None else RecoveryResult(**d["recovery"]),
+                   precision=None if d["precision"] is None else PrecisionResult(**d["precision"]),
+                   notes=d["notes"])
+
 
 def _f(x: float | None, fmt: str = ".1f") -> str:
     return "-" if x is None else format(x, fmt)

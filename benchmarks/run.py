@@ -85,6 +85,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vectors", type=int, help="override the index size of section 3")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--no-chroma", action="store_true", help="skip Chroma in sections 1-2")
+    p.add_argument("--merge", action="store_true",
+                   help="re-measure the --only sections into <out>/results.json, keeping the others")
     p.add_argument("--rounds", type=int, default=2, help="interleaved ingestion rounds (best kept)")
     p.add_argument("--profile", action="store_true",
                    help="py-spy the service during Kafka ingestion (<out>/profile-service.*)")
@@ -117,6 +119,17 @@ def main(argv: list[str] | None = None) -> None:
         f"photos: {size['images']} files, 1/3 PNG 2/3 JPEG, sizes {', '.join(f'{w}x{h}' for w, h in SIZES)}; "
         f"add(uris) {args.batch} per call; queries n_results=5",
     ])
+    if args.merge:
+        earlier = report.Results.from_json((args.out / "results.json").read_text())
+        if earlier.header[3] != results.header[3]:
+            raise SystemExit("--merge: the earlier run used other photos; run the same size")
+        for name in args.only:
+            setattr(earlier, name, None if name == "precision" else [])
+        if "index" in args.only:
+            earlier.recovery = None
+        earlier.notes.append(f"sections {', '.join(args.only)} re-measured in a run started "
+                             f"{started:%Y-%m-%d %H:%M} UTC; the others are from the run above")
+        results = earlier
     for h in results.header:
         print(h, flush=True)
 

@@ -50,7 +50,7 @@ from schemas.events import (
 )
 from schemas.records import DeleteRequest, Mutation, WriteRequest
 from streamer import metrics
-from streamer.kafka_common import Topics, client_kwargs, ensure_topics, supervise
+from streamer.kafka_common import Topics, cancel, client_kwargs, ensure_topics, supervise
 from streamer.replica import PROGRESS, Replica
 from streamer.runtimes import Runtimes
 from streamer.service_reader import Reader, send_reply
@@ -95,6 +95,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._ready: asyncio.Queue[tuple[int, Prepared]] = asyncio.Queue(maxsize=1)
+        self._embedded: asyncio.Queue[tuple[int, float, Prepared]] = asyncio.Queue(maxsize=1)
         self._processing = asyncio.Lock()
         self._generation = 0
         #: request partition -> the next offset our last transaction recorded (see _finish)
@@ -167,21 +168,31 @@ class Service:
         return 0
 
     async def _write_loop(self) -> None:
-        """Two stages: batch k+1 is fetched, parsed, loaded and transformed while batch k is
-        embedded and committed; the model thread is never idle waiting for image decoding."""
-        prefetch = supervise(asyncio.create_task(self._prefetch_loop(), name="prefetch"))
+        """Three stages, a batch in each: batch k+2 is fetched, parsed, loaded and transformed
+        while batch k+1 is encoded and batch k is resolved and committed in its transaction,
+        so the model thread waits neither for image decoding nor for Kafka round trips."""
+        stages = [supervise(asyncio.create_task(self._prefetch_loop(), name="prefetch")),
+                  supervise(asyncio.create_task(self._embed_loop(), name="embed"))]
         try:
             while True:
-                generation, (batches, jobs, failed) = await self._ready.get()
+                generation, started, (batches, jobs, failed) = await self._embedded.get()
                 async with self._processing:
                     # Fetched before a rebalance: aiokafka restarts every assigned partition
                     # from its committed offset, so this batch comes again (to us or another).
                     if generation == self._generation:
-                        await self._finish(batches, jobs, failed)
+                        await self._finish(started, batches, jobs, failed)
         finally:
-            prefetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await prefetch
+            for stage in stages:
+                await cancel(stage)
+
+    async def _embed_loop(self) -> None:
+        while True:
+            generation, prepared = await self._ready.get()
+            if generation != self._generation:
+                continue  # revoked while it waited (see _write_loop)
+            started = time.perf_counter()
+            await self._pipeline.embed([j for _, j in prepared[1]])
+            await self._embedded.put((generation, started, prepared))
 
     async def _prefetch_loop(self) -> None:
         cfg = self.settings
@@ -207,9 +218,8 @@ class Service:
                 self._committed[tp.partition] = committed
         log.info("writer partitions: %s", sorted(tp.partition for tp in assigned))
 
-    async def _finish(self, batches: Batches, jobs: list[tuple[Record, WriteJob]],
+    async def _finish(self, started: float, batches: Batches, jobs: list[tuple[Record, WriteJob]],
                       failed: list[tuple[Record, BaseException]]) -> None:
-        started = time.perf_counter()
         await self._process(batches, jobs, failed)
         elapsed = time.perf_counter() - started
         size = sum(len(r) for r in batches.values())
@@ -240,9 +250,8 @@ class Service:
     async def _process(self, batches: Batches, jobs: list[tuple[Record, WriteJob]],
                        failed: list[tuple[Record, BaseException]]) -> None:
         self._out = []
-        await self._pipeline.embed([j for _, j in jobs])
         # Resolving needs our previous transactions on these partitions applied locally; the
-        # model runs first, so replication of batch k-1 overlaps the encoding of batch k.
+        # batch is already encoded, so replication of batch k-1 overlapped its encoding.
         first = {tp.partition: recs[0].offset for tp, recs in batches.items()}
         # Other producers' transaction markers (upstream sources, streamer/sources.py) take
         # offsets that no record has: the next offset our own last transaction recorded is
