@@ -2,16 +2,17 @@
 client, KafkaClient + ``streamer serve`` (and its websocket gateway), and Chroma.
 
 Other work on the machine comes and goes, so the paths are measured interleaved: each
-ingestion round runs every path once (best round kept), and each latency sample takes one
-query through every path in turn. All model calls of the bare path run on one worker thread,
-as the engine's and the service's do: on a busy box, OpenMP spin-waiting made the very same
-calls 3-8x slower on the main thread."""
+ingestion round runs every path once (medians of rounds and of per-round ratios are
+reported), and each latency sample takes one query through every path in turn. All model
+calls of the bare path run on one worker thread, as the engine's and the service's do: on a
+busy box, OpenMP spin-waiting made the very same calls 3-8x slower on the main thread."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import socket
+import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -156,8 +157,8 @@ def measure(work: Path, ef_kwargs: dict[str, Any], uris: list[str], chunk: int, 
             chroma: Callable[[bool], PathResult] | None = None,
             profile: Callable[[int], Any] | None = None) -> list[PathResult]:
     """``chroma(last_round)`` runs Chroma's side once per round (queries in the last one);
-    ``profile(pid)`` starts a recorder (a Popen, e.g. py-spy) on the service for the last
-    round's Kafka ingestion; SIGINT ends it."""
+    ``profile(pid)`` starts a recorder (a Popen, e.g. py-spy) on the service for an extra,
+    uncounted Kafka ingestion after the rounds; SIGINT ends it."""
     ensure_broker()
     bare = PathResult("bare model")
     emb = PathResult("embedded Client")
@@ -191,23 +192,25 @@ def measure(work: Path, ef_kwargs: dict[str, Any], uris: list[str], chunk: int, 
             bare_s = model.submit(seconds, partial(ef.embed_prepared, tensors)).result()
             bare.rounds.append(len(tensors) / bare_s)
             emb.rounds.append(ingest(client, name(r), emb_ef, uris, chunk))
-            if profile is not None and r == load.rounds - 1 and svc.proc is not None:
-                recorders.append(profile(svc.proc.pid))
             kaf.rounds.append(ingest(kc, name(r), OpenCLIPEmbeddingFunction(**ef_kwargs), uris, chunk))
-            for recorder in recorders:
-                recorder.send_signal(signal.SIGINT)
-                recorder.wait(timeout=60)
             if chroma is not None:
                 result = chroma(r == load.rounds - 1)
                 chroma_rounds.append(result.images_per_s or 0.0)
             print(f"  round {r}: images/s " + ", ".join(
                 f"{p.name} {p.rounds[-1]:.1f}" for p in (bare, emb, kaf) if p.rounds) +
                 (f", Chroma {chroma_rounds[-1]:.1f}" if chroma_rounds else ""), flush=True)
+        if profile is not None and svc.proc is not None:
+            # One more Kafka ingestion under the sampler, not counted: sampling slows it.
+            recorders.append(profile(svc.proc.pid))
+            ingest(kc, name(load.rounds), OpenCLIPEmbeddingFunction(**ef_kwargs), uris, chunk)
+            for recorder in recorders:
+                recorder.send_signal(signal.SIGINT)
+                recorder.wait(timeout=60)
         if chroma is not None:
             result.rounds = chroma_rounds
             out.append(result)
         for p in out:
-            p.images_per_s = max(p.rounds) if p.rounds else None
+            p.images_per_s = statistics.median(p.rounds) if p.rounds else None
         cols = [client.get_collection(name(0)), kc.get_collection(name(0))]
 
         def text_query(c: Any, i: int) -> object:

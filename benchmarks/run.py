@@ -1,7 +1,8 @@
 """The benchmark suite of issue 6: every figure a ratio measured in the same run.
 
-    python -m benchmarks.run            # small default size, a few minutes
-    python -m benchmarks.run --full     # 256 photos, 1M vectors (~40 min on 2 cores)
+    python -m benchmarks.run            # small default size: 128 photos, 100k vectors (~5 min)
+    python -m benchmarks.run --full     # 256 photos, 1M vectors (~25 min on 2 cores)
+    python -m benchmarks.run --full --only paths --merge   # re-measure one section in place
 
 1. ingestion of real photo files (JPEG/PNG, 320x240..1024x768) with add(uris=...): bare
    batched model on preprocessed tensors, embedded Client, KafkaClient + ``streamer serve``,
@@ -31,13 +32,12 @@ from benchmarks import chroma, paths, precision, report, scale
 from benchmarks.common import SIZES, machine, photo_files
 from streamer.settings import RUNTIME_ENV, with_runtime_env
 
-# glibc malloc: returning freed arenas to the OS made page faults cost up to half the CPU
-# time of the model on this machine kind; children (serve, Chroma) inherit these.
 SECTIONS = ("paths", "precision", "index")
-SIZE = {  # images, text q, image q, throughput q, concurrency, precision items, vectors
-    "small": dict(images=128, text=20, image=10, throughput=16, concurrency=8, prec=48, vectors=100_000),
+SIZE = {  # images, text q, image q, throughput q, concurrency, precision items, vectors, rounds
+    "small": dict(images=128, text=20, image=10, throughput=16, concurrency=8, prec=48,
+                  vectors=100_000, rounds=3),
     "full": dict(images=256, text=60, image=30, throughput=64, concurrency=8, prec=128,
-                 vectors=1_000_000),
+                 vectors=1_000_000, rounds=5),
 }
 
 
@@ -87,7 +87,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-chroma", action="store_true", help="skip Chroma in sections 1-2")
     p.add_argument("--merge", action="store_true",
                    help="re-measure the --only sections into <out>/results.json, keeping the others")
-    p.add_argument("--rounds", type=int, default=2, help="interleaved ingestion rounds (best kept)")
+    p.add_argument("--rounds", type=int, help="interleaved ingestion rounds (medians reported)")
     p.add_argument("--profile", action="store_true",
                    help="py-spy the service during Kafka ingestion (<out>/profile-service.*)")
     return p.parse_args(argv)
@@ -162,7 +162,8 @@ def _run(args: argparse.Namespace, size: dict[str, int], work: Path, ckpt: str,
          results: report.Results, section: Any, save: Any) -> None:
     """The sections named by ``--only``, in the order given there."""
     uris = photo_files(size["images"], work / "photos")
-    load = paths.Load(size["text"], size["image"], size["throughput"], size["concurrency"], args.rounds)
+    load = paths.Load(size["text"], size["image"], size["throughput"], size["concurrency"],
+                      args.rounds or size["rounds"])
     ef_kwargs: dict[str, Any] = {"model_name": args.model, "checkpoint": ckpt,
                                  "precision": args.precision, "batch_size": args.batch}
     for name in dict.fromkeys(args.only):
@@ -203,7 +204,7 @@ def _paths(args: argparse.Namespace, work: Path, ckpt: str, uris: list[str], loa
     if recorder is not None and raw.exists():
         summary = profile.summarise(raw)
         (args.out / "profile-service.md").write_text(
-            f"# py-spy of `streamer serve` during Kafka ingestion (last round)\n\n"
+            f"# py-spy of `streamer serve` during Kafka ingestion (an extra, uncounted round)\n\n"
             f"{results.header[0]}\n\n{summary}\n")
         print(summary, flush=True)
 
