@@ -3,10 +3,12 @@ the log tail. ``path=None`` keeps everything in memory (no log, no checkpoints).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,19 @@ log = logging.getLogger(__name__)
 
 #: Called with each committed batch, after it is applied (e.g. the gateway's live queries).
 CommitListener = Callable[["CollectionState", list[Mutation]], None]
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Loading builds millions of long-lived objects (records, metadata): the cyclic
+    collector would scan them again and again and free nothing (~20% of the load time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class CollectionState:
@@ -48,6 +63,11 @@ class CollectionState:
     def open(self) -> None:
         if self.directory is None:
             return
+        with _gc_paused():
+            self._open()
+
+    def _open(self) -> None:
+        assert self.directory is not None
         ckpt_root = self.directory / "checkpoints"
         ckpt_root.mkdir(parents=True, exist_ok=True)
         loaded = checkpoint.load(ckpt_root, self.spec, self.rejected_checkpoints)
