@@ -65,11 +65,6 @@ class Pipeline:
     def close(self) -> None:
         self._prep_pool.shutdown(wait=True)
 
-    async def run(self, jobs: list[WriteJob], meta: dict[str, Any] | None = None) -> None:
-        """Process one batch in place: each job ends with ``seq`` set or ``error`` set."""
-        await self.prepare(jobs)
-        await self.finish(jobs, meta)
-
     async def prepare(self, jobs: list[WriteJob]) -> None:
         """The CPU work before the model: load URIs and run image transforms, off the model
         thread, so a caller can prepare batch k+1 while batch k is being encoded."""
