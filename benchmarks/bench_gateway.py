@@ -27,9 +27,9 @@ import streamer
 from benchmarks.common import machine, percentiles
 from consumers.models import BUILTIN_MODELS
 from schemas.records import CollectionSpec
+from streamer.client.engine import Engine
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
-from streamer.engine import Engine
-from streamer.gateway import Gateway
+from streamer.gateway.app import Gateway
 from streamer.settings import Settings
 from tests.gateway_helpers import TOKEN, TOKENS, WsClient, ws_client
 

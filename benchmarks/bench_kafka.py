@@ -15,7 +15,7 @@ import streamer
 from benchmarks.common import Timer, machine, percentiles, photo_files
 from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
-from streamer.kafka_client import KafkaClient
+from streamer.kafka.client import KafkaClient
 from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 

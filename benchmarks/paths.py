@@ -27,7 +27,7 @@ from benchmarks.bench_gateway import ws_query, ws_throughput
 from benchmarks.common import Timer, percentiles
 from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
-from streamer.kafka_client import KafkaClient
+from streamer.kafka.client import KafkaClient
 from tests.gateway_helpers import TOKEN, TOKENS, ws_client
 from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 

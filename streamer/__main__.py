@@ -1,5 +1,5 @@
 import sys
 
-from streamer.cli import run
+from streamer.cli.main import run
 
 sys.exit(run())

@@ -23,7 +23,7 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[streamer.
         yield c
         c.close()
         return
-    from streamer.kafka_client import KafkaClient
+    from streamer.kafka.client import KafkaClient
 
     svc: ServiceProcess = request.getfixturevalue("kafka_service")
     kc = KafkaClient(kafka_topic_prefix=svc.prefix, wait_writes=True)

@@ -19,9 +19,9 @@ import orjson
 from consumers.batch import BatchConfig
 from schemas.events import decode_array, decode_result
 from schemas.records import CollectionSpec
-from streamer.engine import Engine
-from streamer.gateway import Gateway
-from streamer.runtimes import Runtimes
+from streamer.client.engine import Engine
+from streamer.gateway.app import Gateway
+from streamer.kafka.runtimes import Runtimes
 from streamer.settings import Settings
 from tests.helpers import HashEmbedding
 

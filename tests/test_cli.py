@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from streamer.cli import main
-from streamer.cli_ingest import Progress, discover
-from streamer.demo import has_trained_checkpoint, random_checkpoint
+from streamer.cli.demo import has_trained_checkpoint, random_checkpoint
+from streamer.cli.ingest import Progress, discover
+from streamer.cli.main import main
 from streamer.training.shapes import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ from consumers.embed import OpenCLIPEmbeddingFunction
 from consumers.load import ImageLoader
 from schemas.events import READ_OPS, WRITE_OPS, encode_array
 from streamer.errors import LimitExceededError
-from streamer.kafka_client import KafkaClient
+from streamer.kafka.client import KafkaClient
 from tests.gateway_helpers import TOKEN, TOKENS, WsClient, ws_client
 from tests.helpers import write_png
 from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix

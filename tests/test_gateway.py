@@ -268,7 +268,7 @@ async def test_shutdown_answers_in_flight_requests_then_closes_with_going_away(t
 
 @pytest.mark.parametrize("tokens", ["justatoken", "t:x:*", "t:rw:", ":r:*"])
 def test_bad_token_configuration_is_refused(tokens: str) -> None:
-    from streamer.gateway_auth import parse_tokens
+    from streamer.gateway.auth import parse_tokens
 
     with pytest.raises(InvalidArgumentError, match="auth_tokens entry 1"):
         parse_tokens(tokens)

@@ -15,7 +15,7 @@ import pytest
 
 from schemas.events import encode_array, get_event, query_event, write_event
 from schemas.records import GetRequest, Op, QueryRequest, WriteItem
-from streamer.kafka_client import AsyncKafkaClient
+from streamer.kafka.client import AsyncKafkaClient
 from tests.gateway_helpers import TOKENS, assert_same, decoded, ws_client
 from tests.kafka_fixtures import ServiceProcess, ensure_broker, new_prefix
 

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 import streamer
 from schemas.events import encode_array, write_event
 from schemas.records import Op, WriteItem
-from streamer.gateway_socket import CLOSE_SLOW_CONSUMER
+from streamer.gateway.socket import CLOSE_SLOW_CONSUMER
 from tests.gateway_helpers import TOKEN, embedded_gateway, ws_client
 from tests.helpers import HashEmbedding
 

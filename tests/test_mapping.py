@@ -18,7 +18,7 @@ from consumers.mapping import Mapper, SourceMapping, UpstreamRecord
 from consumers.mapping_expr import ABSENT, Context, compile_field, parse_expr
 from schemas.errors import InvalidArgumentError, LimitExceededError, SchemaError
 from schemas.records import DeleteRequest, Op, WriteRequest
-from streamer.sources import load_mapping
+from streamer.kafka.sources import load_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "sources"

@@ -21,7 +21,7 @@ import pytest
 import streamer
 from consumers.load import ImageLoader
 from streamer.errors import StreamerError
-from streamer.kafka_client import KafkaClient
+from streamer.kafka.client import KafkaClient
 from tests.helpers import HashEmbedding, random_image, write_png
 from tests.kafka_fixtures import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
 

@@ -23,7 +23,7 @@ from streamer.errors import (
     UnavailableError,
     URIOutsideRootsError,
 )
-from streamer.kafka_client import KafkaClient
+from streamer.kafka.client import KafkaClient
 from tests.helpers import HashEmbedding, random_image, write_png
 from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 

@@ -21,10 +21,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from PIL import Image
 
-from streamer.demo import has_trained_checkpoint, random_checkpoint
-from streamer.kafka_client import KafkaClient
+from streamer.cli.demo import has_trained_checkpoint, random_checkpoint
+from streamer.kafka.client import KafkaClient
+from streamer.kafka.sources import EVENTS, LAG, SourceBridge, load_mapping
 from streamer.settings import Settings
-from streamer.sources import EVENTS, LAG, SourceBridge, load_mapping
 from streamer.training.shapes import ShapeSpec, render
 from tests.kafka_fixtures import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
 

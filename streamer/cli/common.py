@@ -16,8 +16,8 @@ from aiokafka.errors import KafkaError
 from consumers.embed import OpenCLIPEmbeddingFunction
 from consumers.models import BUILTIN_MODELS
 from schemas.errors import NotFoundError, UnavailableError
-from streamer.client import DEFAULT_MODEL, Client
-from streamer.collection import Collection
+from streamer.client.clients import DEFAULT_MODEL, Client
+from streamer.client.collection import Collection
 from streamer.settings import Settings
 
 
@@ -48,7 +48,7 @@ def open_client(args: argparse.Namespace, *, must_exist: bool) -> Iterator[Clien
     """The embedded store at --path, or a Kafka client when --kafka is given."""
     client: Client
     if args.kafka:
-        from streamer.kafka_client import KafkaClient
+        from streamer.kafka.client import KafkaClient
 
         overrides = {"kafka_topic_prefix": args.prefix} if args.prefix else {}
         try:

@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import signal
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -27,7 +24,6 @@ from PIL import Image as PILImage
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
 import streamer.metrics  # noqa: F401 - registers the service's metrics for /metrics
-from consumers.batch import BatchConfig
 from schemas.errors import (
     DataLoaderError,
     InvalidArgumentError,
@@ -38,13 +34,11 @@ from schemas.errors import (
     error_to_wire,
 )
 from schemas.records import Image
-from streamer.backend import Backend
-from streamer.engine import Engine
-from streamer.gateway_auth import PROTOCOL, Authenticator, Grant
-from streamer.gateway_ops import Local, Operations, Resolver
-from streamer.gateway_socket import Connection
-from streamer.runtimes import Runtimes
-from streamer.service import Service
+from streamer.client.backend import Backend
+from streamer.gateway.auth import PROTOCOL, Authenticator, Grant
+from streamer.gateway.ops import Local, Operations, Resolver
+from streamer.gateway.socket import Connection
+from streamer.kafka.runtimes import Runtimes
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -224,35 +218,4 @@ class Gateway:
                                      "X-Content-Type-Options": "nosniff"})
 
 
-@asynccontextmanager
-async def service_gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
-    """The gateway of ``streamer serve``: requests go through Kafka like any client's,
-    live queries hook this process's replica, models are shared with the writer."""
-    from streamer.kafka_client import KafkaBackend
-
-    backend = KafkaBackend(settings)
-    await backend.start()
-    try:
-        async with Gateway(settings, backend, service, runtimes=service.runtimes) as gateway:
-            yield gateway
-    finally:
-        await backend.close()
-
-
-async def serve_embedded(settings: Settings) -> None:
-    """``streamer serve --embedded``: the in-process engine and the gateway, no Kafka."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    engine = Engine(settings.data_dir, fsync=settings.fsync,
-                    checkpoint_every=settings.checkpoint_every,
-                    batch=BatchConfig(max_items=settings.batch_max_items,
-                                      max_wait=settings.batch_max_wait_ms / 1000))
-    async with engine, Gateway(settings, engine, engine) as gateway:
-        print(f"streamer: gateway on {gateway.url}", flush=True)
-        print("streamer: serving", flush=True)
-        await stop.wait()
-
-
-__all__ = ["Gateway", "serve_embedded", "service_gateway", "thumbnail_png"]
+__all__ = ["Gateway", "thumbnail_png"]

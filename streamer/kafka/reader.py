@@ -31,11 +31,11 @@ from schemas.errors import (
 from schemas.events import READ_OPS, dumps, encode_result, loads
 from schemas.records import CollectionSpec
 from streamer import metrics
-from streamer.kafka_common import Topics, cancel, client_kwargs, supervise
-from streamer.replica import Replica
-from streamer.runtimes import Runtimes
+from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.replica import Replica
+from streamer.kafka.runtimes import Runtimes
+from streamer.kafka.wire_checks import check_collection_metadata, checked_get, checked_query
 from streamer.settings import Settings
-from streamer.wire_checks import check_collection_metadata, checked_get, checked_query
 
 log = logging.getLogger(__name__)
 

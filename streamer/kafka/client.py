@@ -51,8 +51,8 @@ from schemas.records import (
     QueryRequest,
     WriteRequest,
 )
-from streamer.client import AsyncClient, Client
-from streamer.kafka_common import Topics, cancel, client_kwargs, ensure_topics, supervise
+from streamer.client.clients import AsyncClient, Client
+from streamer.kafka.common import Topics, cancel, client_kwargs, ensure_topics, supervise
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)

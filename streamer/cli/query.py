@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from consumers.load import ImageLoader, uri_to_path
-from streamer.cli_common import (
+from streamer.cli.common import (
     UsageError,
     add_store_args,
     describe_model,

@@ -13,7 +13,7 @@ from consumers.embed import EmbeddingFunction
 from consumers.pipeline import DataLoader
 from consumers.validate import prepare_delete, prepare_get, prepare_query, prepare_write
 from schemas.records import CollectionSpec, GetRequest, Op
-from streamer.backend import Backend
+from streamer.client.backend import Backend
 
 
 def _finish(result: dict[str, Any], include: Sequence[str], loader: DataLoader | None,

@@ -7,9 +7,9 @@ from typing import Any
 
 from schemas.events import dumps
 from schemas.records import CollectionSpec
-from streamer.client import rebuild
+from streamer.client.clients import rebuild
+from streamer.kafka.wire_checks import server_loader
 from streamer.settings import Settings
-from streamer.wire_checks import server_loader
 
 
 class Runtimes:

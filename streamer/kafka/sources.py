@@ -30,9 +30,9 @@ from consumers.mapping import MappedRequest, Mapper, SourceMapping, UpstreamReco
 from schemas.errors import InvalidArgumentError, StreamerError, error_to_wire
 from schemas.events import delete_event, dumps, write_event
 from schemas.records import CollectionSpec, DeleteRequest
-from streamer.client import DEFAULT_MODEL, describe
-from streamer.kafka_client import KafkaBackend
-from streamer.kafka_common import Topics, cancel, client_kwargs, supervise
+from streamer.client.clients import DEFAULT_MODEL, describe
+from streamer.kafka.client import KafkaBackend
+from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)

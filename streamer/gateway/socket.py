@@ -22,9 +22,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas.errors import SchemaError, StreamerError, UnavailableError, error_to_wire
 from schemas.events import dumps, loads
-from streamer.gateway_auth import Grant
-from streamer.gateway_live import Subscription
-from streamer.gateway_ops import OPS, Operations
+from streamer.gateway.auth import Grant
+from streamer.gateway.live import Subscription
+from streamer.gateway.ops import OPS, Operations
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from consumers.embed import OpenCLIPEmbeddingFunction
 from consumers.load import ImageLoader
 from consumers.models import BUILTIN_MODELS, register_builtin_configs
-from streamer.client import DEFAULT_MODEL, Client
+from streamer.client.clients import DEFAULT_MODEL, Client
 from streamer.training.shapes import (
     Colour,
     Shape,

@@ -43,11 +43,11 @@ from schemas.errors import (
 )
 from schemas.events import decode_array, encode_array, encode_result, parse_write
 from schemas.records import CollectionSpec, DeleteRequest, Vector
-from streamer.backend import Backend
-from streamer.collection import AsyncCollection
-from streamer.gateway_auth import Grant, Mode
-from streamer.gateway_live import LIVE_FIELDS, LiveHub, Push, Subscription
-from streamer.kafka_common import supervise
+from streamer.client.backend import Backend
+from streamer.client.collection import AsyncCollection
+from streamer.gateway.auth import Grant, Mode
+from streamer.gateway.live import LIVE_FIELDS, LiveHub, Push, Subscription
+from streamer.kafka.common import supervise
 from streamer.settings import Settings
 
 Resolver = Callable[[CollectionSpec], tuple[EmbeddingFunction | None, DataLoader | None]]

@@ -20,14 +20,15 @@ import sys
 import traceback
 
 from schemas.errors import InvalidArgumentError
-from streamer import cli_ingest, cli_query
-from streamer.cli_common import UsageError
+from streamer.cli import ingest as cli_ingest
+from streamer.cli import query as cli_query
+from streamer.cli.common import UsageError
 from streamer.settings import Settings, with_runtime_env
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from streamer.service import serve
-    from streamer.sources import load_mapping, source_files
+    from streamer.kafka.sources import load_mapping, source_files
+    from streamer.server import serve
 
     overrides = {}
     if args.kafka:
@@ -53,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level,
                         format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
     if args.embedded:
-        from streamer.gateway import serve_embedded
+        from streamer.server import serve_embedded
 
         asyncio.run(serve_embedded(settings))
         return 0
@@ -62,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from streamer.demo import run_demo
+    from streamer.cli.demo import run_demo
 
     if args.n < 1:
         raise UsageError("-n must be at least 1")

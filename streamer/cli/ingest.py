@@ -20,15 +20,15 @@ from typing import Any, Literal, TextIO
 
 from consumers.load import ImageLoader
 from schemas.errors import NotFoundError, StreamerError
-from streamer.cli_common import (
+from streamer.cli.common import (
     UsageError,
     add_model_args,
     add_store_args,
     embedding_function,
     open_client,
 )
-from streamer.client import Client
-from streamer.collection import Collection
+from streamer.client.clients import Client
+from streamer.client.collection import Collection
 from streamer.settings import Settings
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})

@@ -18,9 +18,9 @@ from consumers.embed import EmbeddingFunction, OpenCLIPEmbeddingFunction
 from consumers.load import ImageLoader
 from consumers.pipeline import DataLoader
 from schemas.records import CollectionSpec
-from streamer.backend import Backend
-from streamer.collection import AsyncCollection, Collection
-from streamer.engine import Engine
+from streamer.client.backend import Backend
+from streamer.client.collection import AsyncCollection, Collection
+from streamer.client.engine import Engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

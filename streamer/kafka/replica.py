@@ -20,7 +20,7 @@ from consumers.catalog import Catalog
 from consumers.log import atomic_write
 from schemas.events import loads, parse_state
 from schemas.records import CollectionSpec, Mutation
-from streamer.kafka_common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
 from streamer.metrics import REPLICA_PROGRESS
 from streamer.settings import Settings
 

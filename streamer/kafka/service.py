@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,16 +49,15 @@ from schemas.events import (
 )
 from schemas.records import DeleteRequest, Mutation, WriteRequest
 from streamer import metrics
-from streamer.kafka_common import Topics, cancel, client_kwargs, ensure_topics, supervise
-from streamer.replica import PROGRESS, Replica
-from streamer.runtimes import Runtimes
-from streamer.service_reader import Reader, send_reply
-from streamer.settings import Settings
-from streamer.sources import Sources
-from streamer.wire_checks import (
+from streamer.kafka.common import Topics, cancel, client_kwargs, ensure_topics, supervise
+from streamer.kafka.reader import Reader, send_reply
+from streamer.kafka.replica import PROGRESS, Replica
+from streamer.kafka.runtimes import Runtimes
+from streamer.kafka.wire_checks import (
     check_delete,
     check_write,
 )
+from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -305,17 +303,3 @@ class Service:
         # Events mapped from an upstream topic (streamer/sources.py) name their upstream record.
         headers += [(k, v) for k, v in rec.headers or () if k == "origin"]
         await self._tx.send(self.topics.dlq, key=rec.key, value=rec.value, headers=headers)
-
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT, then shut down in order."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    from streamer.gateway import service_gateway  # the gateway imports this module
-
-    async with Service(settings) as service, Sources(settings), \
-            service_gateway(settings, service) as gateway:
-        print(f"streamer: gateway on {gateway.url}", flush=True)
-        print("streamer: serving", flush=True)
-        await stop.wait()
