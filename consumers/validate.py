@@ -340,7 +340,7 @@ def prepare_query(*, query_embeddings: Any = None, query_texts: Any = None,
                 raise InvalidArgumentError(NO_EMBEDDING_FUNCTION)
         inc = _with_uris_for_data(inc, has_loader)
         id_list = one_to_many(ids)
-        if id_list is not None:
+        if id_list:  # Chroma answers a query among no ids with empty results
             validate_ids(id_list)
         return QueryRequest(embeddings=vecs, texts=texts, images=imgs, uris=uri_list,
                             ids=id_list, n_results=n_results, where=where,

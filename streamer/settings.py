@@ -62,7 +62,8 @@ class Settings:
     # upstream sources for `streamer serve`: mapping files, comma-separated (streamer/sources.py)
     sources: str | None = None
     # limits
-    max_batch_records: int = 4096
+    # Chroma's max batch size (client.get_max_batch_size(); 5461 in chromadb 1.5 locally)
+    max_batch_records: int = 5461
     max_n_results: int = 10_000
     max_document_bytes: int = 1 << 20
     max_image_bytes: int = 32 << 20

@@ -13,6 +13,8 @@ from schemas.records import CollectionSpec, DeleteRequest, GetRequest, QueryRequ
 class Backend(Protocol):
     #: True when the backend runs the user's Python embedding function / loader itself.
     in_process: bool
+    #: Records one write may carry (Chroma's ``get_max_batch_size()``).
+    max_batch_size: int
 
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
@@ -30,7 +32,9 @@ class Backend(Protocol):
 
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
-                    wait: bool) -> None: ...
+                    wait: bool) -> int:
+        """Apply a write; returns how many records a delete removed (0 otherwise)."""
+        ...
 
     async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]: ...
 

@@ -121,6 +121,9 @@ class AsyncClient:
     async def count_collections(self) -> int:
         return len(await self.list_collections())
 
+    def get_max_batch_size(self) -> int:
+        return self._backend.max_batch_size
+
 
 class Client:
     """Synchronous client, like ``chromadb.Client()`` / ``PersistentClient(path)``."""
@@ -187,6 +190,9 @@ class Client:
 
     def count_collections(self) -> int:
         return self._call(self._async.count_collections)
+
+    def get_max_batch_size(self) -> int:
+        return self._async.get_max_batch_size()
 
 
 __all__ = ["AsyncClient", "Client", "EmbeddingFunction"]

@@ -12,8 +12,15 @@ from typing import Any
 from consumers.embed import EmbeddingFunction
 from consumers.pipeline import DataLoader
 from consumers.validate import prepare_delete, prepare_get, prepare_query, prepare_write
+from schemas.errors import LimitExceededError
 from schemas.records import CollectionSpec, GetRequest, Op
 from streamer.client.backend import Backend
+
+
+def _check_batch(size: int, backend: Backend) -> None:
+    if size > backend.max_batch_size:
+        raise LimitExceededError(
+            f"Batch size of {size} is greater than max batch size of {backend.max_batch_size}")
 
 
 def _finish(result: dict[str, Any], include: Sequence[str], loader: DataLoader | None,
@@ -64,6 +71,7 @@ class AsyncCollection:
                                 documents=documents, images=images, uris=uris,
                                 has_loader=self._data_loader is not None,
                                 has_embedding_function=self._embedding_function is not None)
+        _check_batch(len(request.items), self._backend)
         await self._backend.write(self._spec, request, embedder=self._embedding_function,
                                   loader=self._data_loader, wait=wait)
 
@@ -83,9 +91,11 @@ class AsyncCollection:
         await self._write(Op.UPSERT, ids, embeddings, metadatas, documents, images, uris, wait)
 
     async def delete(self, ids: Any = None, where: Any = None, where_document: Any = None,
-                     limit: Any = None, *, wait: bool = False) -> None:
+                     limit: Any = None, *, wait: bool = False) -> dict[str, int]:
         request = prepare_delete(ids=ids, where=where, where_document=where_document, limit=limit)
-        await self._backend.write(self._spec, request, embedder=None, loader=None, wait=wait)
+        deleted = await self._backend.write(self._spec, request, embedder=None, loader=None,
+                                            wait=wait)
+        return {"deleted": deleted}
 
     async def get(self, ids: Any = None, where: Any = None, limit: Any = None,
                   offset: Any = None, where_document: Any = None,

@@ -24,6 +24,7 @@ from consumers.query import get_result, query_vectors, search_result
 from consumers.validate import validate_collection_name
 from schemas.errors import InvalidArgumentError, StreamerError
 from schemas.records import CollectionSpec, DeleteRequest, GetRequest, QueryRequest, WriteRequest
+from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class _Pending:
 
 class Engine:
     in_process = True
+    max_batch_size = Settings().max_batch_records
 
     def __init__(self, path: str | Path | None = None, *, fsync: bool = True,
                  checkpoint_every: int = 50_000, batch: BatchConfig | None = None) -> None:
@@ -182,7 +184,7 @@ class Engine:
     # ---- records ------------------------------------------------------------------
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
-                    wait: bool = True) -> None:
+                    wait: bool = True) -> int:
         if self._stopped or self._batcher is None:
             raise InvalidArgumentError("The client is closed")
         pending = _Pending(WriteJob(self._state(spec), request, embedder, loader))
@@ -190,6 +192,7 @@ class Engine:
         await pending.done.wait()
         if pending.job.error is not None:
             raise pending.job.error
+        return pending.job.deleted
 
     async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]:
         state = self._state(spec)

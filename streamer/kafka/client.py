@@ -29,7 +29,6 @@ from consumers.embed import EmbeddingFunction
 from consumers.pipeline import DataLoader, call_embedder
 from schemas.errors import (
     DataLoaderError,
-    LimitExceededError,
     RequestTimeoutError,
     UnavailableError,
     error_from_wire,
@@ -63,6 +62,7 @@ class KafkaBackend:
 
     def __init__(self, settings: Settings, *, wait_writes: bool = False) -> None:
         self.settings = settings
+        self.max_batch_size = settings.max_batch_records
         self.topics = Topics.for_settings(settings)
         self.wait_writes = wait_writes
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -254,28 +254,56 @@ class KafkaBackend:
 
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
-                    wait: bool) -> None:
-        wait = wait or self.wait_writes
-        size = len(request.items) if isinstance(request, WriteRequest) else len(request.ids or ())
-        if size > self.settings.max_batch_records:
-            raise LimitExceededError(f"Cannot submit {size} records at once: the limit is "
-                                     f"{self.settings.max_batch_records}; split the call")
-        events: list[tuple[bytes, dict[str, Any]]]
+                    wait: bool) -> int:
         if isinstance(request, DeleteRequest):
-            events = [(spec.id.encode(), delete_event(spec.id, request))]
-            if request.ids and request.where is None and request.where_document is None:
-                events = [(f"{spec.id}/{i}".encode(),
-                           delete_event(spec.id, DeleteRequest(ids=[i]))) for i in request.ids]
-        else:
-            await self._client_side_embed(spec, request, embedder, loader)
-            now = time.time_ns()
-            events = [(f"{spec.id}/{it.id}".encode(), write_event(request.op, spec.id, it, now, i))
-                      for i, it in enumerate(request.items)]
+            return await self._delete(spec, request, wait or self.wait_writes)
+        await self._client_side_embed(spec, request, embedder, loader)
+        now = time.time_ns()
+        await self._send([(f"{spec.id}/{it.id}".encode(), write_event(request.op, spec.id, it, now, i),
+                           None) for i, it in enumerate(request.items)],
+                         wait=wait or self.wait_writes)
+        return 0
+
+    async def _delete(self, spec: CollectionSpec, request: DeleteRequest, wait: bool) -> int:
+        """By ids: one event per id, keyed like its writes (ordered after them). By filter:
+        one event on every partition, each sent after this client's earlier writes there;
+        each partition's writer deletes its own partition's matches, so the delete sees all
+        of them. A filtered delete waits for the writers' verdicts: Chroma returns how many
+        records it matched."""
+        if request.where is None and request.where_document is None:
+            ids = request.ids or []
+            await self._send([(f"{spec.id}/{i}".encode(),
+                               delete_event(spec.id, DeleteRequest(ids=[i])), None) for i in ids],
+                             wait=wait)
+            return len(ids)  # Chroma counts the ids named, found or not
+        async with self._producing() as producer:
+            partitions = sorted(await producer.partitions_for(self.topics.requests))
+        key = spec.id.encode()
+        if request.limit is None:
+            ev = delete_event(spec.id, request)
+            replies = await self._send([(key, ev, p) for p in partitions], wait=True)
+            return sum(r["deleted"] for r in replies)
+        # A limit spans partitions: ask them one at a time for what is left of it.
+        total = 0
+        for p in partitions:
+            left = request.limit - total
+            if left <= 0:
+                break
+            part = DeleteRequest(ids=request.ids, where=request.where,
+                                 where_document=request.where_document, limit=left)
+            total += (await self._send([(key, delete_event(spec.id, part), p)], wait=True))[0][
+                "deleted"]
+        return total
+
+    async def _send(self, events: list[tuple[bytes, dict[str, Any], int | None]],
+                    wait: bool) -> list[Any]:
+        """Produce events (acks=all), remember their offsets for session reads and, with
+        ``wait``, return the writers' results (raising the first error)."""
         sends = []
         waits = []
         try:
             async with self._producing() as producer:
-                for key, ev in events:
+                for key, ev, partition in events:
                     headers: list[tuple[str, bytes]] = []
                     if wait:
                         corr, fut = self._expect()
@@ -283,7 +311,8 @@ class KafkaBackend:
                         headers = [("reply_to", self.topics.replies.encode()),
                                    ("correlation_id", corr.encode())]
                     sends.append(await producer.send(self.topics.requests, key=key,
-                                                     value=dumps(ev), headers=headers))
+                                                     value=dumps(ev), partition=partition,
+                                                     headers=headers))
                 metas = await asyncio.gather(*sends, return_exceptions=True)
                 failure = next((m for m in metas if isinstance(m, BaseException)), None)
                 if failure is not None:
@@ -295,14 +324,16 @@ class KafkaBackend:
         for meta in metas:
             assert not isinstance(meta, BaseException)
             self._session[meta.partition] = max(self._session.get(meta.partition, -1), meta.offset)
+        results = []
         errors = []
         for corr, fut in waits:
             try:
-                await self._await(corr, fut)
+                results.append(await self._await(corr, fut))
             except Exception as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        return results
 
     async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]:
         result: dict[str, Any] = decode_result(await self._rpc(get_event(spec.id, request)))

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from consumers.tasks import cancel as cancel
 from consumers.tasks import supervise as supervise
@@ -38,6 +39,12 @@ class Topics:
                    collections=f"{prefix}.collections", dlq=f"{prefix}.dlq",
                    writers=group, readers=f"{group}.readers")
 
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (where its record lives)."""
+    index: int = murmur2(key) & 0x7FFFFFFF
+    return index % partitions
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:

@@ -49,7 +49,14 @@ from schemas.events import (
 )
 from schemas.records import DeleteRequest, Mutation, WriteRequest
 from streamer import metrics
-from streamer.kafka.common import Topics, cancel, client_kwargs, ensure_topics, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    ensure_topics,
+    partition_of,
+    supervise,
+)
 from streamer.kafka.reader import Reader, send_reply
 from streamer.kafka.replica import PROGRESS, Replica
 from streamer.kafka.runtimes import Runtimes
@@ -265,8 +272,11 @@ class Service:
         async with self._tx.transaction():
             for topic, key, value, part, headers in self._out:
                 await self._tx.send(topic, key=key, value=value, partition=part, headers=headers)
-            for rec in ok:
-                await send_reply(self._tx, rec, {"ok": True, "result": None})
+            for rec, job in jobs:
+                if job.error is None:
+                    result = ({"deleted": job.deleted} if isinstance(job.request, DeleteRequest)
+                              else None)
+                    await send_reply(self._tx, rec, {"ok": True, "result": result})
             for rec, error in failed:
                 await self._dead_letter(rec, error)
                 await send_reply(self._tx, rec, {"ok": False, "error": error_to_wire(error)})
@@ -291,11 +301,18 @@ class Service:
         request: WriteRequest | DeleteRequest
         if isinstance(payload, DeleteRequest):
             request = check_delete(payload, self.settings)
-        else:
-            check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
-                        has_loader=loader is not None)
-            request = WriteRequest(op, [payload])
-        return WriteJob(state, request, embedder=embedder, loader=loader)
+            if request.where is not None or request.where_document is not None:
+                # The client sends a filtered delete to every partition, after its earlier
+                # writes there; each writer deletes only its partition's records, so the
+                # delete is ordered after every write of those records.
+                n = len(self._writer.partitions_for_topic(self.topics.requests) or ()) or 1
+                part, cid = rec.partition, collection_id
+                return WriteJob(state, request, scope=lambda i: partition_of(
+                    state_key(cid, i), n) == part)
+            return WriteJob(state, request)
+        check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
+                    has_loader=loader is not None)
+        return WriteJob(state, WriteRequest(op, [payload]), embedder=embedder, loader=loader)
 
     async def _dead_letter(self, rec: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
         headers = [("reason", str(exc).encode()), ("code", error_to_wire(exc)["code"].encode()),
