@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from consumers.where import validate_where, validate_where_document
+from consumers.where import RegexSyntaxError, validate_where, validate_where_document
 from schemas.errors import (
     DuplicateIDError,
     InvalidArgumentError,
@@ -46,7 +46,8 @@ def context(method: str) -> Iterator[None]:
     try:
         yield
     except StreamerError as exc:
-        exc.args = (f"{exc.message} in {method}.", *exc.args[1:])
+        if not isinstance(exc, RegexSyntaxError):
+            exc.args = (f"{exc.message} in {method}.", *exc.args[1:])
         raise
 
 

@@ -117,13 +117,17 @@ def validate_where_document(where_document: Any) -> None:
 
 
 
+class RegexSyntaxError(InvalidArgumentError):
+    """Chroma reports a bad pattern from its executor: no `` in <method>.`` suffix."""
+
+
 def _regex(pattern: str) -> flpc.Pattern:
     """Chroma evaluates ``$regex`` with Rust's ``regex`` crate, so users write its dialect
     (inline flag groups like ``(?i)c(?-i)at``, no look-around); flpc binds that crate."""
     try:
         return flpc.compile(pattern)
     except ValueError as exc:
-        raise InvalidArgumentError(f"Regex syntax errror: {exc}") from None
+        raise RegexSyntaxError(f"Regex syntax errror: {exc}") from None
 
 
 def _same_kind(a: object, b: object) -> bool:
