@@ -55,6 +55,11 @@ class AsyncCollection:
         return self._spec.metadata
 
     @property
+    def configuration_json(self) -> dict[str, Any]:
+        """Chroma's view of the index configuration (its tests read the space here)."""
+        return {"hnsw": {"space": self._spec.space}}
+
+    @property
     def embedding_function(self) -> EmbeddingFunction | None:
         return self._embedding_function
 
@@ -166,6 +171,10 @@ class Collection:
     @property
     def metadata(self) -> dict[str, Any] | None:
         return self._inner.metadata
+
+    @property
+    def configuration_json(self) -> dict[str, Any]:
+        return self._inner.configuration_json
 
     # Explicit: both are callables, which __getattr__ would wrap as methods.
     @property
