@@ -129,6 +129,16 @@ def validate_ids(ids: Any) -> list[str]:
     return ids
 
 
+EMPTY_COLLECTION_METADATA = "Validation error: metadata: Metadata cannot be empty"
+
+
+def validate_collection_metadata(metadata: Any) -> None:
+    """A collection's metadata: None or a valid non-empty dict, with Chroma's message."""
+    if isinstance(metadata, dict) and not metadata:
+        raise InvalidArgumentError(EMPTY_COLLECTION_METADATA)
+    validate_metadata(metadata)
+
+
 def validate_metadata(metadata: Any) -> None:
     if metadata is None:
         return

@@ -13,11 +13,12 @@ from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from consumers.admin import default_space
 from consumers.batch import BatchConfig
 from consumers.embed import EmbeddingFunction, OpenCLIPEmbeddingFunction
 from consumers.load import ImageLoader
 from consumers.pipeline import DataLoader
-from consumers.validate import validate_metadata
+from consumers.validate import validate_collection_metadata
 from schemas.records import CollectionSpec
 from streamer.client.backend import Backend
 from streamer.client.collection import AsyncCollection, Collection
@@ -90,14 +91,16 @@ class AsyncClient:
     async def create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                 data_loader: DataLoader | None = None,
                                 metadata: dict[str, Any] | None = None,
-                                get_or_create: bool = False) -> AsyncCollection:
-        validate_metadata(metadata)  # here too: not every metadata can cross a wire
+                                get_or_create: bool = False, *,
+                                configuration: dict[str, Any] | None = None) -> AsyncCollection:
+        validate_collection_metadata(metadata)  # here too: not every metadata can cross a wire
         await self.start()
         if embedding_function is DEFAULT:
             embedding_function = OpenCLIPEmbeddingFunction(DEFAULT_MODEL)
         spec = await self._backend.create_collection(
             name, metadata=metadata, embedding_function=describe(embedding_function),
-            data_loader=describe(data_loader), get_or_create=get_or_create)
+            data_loader=describe(data_loader), get_or_create=get_or_create,
+            space=default_space(configuration, embedding_function))
         return AsyncCollection(self._backend, spec, embedding_function, data_loader)
 
     async def get_collection(self, name: str, embedding_function: Any = DEFAULT,
@@ -108,13 +111,17 @@ class AsyncClient:
 
     async def get_or_create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                        data_loader: DataLoader | None = None,
-                                       metadata: dict[str, Any] | None = None) -> AsyncCollection:
+                                       metadata: dict[str, Any] | None = None, *,
+                                       configuration: dict[str, Any] | None = None
+                                       ) -> AsyncCollection:
         return await self.create_collection(name, embedding_function, data_loader, metadata,
-                                            get_or_create=True)
+                                            get_or_create=True, configuration=configuration)
 
-    async def list_collections(self) -> list[AsyncCollection]:
+    async def list_collections(self, limit: int | None = None,
+                               offset: int | None = None) -> list[AsyncCollection]:
         await self.start()
-        return [self._wrap(s, DEFAULT, DEFAULT) for s in await self._backend.list_collections()]
+        return [self._wrap(s, DEFAULT, DEFAULT)
+                for s in await self._backend.list_collections(limit, offset)]
 
     async def delete_collection(self, name: str) -> None:
         await self.start()
@@ -170,9 +177,11 @@ class Client:
     def create_collection(self, name: str, embedding_function: Any = DEFAULT,
                           data_loader: DataLoader | None = None,
                           metadata: dict[str, Any] | None = None,
-                          get_or_create: bool = False) -> Collection:
+                          get_or_create: bool = False, *,
+                          configuration: dict[str, Any] | None = None) -> Collection:
         return self._sync(self._call(lambda: self._async.create_collection(
-            name, embedding_function, data_loader, metadata, get_or_create)))
+            name, embedding_function, data_loader, metadata, get_or_create,
+            configuration=configuration)))
 
     def get_collection(self, name: str, embedding_function: Any = DEFAULT,
                        data_loader: Any = DEFAULT) -> Collection:
@@ -181,11 +190,15 @@ class Client:
 
     def get_or_create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                  data_loader: DataLoader | None = None,
-                                 metadata: dict[str, Any] | None = None) -> Collection:
-        return self.create_collection(name, embedding_function, data_loader, metadata, True)
+                                 metadata: dict[str, Any] | None = None, *,
+                                 configuration: dict[str, Any] | None = None) -> Collection:
+        return self.create_collection(name, embedding_function, data_loader, metadata, True,
+                                      configuration=configuration)
 
-    def list_collections(self) -> list[Collection]:
-        return [self._sync(c) for c in self._call(self._async.list_collections)]
+    def list_collections(self, limit: int | None = None,
+                         offset: int | None = None) -> list[Collection]:
+        return [self._sync(c) for c in self._call(lambda: self._async.list_collections(limit,
+                                                                                     offset))]
 
     def delete_collection(self, name: str) -> None:
         self._call(lambda: self._async.delete_collection(name))

@@ -76,6 +76,21 @@ class AsyncCollection:
     def __repr__(self) -> str:
         return f"Collection(name={self.name})"
 
+    def _value(self) -> tuple[Any, ...]:
+        spec = self._spec
+        # A built-in's description stands for it; any other callable compares itself.
+        ef = spec.embedding_function or self._embedding_function
+        loader = spec.data_loader or self._data_loader
+        return spec.id, spec.name, spec.metadata, spec.space, spec.dtype, ef, loader
+
+    def __eq__(self, other: object) -> bool:
+        """By value, like Chroma's collections: two handles on the same collection, with the
+        same metadata, configuration, embedding function and data loader, are equal."""
+        return isinstance(other, AsyncCollection) and self._value() == other._value()
+
+    def __hash__(self) -> int:
+        return hash(self._spec.id)
+
     async def _write(self, op: Op, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
                      images: Any, uris: Any, wait: bool) -> None:
         request = prepare_write(op, ids=ids, embeddings=embeddings, metadatas=metadatas,
@@ -157,6 +172,12 @@ class Collection:
 
     def __repr__(self) -> str:
         return repr(self._inner)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Collection) and self._inner == other._inner
+
+    def __hash__(self) -> int:
+        return hash(self._inner)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)

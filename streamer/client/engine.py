@@ -133,11 +133,12 @@ class Engine:
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
-                                get_or_create: bool) -> CollectionSpec:
+                                get_or_create: bool, space: str = "l2") -> CollectionSpec:
         async with self._admin:
             created = admin.create(self.catalog.specs(), name, metadata=metadata,
                                    embedding_function=embedding_function,
-                                   data_loader=data_loader, get_or_create=get_or_create)
+                                   data_loader=data_loader, get_or_create=get_or_create,
+                                   space=space)
             if not created.new:
                 return created.spec
             state = await anyio.to_thread.run_sync(self.catalog.install, created.spec)
@@ -146,8 +147,9 @@ class Engine:
     async def get_collection(self, name: str) -> CollectionSpec:
         return admin.lookup(self.catalog.specs(), name)
 
-    async def list_collections(self) -> list[CollectionSpec]:
-        return admin.listing(self.catalog.specs())
+    async def list_collections(self, limit: int | None = None,
+                               offset: int | None = None) -> list[CollectionSpec]:
+        return admin.listing(self.catalog.specs(), limit, offset)
 
     async def delete_collection(self, name: str) -> None:
         async with self._admin:

@@ -200,17 +200,19 @@ class KafkaBackend:
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
-                                get_or_create: bool) -> CollectionSpec:
+                                get_or_create: bool, space: str = "l2") -> CollectionSpec:
         return CollectionSpec.from_dict(await self._rpc({
             "op": "create_collection", "name": name, "metadata": metadata,
             "embedding_function": embedding_function, "data_loader": data_loader,
-            "get_or_create": get_or_create}))
+            "get_or_create": get_or_create, "space": space}))
 
     async def get_collection(self, name: str) -> CollectionSpec:
         return CollectionSpec.from_dict(await self._rpc({"op": "get_collection", "name": name}))
 
-    async def list_collections(self) -> list[CollectionSpec]:
-        return [CollectionSpec.from_dict(d) for d in await self._rpc({"op": "list_collections"})]
+    async def list_collections(self, limit: int | None = None,
+                               offset: int | None = None) -> list[CollectionSpec]:
+        return [CollectionSpec.from_dict(d) for d in await self._rpc(
+            {"op": "list_collections", "limit": limit, "offset": offset})]
 
     async def delete_collection(self, name: str) -> None:
         await self._rpc({"op": "delete_collection", "name": name})

@@ -152,7 +152,8 @@ class Reader:
         """The rules are ``consumers.admin``'s (the embedded engine runs the same); a decided
         spec is published on the collections topic and this waits for the replica to adopt it."""
         if op == "list_collections":
-            return [s.to_dict() for s in admin.listing(self.catalog.specs())]
+            return [s.to_dict() for s in admin.listing(self.catalog.specs(), ev.get("limit"),
+                                                       ev.get("offset"))]
         name = ev.get("name")
         if not isinstance(name, str):
             raise SchemaError(f"Field 'name' must be a string, got {str(name)[:40]}")
@@ -162,7 +163,8 @@ class Reader:
             created = admin.create(self.catalog.specs(), name, metadata=ev.get("metadata"),
                                    embedding_function=ev.get("embedding_function"),
                                    data_loader=ev.get("data_loader"),
-                                   get_or_create=bool(ev.get("get_or_create")))
+                                   get_or_create=bool(ev.get("get_or_create")),
+                                   space=str(ev.get("space") or "l2"))
             if created.new:
                 self._check_runtimes(created.spec)
                 await self._publish_spec(name, created.spec)

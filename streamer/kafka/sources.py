@@ -124,7 +124,8 @@ class SourceBridge:
         ef = target.embedding_function or describe(OpenCLIPEmbeddingFunction(DEFAULT_MODEL))
         return await backend.create_collection(
             target.name, metadata=target.metadata, embedding_function=ef,
-            data_loader=target.data_loader, get_or_create=True)
+            data_loader=target.data_loader, get_or_create=True,
+            space="cosine")  # the built-in OpenCLIP's default_space()
 
     async def stop(self) -> None:
         """Stop consuming; a batch in flight either commits or aborts (then it is read again

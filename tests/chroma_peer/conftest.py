@@ -14,13 +14,13 @@ from typing import Any
 # Chroma's local mode (no SPANN configurations): read when chromadb.test.conftest is imported.
 os.environ.setdefault("CHROMA_RUST_BINDINGS_TEST_ONLY", "1")
 
-import chromadb.test.conftest as chroma_conftest  # noqa: E402
-import hypothesis  # noqa: E402
-import pytest  # noqa: E402
-from chromadb.config import Settings as ChromaSettings  # noqa: E402
+import chromadb.test.conftest as chroma_conftest
+import hypothesis
+import pytest
+from chromadb.config import Settings as ChromaSettings
 
-import streamer  # noqa: E402
-from tests.kafka_fixtures import ServiceProcess  # noqa: E402
+import streamer
+from tests.kafka_fixtures import ServiceProcess
 
 # Modest budgets: the suite runs twice (embedded, Kafka) in every CI run.
 hypothesis.settings.register_profile(
