@@ -127,3 +127,108 @@ def test_a_delete_sees_every_earlier_write_of_its_client(kafka_service: ServiceP
             col.delete(ids=[f"{r}-d"])
             assert col.get(where={"r": r})["ids"] == [f"{r}-b"], r
         assert col.count() == 50
+        kc.delete_collection(col.name)
+
+
+@pytest.mark.parametrize("call", ["create_collection", "get_or_create_collection"])
+def test_empty_collection_metadata_is_refused(chroma: chromadb.ClientAPI, client: streamer.Client,
+                                              call: str) -> None:
+    def create(c: Any) -> Any:
+        return getattr(c, call)("empty-meta", metadata={}, embedding_function=None)
+
+    theirs, ours = both((chroma, client), create)
+    assert ours == theirs == ("raised", "Validation error: metadata: Metadata cannot be empty")
+    assert "empty-meta" not in [col.name for col in client.list_collections()]
+    with pytest.raises(ValueError):
+        create(client)
+
+
+def test_list_collections_limit_and_offset(chroma: chromadb.ClientAPI, client: streamer.Client) -> None:
+    for c in (chroma, client):
+        for name in ("bbb", "aaa", "ccc", "abc"):
+            c.create_collection(name, embedding_function=None)
+    # Chroma's listing order is its own; the window over it is the contract.
+    for c in (chroma, client):
+        everything = [col.name for col in c.list_collections()]
+        assert sorted(everything) == ["aaa", "abc", "bbb", "ccc"]
+        for limit, offset in [(1, 0), (2, 1), (None, 3), (5, 2), (0, 0), (None, 10), (3, None)]:
+            window = [col.name for col in c.list_collections(limit=limit, offset=offset)]
+            start = offset or 0
+            assert window == everything[start:None if limit is None else start + limit]
+    assert client.count_collections() == chroma.count_collections() == 4
+    with pytest.raises((ValueError, TypeError)):
+        client.list_collections(limit=-1)
+
+
+def test_collections_compare_by_value(chroma: chromadb.ClientAPI, client: streamer.Client) -> None:
+    for c in (chroma, client):
+        c.create_collection("one", embedding_function=None, metadata={"k": "v"})
+        c.create_collection("two", embedding_function=None)
+        assert c.list_collections() == c.list_collections()
+        assert c.get_collection("one") != c.get_collection("two")
+    first, second = client.list_collections(), client.list_collections()
+    assert first == second and first[0] is not second[0]
+    assert {col.name for col in {*first, *second}} == {"one", "two"}  # hashable, by id
+    before = client.get_collection("one")
+    client.get_collection("one").modify(metadata={"k": "w"})
+    assert client.get_collection("one") != before  # a value, not an identity
+
+
+class _ChromaStyleEF(chromadb.EmbeddingFunction):  # type: ignore[misc]
+    """A user's own embedding function, as Chroma's docs write them (default_space: l2)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self, input: Any) -> Any:
+        return [np.array([float(len(x)), 1.0], dtype=np.float32) for x in input]
+
+    @staticmethod
+    def name() -> str:
+        return "parity-test"
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> _ChromaStyleEF:
+        return _ChromaStyleEF()
+
+
+class _InnerProductEF(_ChromaStyleEF):
+    def default_space(self) -> Any:
+        return "ip"
+
+
+class _PlainCallable:
+    def __call__(self, input: Any) -> Any:
+        return [[float(len(x)), 1.0] for x in input]
+
+
+@pytest.mark.filterwarnings("ignore:legacy embedding function config:DeprecationWarning")
+@pytest.mark.parametrize("make_ef", [_ChromaStyleEF, _InnerProductEF, _PlainCallable, lambda: None],
+                         ids=["chroma-style", "default-space-ip", "plain-callable", "none"])
+def test_default_space_follows_the_embedding_function(chroma: chromadb.ClientAPI, client: streamer.Client,
+                                                      make_ef: Any) -> None:
+    docs = ["a", "bbb", "cccccc"]
+    cols = (chroma.create_collection("space", embedding_function=make_ef()),
+            client.create_collection("space", embedding_function=make_ef()))
+    for col in cols:
+        col.add(ids=["1", "2", "3"], embeddings=[[1.0, 1.0], [3.0, 1.0], [6.0, 1.0]], documents=docs)
+    assert cols[1].configuration_json["hnsw"]["space"] == cols[0].configuration_json["hnsw"]["space"]
+    theirs, ours = both(cols, lambda c: c.query(query_embeddings=[[2.4, 1.0]], n_results=3,
+                                                 include=["distances"]))
+    assert ours["ids"] == theirs["ids"]
+    assert ours["distances"][0] == pytest.approx(theirs["distances"][0], rel=1e-5)
+
+
+def test_openclip_defaults_to_cosine_and_configuration_names_a_space(client: streamer.Client) -> None:
+    from streamer.embedding_functions import OpenCLIPEmbeddingFunction
+
+    ef = OpenCLIPEmbeddingFunction("streamer-tiny")
+    assert ef.default_space() == "cosine"
+    assert client.create_collection("clip", embedding_function=ef).configuration_json["hnsw"]["space"] == "cosine"
+    col = client.create_collection("conf", embedding_function=ef, configuration={"hnsw": {"space": "ip"}})
+    assert col.configuration_json["hnsw"]["space"] == "ip"
+    col = client.create_collection("meta", embedding_function=None, metadata={"hnsw:space": "cosine"})
+    assert col.configuration_json["hnsw"]["space"] == "cosine"

@@ -7,6 +7,7 @@ through the collection's data loader, client-side, as Chroma does."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from consumers.embed import EmbeddingFunction
@@ -44,7 +45,7 @@ class AsyncCollection:
                  embedding_function: EmbeddingFunction | None,
                  data_loader: DataLoader | None) -> None:
         self._backend = backend
-        self._spec = spec
+        self._spec = replace(spec)  # a snapshot, as Chroma's collection holds its model
         self._embedding_function = embedding_function
         self._data_loader = data_loader
 
