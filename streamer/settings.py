@@ -50,6 +50,9 @@ class Settings:
     # 1 for the local single broker; compose/docker-compose.yml sets 3
     kafka_replication: int = 1
     kafka_request_timeout_s: float = 30.0
+    # the largest query or reply message (a get of thousands of embeddings is megabytes);
+    # set on the queries and replies topics, the reply producer and the reply consumer
+    kafka_max_message_bytes: int = 64 << 20
     kafka_group: str | None = None  # default: "<topic prefix>.writers"
     # Stable per process slot (not per pid): a restarted writer reuses its transactional id,
     # which fences its dead predecessor and aborts its open transaction at once.

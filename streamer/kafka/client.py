@@ -51,7 +51,14 @@ from schemas.records import (
     WriteRequest,
 )
 from streamer.client.clients import AsyncClient, Client
-from streamer.kafka.common import Topics, cancel, client_kwargs, ensure_topics, supervise
+from streamer.kafka.common import (
+    Topics,
+    big_messages,
+    cancel,
+    client_kwargs,
+    ensure_topics,
+    supervise,
+)
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +100,8 @@ class KafkaBackend:
         kw = client_kwargs(self.settings)
         self._producer = await self._new_producer()
         self._consumer = AIOKafkaConsumer(**kw, enable_auto_commit=False,
-                                          isolation_level="read_committed")
+                                          isolation_level="read_committed",
+                                          **big_messages(self.settings))
         await self._consumer.start()
         parts = self._consumer.partitions_for_topic(self.topics.replies)
         while not parts:
@@ -110,6 +118,7 @@ class KafkaBackend:
         # A send gives up after the request timeout instead of aiokafka's 40 s default.
         producer = AIOKafkaProducer(**client_kwargs(self.settings), acks="all",
                                     enable_idempotence=True, linger_ms=2,
+                                    max_request_size=self.settings.kafka_max_message_bytes,
                                     request_timeout_ms=int(self.settings.kafka_request_timeout_s * 1000))
         try:
             await producer.start()

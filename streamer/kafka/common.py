@@ -41,6 +41,12 @@ class Topics:
 
 
 
+def big_messages(settings: Settings) -> dict[str, int]:
+    """Consumer settings that fetch a query or reply of up to the message limit."""
+    limit = settings.kafka_max_message_bytes
+    return {"max_partition_fetch_bytes": limit, "fetch_max_bytes": max(limit, 50 << 20)}
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (where its record lives)."""
     index: int = murmur2(key) & 0x7FFFFFFF
@@ -66,12 +72,13 @@ async def ensure_topics(settings: Settings, topics: Topics) -> None:
     try:
         n = settings.kafka_partitions
         compact = {"cleanup.policy": "compact"}
+        big = {"max.message.bytes": str(settings.kafka_max_message_bytes)}
         wanted = [
             NewTopic(topics.requests, n, settings.kafka_replication),
             NewTopic(topics.state, n, settings.kafka_replication, topic_configs=compact),
             NewTopic(topics.collections, 1, settings.kafka_replication, topic_configs=compact),
-            NewTopic(topics.queries, n, settings.kafka_replication),
-            NewTopic(topics.replies, n, settings.kafka_replication),
+            NewTopic(topics.queries, n, settings.kafka_replication, topic_configs=big),
+            NewTopic(topics.replies, n, settings.kafka_replication, topic_configs=big),
             NewTopic(topics.dlq, 1, settings.kafka_replication),
         ]
         existing = set(await admin.list_topics())

@@ -14,12 +14,14 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import MessageSizeTooLargeError
 
 from consumers import admin
 from consumers.catalog import Catalog, CollectionState
 from consumers.query import get_result, query_vectors, search_result
 from schemas.errors import (
     InvalidArgumentError,
+    LimitExceededError,
     NotFoundError,
     RequestTimeoutError,
     SchemaError,
@@ -29,7 +31,7 @@ from schemas.errors import (
 from schemas.events import READ_OPS, dumps, encode_result, loads
 from schemas.records import CollectionSpec
 from streamer import metrics
-from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import Topics, big_messages, cancel, client_kwargs, supervise
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
 from streamer.kafka.wire_checks import checked_get, checked_query
@@ -71,10 +73,12 @@ class Reader:
 
     async def start(self) -> None:
         kw = client_kwargs(self.settings)
-        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
+        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True,
+                                         max_request_size=self.settings.kafka_max_message_bytes)
         await self._replies.start()
         self._consumer = AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
-                                          enable_auto_commit=False, auto_offset_reset="latest")
+                                          enable_auto_commit=False, auto_offset_reset="latest",
+                                          **big_messages(self.settings))
         await self._consumer.start()
         self._task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
 
@@ -119,7 +123,15 @@ class Reader:
         label = op if op in READ_OPS else "unknown"
         metrics.QUERIES.labels(label, "ok" if payload["ok"] else "error").inc()
         metrics.QUERY_SECONDS.labels(label).observe(time.perf_counter() - started)
-        await send_reply(self._replies, rec, payload)
+        try:
+            await send_reply(self._replies, rec, payload)
+        except MessageSizeTooLargeError:
+            # One oversized answer must not stop the reader: the caller gets a typed refusal.
+            limit = self.settings.kafka_max_message_bytes
+            await send_reply(self._replies, rec, {"ok": False, "error": error_to_wire(
+                LimitExceededError(f"The reply is over the {limit}-byte message limit "
+                                   "(STREAMER_KAFKA_MAX_MESSAGE_BYTES); ask for fewer records "
+                                   "or fields"))})
 
     def _state(self, ev: dict[str, Any]) -> CollectionState:
         state = self.catalog.by_id(str(ev.get("collection")))
