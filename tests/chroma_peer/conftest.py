@@ -61,8 +61,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if f"{item.path.name}::{item.originalname}" in DESELECTED:  # type: ignore[attr-defined]
             dropped.append(item)
             continue
-        # Chroma's test embedding functions lack name(), which its code warns about.
+        # Chroma's test embedding functions lack name(), which its code warns about, and
+        # its strategies call the random module, which Hypothesis warns about.
         item.add_marker(pytest.mark.filterwarnings("ignore::DeprecationWarning"))
+        item.add_marker(pytest.mark.filterwarnings(
+            "ignore::hypothesis.errors.HypothesisDeprecationWarning"))
         kept.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
