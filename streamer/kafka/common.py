@@ -51,6 +51,23 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return kw
 
 
+def producer_kwargs(settings: Settings) -> dict[str, Any]:
+    """Sized for the largest event the limits admit (envelope and headers on top), and
+    compressed. Callers check an event against ``settings.max_message_bytes`` before sending,
+    so this bound only ever trips on the writer's own dead letters and replies."""
+    kw: dict[str, Any] = {"max_request_size": settings.max_message_bytes + (64 << 10)}
+    if settings.kafka_compression != "none":
+        kw["compression_type"] = settings.kafka_compression
+    return kw
+
+
+def consumer_kwargs(settings: Settings) -> dict[str, Any]:
+    """A fetch must be able to hold the largest event: aiokafka stops on a record larger than
+    ``max_partition_fetch_bytes`` (1 MiB by default) instead of skipping it."""
+    size = settings.max_message_bytes + (64 << 10)
+    return {"max_partition_fetch_bytes": size, "fetch_max_bytes": max(size, 50 << 20)}
+
+
 async def ensure_topics(settings: Settings, topics: Topics) -> None:
     """Create the topics if missing. Requests and state share a partition count: a record's
     request and its state live on the same partition number (co-partitioned by key)."""
@@ -58,14 +75,17 @@ async def ensure_topics(settings: Settings, topics: Topics) -> None:
     await admin.start()
     try:
         n = settings.kafka_partitions
-        compact = {"cleanup.policy": "compact"}
+        # The broker's default (1 MiB) would refuse photos; sized from the limits instead.
+        # Topics that already exist keep their settings (see README, "Images on the wire").
+        sized = {"max.message.bytes": str(settings.max_message_bytes + (64 << 10))}
+        compact = {"cleanup.policy": "compact", **sized}
         wanted = [
-            NewTopic(topics.requests, n, settings.kafka_replication),
+            NewTopic(topics.requests, n, settings.kafka_replication, topic_configs=sized),
             NewTopic(topics.state, n, settings.kafka_replication, topic_configs=compact),
             NewTopic(topics.collections, 1, settings.kafka_replication, topic_configs=compact),
-            NewTopic(topics.queries, n, settings.kafka_replication),
-            NewTopic(topics.replies, n, settings.kafka_replication),
-            NewTopic(topics.dlq, 1, settings.kafka_replication),
+            NewTopic(topics.queries, n, settings.kafka_replication, topic_configs=sized),
+            NewTopic(topics.replies, n, settings.kafka_replication, topic_configs=sized),
+            NewTopic(topics.dlq, 1, settings.kafka_replication, topic_configs=sized),
         ]
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]

@@ -31,7 +31,14 @@ from schemas.errors import (
 from schemas.events import READ_OPS, dumps, encode_result, loads
 from schemas.records import CollectionSpec
 from streamer import metrics
-from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    consumer_kwargs,
+    producer_kwargs,
+    supervise,
+)
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
 from streamer.kafka.wire_checks import check_collection_metadata, checked_get, checked_query
@@ -73,9 +80,11 @@ class Reader:
 
     async def start(self) -> None:
         kw = client_kwargs(self.settings)
-        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
+        self._replies = AIOKafkaProducer(**kw, **producer_kwargs(self.settings), acks="all",
+                                        enable_idempotence=True)
         await self._replies.start()
-        self._consumer = AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
+        self._consumer = AIOKafkaConsumer(self.topics.queries, **kw, **consumer_kwargs(self.settings),
+                                          group_id=self.topics.readers,
                                           enable_auto_commit=False, auto_offset_reset="latest")
         await self._consumer.start()
         self._task = supervise(asyncio.create_task(self._read_loop(), name="reader"))

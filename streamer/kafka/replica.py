@@ -20,7 +20,7 @@ from consumers.catalog import Catalog
 from consumers.log import atomic_write
 from schemas.events import loads, parse_state
 from schemas.records import CollectionSpec, Mutation
-from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import Topics, cancel, client_kwargs, consumer_kwargs, supervise
 from streamer.metrics import REPLICA_PROGRESS
 from streamer.settings import Settings
 
@@ -66,7 +66,8 @@ class Replica:
             log.warning("local replica damaged (%s): re-reading the state topic", behind)
             positions = {"progress": positions.get("progress", {})}
         self.progress = {int(k): v for k, v in positions.get("progress", {}).items()}
-        self._consumer = AIOKafkaConsumer(**client_kwargs(self._settings), enable_auto_commit=False,
+        self._consumer = AIOKafkaConsumer(**client_kwargs(self._settings),
+                                          **consumer_kwargs(self._settings), enable_auto_commit=False,
                                           isolation_level="read_committed")
         await self._consumer.start()
         tps = [TopicPartition(self._topics.collections, 0)] + [

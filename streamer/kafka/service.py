@@ -49,7 +49,15 @@ from schemas.events import (
 )
 from schemas.records import DeleteRequest, Mutation, WriteRequest
 from streamer import metrics
-from streamer.kafka.common import Topics, cancel, client_kwargs, ensure_topics, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    consumer_kwargs,
+    ensure_topics,
+    producer_kwargs,
+    supervise,
+)
 from streamer.kafka.reader import Reader, send_reply
 from streamer.kafka.replica import PROGRESS, Replica
 from streamer.kafka.runtimes import Runtimes
@@ -111,11 +119,13 @@ class Service:
         self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
         kw = client_kwargs(self.settings)
         self._tx = AIOKafkaProducer(
-            **kw, transactional_id=f"{self.settings.kafka_topic_prefix}-writer-{self.instance}",
+            **kw, **producer_kwargs(self.settings),
+            transactional_id=f"{self.settings.kafka_topic_prefix}-writer-{self.instance}",
             enable_idempotence=True, acks="all",
             transaction_timeout_ms=self.settings.kafka_transaction_timeout_ms)
         await self._tx.start()
-        self._writer = AIOKafkaConsumer(**kw, group_id=self.topics.writers,
+        self._writer = AIOKafkaConsumer(**kw, **consumer_kwargs(self.settings),
+                                        group_id=self.topics.writers,
                                         enable_auto_commit=False, auto_offset_reset="earliest",
                                         isolation_level="read_committed")
         self._writer.subscribe([self.topics.requests], listener=_Rebalance(self))

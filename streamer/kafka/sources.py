@@ -32,7 +32,14 @@ from schemas.events import delete_event, dumps, write_event
 from schemas.records import CollectionSpec, DeleteRequest
 from streamer.client.clients import DEFAULT_MODEL, describe
 from streamer.kafka.client import KafkaBackend
-from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    consumer_kwargs,
+    producer_kwargs,
+    supervise,
+)
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,12 +111,13 @@ class SourceBridge:
                               max_image_pixels=self.settings.max_image_pixels)
         kw = client_kwargs(self.settings)
         self._producer = AIOKafkaProducer(
-            **kw, acks="all", enable_idempotence=True,
+            **kw, **producer_kwargs(self.settings), acks="all", enable_idempotence=True,
             transaction_timeout_ms=self.settings.kafka_transaction_timeout_ms,
             # Stable per process slot, like the writer's: a restart fences its predecessor.
             transactional_id=f"{self.settings.kafka_topic_prefix}-source-{self.mapping.name}-{self.instance}")
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(self.mapping.topic, **kw, group_id=self.group,
+        self._consumer = AIOKafkaConsumer(self.mapping.topic, **kw, **consumer_kwargs(self.settings),
+                                          group_id=self.group,
                                           enable_auto_commit=False, auto_offset_reset="earliest",
                                           isolation_level="read_committed")
         await self._consumer.start()
