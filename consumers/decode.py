@@ -98,7 +98,9 @@ def to_pixels(image: ImageInput, max_pixels: int = HARD_MAX_PIXELS) -> Image:
 def _open(data: bytes) -> PILImage.Image:
     try:
         return PILImage.open(io.BytesIO(data), formats=FILE_FORMATS)
-    except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+    except PILImage.DecompressionBombError as exc:  # Pillow's own guard, far above ours
+        raise LimitExceededError(f"Image file: {exc}") from None
+    except (OSError, ValueError) as exc:
         raise SchemaError(f"Image file is not a {'/'.join(FILE_FORMATS)} image: {exc}") from None
 
 
