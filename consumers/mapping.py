@@ -22,7 +22,7 @@ import orjson
 from consumers.decode import check_limits
 from consumers.mapping_expr import ABSENT, FILTERS, Context, Field, compile_field
 from consumers.validate import prepare_write
-from schemas.errors import InvalidArgumentError, LimitExceededError, SchemaError
+from schemas.errors import InvalidArgumentError, SchemaError
 from schemas.records import DeleteRequest, EncodedImage, Op, WriteRequest
 
 OPS = ("add", "upsert", "update", "delete", "skip")

@@ -90,7 +90,7 @@ def test_bombs_and_garbage_are_refused_before_allocation() -> None:
         with pytest.raises(LimitExceededError):
             to_pixels(png, 40_000_000)
     short = EncodedImage(tiny, codec="delta-zstd", dtype="uint8", shape=(64, 64, 4))
-    with pytest.raises(SchemaError, match="bytes for shape|does not decompress"):
+    with pytest.raises(SchemaError, match=r"has \d+ bytes for shape"):
         to_pixels(short)
     with pytest.raises(SchemaError, match="not a JPEG/PNG/WEBP"):
         to_pixels(EncodedImage(b"GIF89a but not really"))
