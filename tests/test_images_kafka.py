@@ -23,6 +23,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from PIL import Image
 from skimage import data as samples
 
@@ -32,6 +33,8 @@ from consumers.embed import OpenCLIPEmbeddingFunction
 from schemas.contracts import GENERATED
 from schemas.errors import LimitExceededError
 from schemas.events import encode_image
+from streamer.kafka.common import Topics, ensure_topics
+from streamer.settings import Settings
 from tests.gateway_helpers import TOKENS, decoded, ws_client
 from tests.kafka_fixtures import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
 
@@ -386,3 +389,37 @@ async def _dead_letters(prefix: str, n: int) -> list[dict[str, str]]:
         return [d for d in seen if d.get("mapping") or d.get("origin")]
     finally:
         await consumer.stop()
+
+
+async def test_existing_topics_are_raised_to_the_message_size_and_keep_their_settings() -> None:
+    """Topics made before the limits grew (the broker's 1 MiB default) get the new size;
+    their other settings stay, and a larger size set by an operator is never lowered."""
+    ensure_broker()
+    settings = Settings(kafka_bootstrap=BOOTSTRAP, kafka_topic_prefix=new_prefix())
+    topics = Topics.for_settings(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.create_topics([
+            NewTopic(topics.state, settings.kafka_partitions, 1, topic_configs={
+                "cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.2"}),
+            NewTopic(topics.dlq, 1, 1, topic_configs={"max.message.bytes": str(200 << 20)})])
+        await ensure_topics(settings, topics)
+
+        async def configs(name: str) -> dict[str, str]:
+            [res] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+            return {e[0]: e[1] for e in res.resources[0][4]}
+
+        deadline = time.monotonic() + 20  # the broker applies altered configs a moment later
+        while int((state := await configs(topics.state))["max.message.bytes"]) \
+                <= settings.max_message_bytes and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert int(state["max.message.bytes"]) > settings.max_message_bytes
+        assert (state["cleanup.policy"], state["min.cleanable.dirty.ratio"]) == ("compact", "0.2")
+        assert int((await configs(topics.dlq))["max.message.bytes"]) == 200 << 20
+        assert int((await configs(topics.requests))["max.message.bytes"]) \
+            > settings.max_message_bytes
+    finally:
+        await admin.delete_topics([getattr(topics, f) for f in (
+            "requests", "queries", "replies", "state", "collections", "dlq")])
+        await admin.close()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from consumers.tasks import cancel as cancel
@@ -76,7 +77,6 @@ async def ensure_topics(settings: Settings, topics: Topics) -> None:
     try:
         n = settings.kafka_partitions
         # The broker's default (1 MiB) would refuse photos; sized from the limits instead.
-        # Topics that already exist keep their settings (see README, "Images on the wire").
         sized = {"max.message.bytes": str(settings.max_message_bytes + (64 << 10))}
         compact = {"cleanup.policy": "compact", **sized}
         wanted = [
@@ -92,5 +92,35 @@ async def ensure_topics(settings: Settings, topics: Topics) -> None:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
                 await admin.create_topics(missing)
+        # All of them: a topic another process created a moment ago may not be listed yet.
+        await _raise_message_size(admin, [t.name for t in wanted], int(sized["max.message.bytes"]))
     finally:
         await admin.close()
+
+
+_DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config_source for a topic's own settings
+
+
+async def _raise_message_size(admin: AIOKafkaAdminClient, names: list[str], size: int) -> None:
+    """Topics created before the limits grew (or by older versions) get the new
+    ``max.message.bytes``; never lowered. AlterConfigs replaces a topic's whole set of its own
+    settings, so the others (``cleanup.policy``...) are sent back unchanged."""
+    if not names:
+        return
+    [described] = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+    changes = []
+    for error, _, _, name, entries in (r[:5] for r in described.resources):
+        own = {e[0]: e[1] for e in entries if e[3] == _DYNAMIC_TOPIC_CONFIG}
+        current = next((int(e[1]) for e in entries if e[0] == "max.message.bytes"), size)
+        if error or current >= size:
+            continue
+        if any(value is None for value in own.values()):  # a sensitive value cannot be re-sent
+            log.warning("topic %s: max.message.bytes is %d, below the %d the limits need; "
+                        "raise it with kafka-configs", name, current, size)
+            continue
+        changes.append(ConfigResource(ConfigResourceType.TOPIC, name,
+                                      {**own, "max.message.bytes": str(size)}))
+    if changes:
+        await admin.alter_configs(changes)
+        log.info("raised max.message.bytes to %d on %s", size, ", ".join(c.name for c in changes))
