@@ -276,21 +276,20 @@ class KafkaBackend:
                                      f"{limit} (max_image_bytes, max_document_bytes)")
         return value
 
-    async def _compact(self, images: list[ImageInput], what: str) -> list[ImageInput]:
+    async def _compact(self, images: list[tuple[str, ImageInput]]) -> list[ImageInput]:
         """Pixel arrays compressed losslessly (exact values, a fraction of the bytes), after
         the pixel limit and before the byte limit; files are sent as they are."""
         cfg = self.settings
 
-        def one(i: int, image: ImageInput) -> ImageInput:
-            name = f"{what} {i}"
+        def one(name: str, image: ImageInput) -> ImageInput:
             if isinstance(image, np.ndarray):
                 check_limits(image, max_pixels=cfg.max_image_pixels, max_bytes=1 << 62, what=name)
                 image = compress_array(image)
             check_image(image, cfg, name)
             return image
 
-        return list(await asyncio.gather(*(anyio.to_thread.run_sync(one, i, image)
-                                           for i, image in enumerate(images))))
+        return list(await asyncio.gather(*(anyio.to_thread.run_sync(one, name, image)
+                                           for name, image in images)))
 
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
@@ -311,7 +310,7 @@ class KafkaBackend:
                 check_document(it.id, it.document, self.settings)
             await self._client_side_embed(spec, request, embedder, loader)
             images = [(it, image) for it in request.items if (image := it.image) is not None]
-            compact = await self._compact([image for _, image in images], "Image")
+            compact = await self._compact([(f"Record {it.id}", image) for it, image in images])
             for (it, _), image in zip(images, compact, strict=True):
                 it.image = image
             now = time.time_ns()
@@ -365,7 +364,8 @@ class KafkaBackend:
             request.embeddings = await anyio.to_thread.run_sync(call_embedder, embedder, inputs)
             request.texts = request.images = request.uris = None
         if request.images is not None:
-            request.images = await self._compact(request.images, "Query image")
+            request.images = await self._compact([(f"Query image {i}", image)
+                                                  for i, image in enumerate(request.images)])
         result: dict[str, Any] = decode_result(await self._rpc(query_event(spec.id, request)))
         return result
 
