@@ -167,7 +167,7 @@ class Engine(Component):
     async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]:
         state = self._state(spec)
         async with self.lock(spec.id):
-            return get_result(state, request)
+            return await anyio.to_thread.run_sync(get_result, state, request)
 
     async def query(self, spec: CollectionSpec, request: QueryRequest, *,
                     embedder: EmbeddingFunction | None,

@@ -56,7 +56,7 @@ class Replica:
         self._stopping = False
 
     async def start(self) -> None:
-        positions = self._load_positions()
+        positions = await anyio.to_thread.run_sync(self._load_positions)
         seqs = positions.get("seqs", {})
         behind = [s.spec.name for s in self.catalog.collections.values()
                   if s.store.applied_seq < seqs.get(s.spec.id, 0)]

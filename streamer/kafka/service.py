@@ -104,7 +104,7 @@ class Service(Component):
         await ensure_topics(self.settings, self.topics)
         await self.parts.start(self.store)
         await self.parts.start(self.replica)
-        self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
+        await self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
         self._tx = await self.parts.start(
             transactional_producer(self.settings, f"writer-{self.instance}"))
         self._writer = AIOKafkaConsumer(**client_kwargs(self.settings),
@@ -243,8 +243,8 @@ class Service(Component):
             state = self.catalog.by_id(collection_id)
             if state is None:
                 raise NotFoundError(f"Collection [{collection_id}] does not exist")
-        embedder = self.runtimes.get(state.spec.embedding_function)
-        loader = self.runtimes.get(state.spec.data_loader)
+        embedder = await self.runtimes.get(state.spec.embedding_function)
+        loader = await self.runtimes.get(state.spec.data_loader)
         request: WriteRequest | DeleteRequest
         if isinstance(payload, DeleteRequest):
             request = check_delete(payload, self.settings)
