@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
@@ -124,3 +126,26 @@ async def _raise_message_size(admin: AIOKafkaAdminClient, names: list[str], size
     if changes:
         await admin.alter_configs(changes)
         log.info("raised max.message.bytes to %d on %s", size, ", ".join(c.name for c in changes))
+
+
+def transactional_producer(settings: Settings, role: str) -> AIOKafkaProducer:
+    """A producer for exactly-once hand-offs. Its transactional id is stable per process
+    slot and role (``writer-<instance>``, ``source-<mapping>-<instance>``): a restarted
+    process fences its dead predecessor and aborts its half-done transaction."""
+    return AIOKafkaProducer(
+        **client_kwargs(settings), **producer_kwargs(settings), acks="all",
+        enable_idempotence=True, transactional_id=f"{settings.kafka_topic_prefix}-{role}",
+        transaction_timeout_ms=settings.kafka_transaction_timeout_ms)
+
+
+async def partitions(consumer: AIOKafkaConsumer, topic: str, *, tries: int = 50,
+                     pause_s: float = 0.1) -> set[int]:
+    """The partitions of a topic just created: metadata can lag creation, so ask again a
+    bounded number of times, pausing between tries."""
+    for _ in range(tries):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return set(parts)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(pause_s)
+    raise RuntimeError(f"topic {topic} has no partitions after {tries} metadata updates")
