@@ -4,12 +4,10 @@ the only module that reads the environment."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "STREAMER_"
 
@@ -32,8 +30,13 @@ def with_runtime_env(*, force: bool = False) -> dict[str, str] | None:
     return {**env, **wanted}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
+class Settings(BaseSettings):
+    """Every field reads ``STREAMER_<FIELD>`` (pydantic-settings: typed parsing, errors that
+    name the variable); keyword arguments win over the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid",
+                                      env_ignore_empty=True, env_parse_none_str="none")
+
     # storage
     data_dir: str | None = None
     fsync: bool = True
@@ -81,25 +84,6 @@ class Settings:
     log_level: str = "INFO"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        env = os.environ if env is None else env
-        hints = get_type_hints(cls)
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(PREFIX + f.name.upper())
-            if raw is not None:
-                values[f.name] = _parse(hints[f.name], raw)
-        values.update(overrides)
-        return cls(**values)
-
-
-def _parse(tp: Any, raw: str) -> Any:
-    if get_origin(tp) in (Union, types.UnionType):
-        if raw == "" or raw.lower() == "none":
-            return None
-        tp = next(a for a in get_args(tp) if a is not type(None))
-    if tp is bool:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if tp in (int, float):
-        return tp(raw)
-    return raw
+    def from_env(cls, **overrides: Any) -> Settings:
+        """The environment's settings with ``overrides`` on top."""
+        return cls(**overrides)
