@@ -41,13 +41,14 @@ from schemas.errors import (
     SchemaError,
     StreamerError,
 )
-from schemas.events import decode_array, encode_array, encode_result, parse_write
+from schemas.events import decode_array, decode_image, encode_array, encode_result, parse_write
 from schemas.records import CollectionSpec, DeleteRequest, Vector
 from streamer.client.backend import Backend
 from streamer.client.collection import AsyncCollection
 from streamer.gateway.auth import Grant, Mode
 from streamer.gateway.live import LIVE_FIELDS, LiveHub, Push, Subscription
 from streamer.kafka.common import supervise
+from streamer.kafka.wire_checks import check_image
 from streamer.settings import Settings
 
 Resolver = Callable[[CollectionSpec],
@@ -140,8 +141,9 @@ def _arrays(ev: dict[str, Any], key: str, *, vectors: bool) -> list[Any] | None:
         return None
     if not isinstance(raw, list):
         raise SchemaError(f"Field {key!r} must be a list of array objects")
-    arrays = [decode_array(a) for a in raw]
-    return [a.astype(np.float32).reshape(-1) for a in arrays] if vectors else arrays
+    if not vectors:  # images: compressed arrays and files stay encoded until embedded
+        return [decode_image(a) for a in raw]
+    return [decode_array(a).astype(np.float32).reshape(-1) for a in raw]
 
 
 def _wire(value: Any) -> Any:
@@ -234,8 +236,11 @@ class Operations:
 
     # ---- reads --------------------------------------------------------------------
     def _query_args(self, ev: dict[str, Any]) -> dict[str, Any]:
+        images = _arrays(ev, "images", vectors=False)
+        for i, image in enumerate(images or []):  # before this process decodes any of them
+            check_image(image, self.settings, f"Query image {i}")
         return {"query_embeddings": _arrays(ev, "embeddings", vectors=True),
-                "query_texts": ev.get("texts"), "query_images": _arrays(ev, "images", vectors=False),
+                "query_texts": ev.get("texts"), "query_images": images,
                 "query_uris": ev.get("uris"), "ids": ev.get("ids"),
                 "n_results": ev.get("n_results", 10), "where": ev.get("where"),
                 "where_document": ev.get("where_document"), "include": ev.get("include")}

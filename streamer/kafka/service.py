@@ -46,6 +46,7 @@ from streamer.kafka.common import (
     Topics,
     cancel,
     client_kwargs,
+    consumer_kwargs,
     ensure_topics,
     supervise,
     transactional_producer,
@@ -107,7 +108,7 @@ class Service(Component):
         await self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
         self._tx = await self.parts.start(
             transactional_producer(self.settings, f"writer-{self.instance}"))
-        self._writer = AIOKafkaConsumer(**client_kwargs(self.settings),
+        self._writer = AIOKafkaConsumer(**client_kwargs(self.settings), **consumer_kwargs(self.settings),
                                         group_id=self.topics.writers, enable_auto_commit=False,
                                         auto_offset_reset="earliest",
                                         isolation_level="read_committed")
