@@ -3,10 +3,16 @@
 
 - ``query`` (texts | images | uris | embeddings, n_results, where, where_document, include),
   ``get``, ``count``, ``list_collections``, ``get_collection``;
-- per-record write events ``add``/``update``/``upsert``/``delete`` (``wait``: default true);
+- ``create_collection`` (``name``, ``metadata``, built-in ``embedding_function`` /
+  ``data_loader`` as ``{"name", "config"}``, ``get_or_create``), ``delete_collection``;
+- per-record write events ``add``/``update``/``upsert``/``delete`` (``wait``: default true),
+  or one whole call: ``ids`` with the parallel lists ``embeddings, documents, images, uris,
+  metadatas`` (validated together, so a bad call writes nothing, as in the Python client);
 - ``subscribe`` (one query input, ``threshold`` or ``top_k``, optional where/where_document,
-  include among documents/metadatas/uris) -> ``{"subscription", "initial"}``, then pushes
-  ``{"event": "match", "subscription", "id", "seq", "distance", ...}``; ``unsubscribe``.
+  include among documents/metadatas/uris, an optional client-chosen ``subscription`` id, and
+  in threshold mode ``stream`` + ``resume_after`` to resume, see ``gateway.live``) ->
+  ``{"subscription", "initial", "stream", "seq"}``, then pushes ``{"event": "match",
+  "subscription", "id", "seq", "distance", ...}``; ``unsubscribe``.
 
 Replies are ``{"v": 1, "correlation_id", "ok": true, "result"}`` or ``{"ok": false, "error":
 {code, name, message, retriable}}``. A collection is named by ``collection`` (its id, as on
@@ -38,12 +44,14 @@ from schemas.errors import (
     InvalidArgumentError,
     LimitExceededError,
     NotFoundError,
+    ResumeExpiredError,
     SchemaError,
     StreamerError,
 )
-from schemas.events import decode_array, encode_array, encode_result, parse_write
+from schemas.events import decode_array, decode_vector, encode_array, encode_result, parse_write
 from schemas.records import CollectionSpec, DeleteRequest, Vector
 from streamer.client.backend import Backend
+from streamer.client.clients import DEFAULT_MODEL, describe, rebuild
 from streamer.client.collection import AsyncCollection
 from streamer.gateway.auth import Grant, Mode
 from streamer.gateway.live import LIVE_FIELDS, LiveHub, Push, Subscription
@@ -54,7 +62,9 @@ Resolver = Callable[[CollectionSpec], tuple[EmbeddingFunction | None, DataLoader
 READ_OPS = ("query", "get", "count", "list_collections", "get_collection", "subscribe",
             "unsubscribe")
 WRITE_OPS = ("add", "update", "upsert", "delete")
-OPS = READ_OPS + WRITE_OPS
+ADMIN_OPS = ("create_collection", "delete_collection")
+OPS = READ_OPS + WRITE_OPS + ADMIN_OPS
+DEFAULT_EMBEDDING = {"name": "open_clip", "config": {"model_name": DEFAULT_MODEL}}
 
 
 class Local(Protocol):
@@ -139,8 +149,7 @@ def _arrays(ev: dict[str, Any], key: str, *, vectors: bool) -> list[Any] | None:
         return None
     if not isinstance(raw, list):
         raise SchemaError(f"Field {key!r} must be a list of array objects")
-    arrays = [decode_array(a) for a in raw]
-    return [a.astype(np.float32).reshape(-1) for a in arrays] if vectors else arrays
+    return [decode_vector(a) for a in raw] if vectors else [decode_array(a) for a in raw]
 
 
 def _wire(value: Any) -> Any:
@@ -179,7 +188,11 @@ class Operations:
         if op not in OPS:
             raise SchemaError(f"Unknown op {op!r}; expected one of {', '.join(OPS)}")
         if op in WRITE_OPS:
+            if op != "delete" and "ids" in ev:
+                return await self._write_call(ev, session.grant)
             return await self._write(ev, session.grant)
+        if op in ADMIN_OPS:
+            return await self._admin(ev, session.grant)
         if op == "list_collections":
             return [s.to_dict() for s in await self.backend.list_collections()
                     if session.grant.allows("r", s.name)]
@@ -222,6 +235,24 @@ class Operations:
             raise NotFoundError(f"Collection [{cid}] does not exist")
         return await self.backend.get_collection(str(name))
 
+    async def _admin(self, ev: dict[str, Any], grant: Grant) -> Any:
+        name = ev.get("name")
+        if not isinstance(name, str):
+            raise SchemaError("Field 'name' must be a string")
+        grant.check("w", name)
+        if ev["op"] == "delete_collection":
+            await self.backend.delete_collection(name)
+            return None
+        metadata = ev.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise SchemaError("Field 'metadata' must be an object")
+        embedding = _builtin(ev.get("embedding_function", DEFAULT_EMBEDDING), "embedding_function")
+        loader = _builtin(ev.get("data_loader"), "data_loader")
+        spec = await self.backend.create_collection(
+            name, metadata=metadata, embedding_function=embedding, data_loader=loader,
+            get_or_create=bool(ev.get("get_or_create", False)))
+        return spec.to_dict()
+
     def wrap(self, spec: CollectionSpec) -> AsyncCollection:
         embedder, loader = self.resolve(spec)
         return AsyncCollection(self.backend, spec, embedder, loader)
@@ -261,6 +292,17 @@ class Operations:
         return entry[1]
 
     # ---- writes -------------------------------------------------------------------
+    async def _write_call(self, ev: dict[str, Any], grant: Grant) -> None:
+        coll = await self.collection(ev, grant, "w")
+        for key in ("ids", "documents", "uris", "metadatas"):
+            if ev.get(key) is not None and not isinstance(ev[key], list):
+                raise SchemaError(f"Field {key!r} must be a list")
+        await getattr(coll, ev["op"])(
+            ids=ev["ids"], embeddings=_arrays(ev, "embeddings", vectors=True),
+            metadatas=ev.get("metadatas"), documents=ev.get("documents"),
+            images=_arrays(ev, "images", vectors=False), uris=ev.get("uris"),
+            wait=bool(ev.get("wait", True)))
+
     async def _write(self, ev: dict[str, Any], grant: Grant) -> None:
         coll = await self.collection(ev, grant, "w")
         try:
@@ -298,6 +340,19 @@ class Operations:
         if threshold is not None and (not isinstance(threshold, int | float)
                                       or isinstance(threshold, bool)):
             raise InvalidArgumentError(f"threshold must be a number, got {threshold!r}")
+        resume_after, stream = ev.get("resume_after"), ev.get("stream")
+        if resume_after is not None:
+            if not isinstance(resume_after, int) or isinstance(resume_after, bool) \
+                    or resume_after < 0 or not isinstance(stream, str):
+                raise InvalidArgumentError("resume_after is a seq (an integer >= 0) and needs the "
+                                           "stream it belongs to")
+            if top_k is not None:
+                raise InvalidArgumentError("Only threshold live queries resume; a top-k one "
+                                           "subscribes afresh and gets a new initial top k")
+        sub_id = ev.get("subscription", uuid.uuid4().hex)
+        if not isinstance(sub_id, str) or not 0 < len(sub_id) <= 128 \
+                or sub_id in session.subscriptions:
+            raise InvalidArgumentError("subscription must be a new id of 1 to 128 characters")
         include = ev.get("include", list(LIVE_FIELDS))
         if not isinstance(include, list) or any(i not in LIVE_FIELDS for i in include):
             raise InvalidArgumentError(f"A live query's include is a list of {', '.join(LIVE_FIELDS)}")
@@ -316,11 +371,34 @@ class Operations:
         if dim is not None and vector.shape[0] != dim:
             raise InvalidArgumentError(
                 f"Collection expecting embedding with dimension of {dim}, got {vector.shape[0]}")
+        if resume_after is not None and stream != state.stream:
+            raise ResumeExpiredError(f"Cannot resume stream {stream}: this server's collection "
+                                     f"{coll.name} has stream {state.stream}; subscribe afresh")
         push: Push = session.push
-        sub = Subscription(uuid.uuid4().hex, state, vector, push, asyncio.get_running_loop(),
+        sub = Subscription(sub_id, state, vector, push, asyncio.get_running_loop(),
                            threshold=None if threshold is None else float(threshold),
                            top_k=top_k, where=req.where, where_document=req.where_document,
                            include=tuple(include))
-        initial = await self.live.subscribe(sub)
+        initial, joined = await self.live.subscribe(
+            sub, resume_after=resume_after, max_replay=self.settings.ws_resume_max_records)
         session.subscriptions[sub.id] = sub
-        return {"subscription": sub.id, "initial": None if initial is None else wire_result(initial)}
+        return {"subscription": sub.id, "initial": None if initial is None else wire_result(initial),
+                "stream": state.stream, "seq": joined}
+
+
+def _builtin(desc: Any, what: str) -> dict[str, Any] | None:
+    """A built-in embedding function or loader named by the client, normalised to the full
+    config the Python client would store; anything else cannot run server-side."""
+    if desc is None:
+        return None
+    if not isinstance(desc, dict) or not isinstance(desc.get("config", {}), dict):
+        raise SchemaError(f"Field {what!r} must be {{'name', 'config'}}")
+    try:
+        built = rebuild({"name": desc.get("name"), "config": desc.get("config", {})})
+    except TypeError as exc:
+        raise InvalidArgumentError(f"Bad {what} config: {exc}") from exc
+    described = describe(built)
+    if described is None:
+        raise InvalidArgumentError(f"Unknown {what} {desc.get('name')!r}: a server runs only "
+                                   "the built-ins open_clip and image_loader")
+    return described
