@@ -38,10 +38,12 @@ def package() -> Path:
     return PACKAGE
 
 
-def test_generated_wire_types_are_current(package: Path) -> None:
-    done = subprocess.run(["node", "scripts/gen-wire.mjs", "--check"], cwd=package,
+@pytest.mark.parametrize("script", ["gen-wire", "vendor"])
+def test_generated_files_are_current(package: Path, script: str) -> None:
+    """Wire types = schemas/generated; the gateway's /static/client = the fresh build."""
+    done = subprocess.run(["node", f"scripts/{script}.mjs", "--check"], cwd=package,
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"{done.stderr} (run: cd clients/typescript && npm run gen)"
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.kafka
@@ -68,3 +70,8 @@ async def test_node_suites_against_streamer_serve(package: Path, tmp_path: Path)
     assert proc.returncode == 0, text[-12000:]
     assert summary.get("fail") == "0" and summary.get("cancelled") == "0", text[-6000:]
     assert int(summary.get("pass", 0)) >= 9 and summary.get("skipped") == "0", summary
+
+
+def test_results_are_typed_by_include(package: Path) -> None:
+    """tsc rejects reading a field the call did not include (test/typing.ts)."""
+    _npm("run", "typecheck")

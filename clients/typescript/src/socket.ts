@@ -17,7 +17,9 @@ export interface WebSocketLike {
   onerror: ((ev: unknown) => void) | null;
   onmessage: ((ev: { data: unknown }) => void) | null;
 }
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+/** The browser's WebSocket, Node 22's, or the `ws` package's (whose event types are wider,
+ *  hence the loose instance type; the socket is used through WebSocketLike). */
+export type WebSocketConstructor = new (url: string, protocols: string[]) => object;
 
 export interface ReconnectOptions {
   initialDelayMs?: number;
@@ -117,7 +119,7 @@ export class Socket {
       const protocols = ["streamer.v1", ...(this.token ? [`bearer.${this.token}`] : [])];
       let ws: WebSocketLike;
       try {
-        ws = new this.WebSocketImpl(this.url, protocols);
+        ws = new this.WebSocketImpl(this.url, protocols) as WebSocketLike;
       } catch (err) {
         reject(new UnavailableError(`Cannot open ${this.url}: ${String(err)}`));
         return;
