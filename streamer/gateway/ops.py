@@ -48,7 +48,7 @@ from schemas.errors import (
     SchemaError,
     StreamerError,
 )
-from schemas.events import decode_array, decode_vector, encode_array, encode_result, parse_write
+from schemas.events import decode_array, encode_array, encode_result, parse_write
 from schemas.records import CollectionSpec, DeleteRequest, Vector
 from streamer.client.backend import Backend
 from streamer.client.clients import DEFAULT_MODEL, describe, rebuild
@@ -149,7 +149,8 @@ def _arrays(ev: dict[str, Any], key: str, *, vectors: bool) -> list[Any] | None:
         return None
     if not isinstance(raw, list):
         raise SchemaError(f"Field {key!r} must be a list of array objects")
-    return [decode_vector(a) for a in raw] if vectors else [decode_array(a) for a in raw]
+    arrays = [decode_array(a) for a in raw]
+    return [a.astype(np.float32).reshape(-1) for a in arrays] if vectors else arrays
 
 
 def _wire(value: Any) -> Any:
