@@ -17,6 +17,7 @@ from consumers.batch import BatchConfig
 from consumers.embed import EmbeddingFunction, OpenCLIPEmbeddingFunction
 from consumers.load import ImageLoader
 from consumers.pipeline import DataLoader
+from consumers.validate import validate_metadata
 from schemas.records import CollectionSpec
 from streamer.client.backend import Backend
 from streamer.client.collection import AsyncCollection, Collection
@@ -90,6 +91,7 @@ class AsyncClient:
                                 data_loader: DataLoader | None = None,
                                 metadata: dict[str, Any] | None = None,
                                 get_or_create: bool = False) -> AsyncCollection:
+        validate_metadata(metadata)  # here too: not every metadata can cross a wire
         await self.start()
         if embedding_function is DEFAULT:
             embedding_function = OpenCLIPEmbeddingFunction(DEFAULT_MODEL)

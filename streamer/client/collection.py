@@ -11,7 +11,13 @@ from typing import Any
 
 from consumers.embed import EmbeddingFunction
 from consumers.pipeline import DataLoader
-from consumers.validate import prepare_delete, prepare_get, prepare_query, prepare_write
+from consumers.validate import (
+    prepare_delete,
+    prepare_get,
+    prepare_query,
+    prepare_write,
+    validate_metadata,
+)
 from schemas.records import CollectionSpec, GetRequest, Op
 from streamer.client.backend import Backend
 
@@ -121,6 +127,7 @@ class AsyncCollection:
 
     async def modify(self, name: str | None = None,
                      metadata: dict[str, Any] | None = None) -> None:
+        validate_metadata(metadata)  # here too: not every metadata can cross a wire
         self._spec = await self._backend.modify_collection(self._spec.name, new_name=name,
                                                            metadata=metadata)
 

@@ -15,13 +15,13 @@ from typing import Any, BinaryIO
 import anyio
 import anyio.to_thread
 
+from consumers import admin
 from consumers.backfill import IndexBackfill
 from consumers.batch import BatchConfig, MicroBatcher
 from consumers.catalog import Catalog, CollectionState
 from consumers.embed import EmbeddingFunction
 from consumers.pipeline import DataLoader, Pipeline, WriteJob
 from consumers.query import get_result, query_vectors, search_result
-from consumers.validate import validate_collection_name
 from schemas.errors import InvalidArgumentError, StreamerError
 from schemas.records import CollectionSpec, DeleteRequest, GetRequest, QueryRequest, WriteRequest
 
@@ -47,6 +47,7 @@ class Engine:
         self._batcher: MicroBatcher[_Pending] | None = None
         self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._locks: dict[str, anyio.Lock] = {}
+        self._admin = anyio.Lock()  # one admin change at a time: decide, then apply
         self._pipeline = Pipeline(self.embed_thread, self.lock)
         self._backfill = IndexBackfill(self.catalog, self.lock)
         self._writer: asyncio.Task[None] | None = None
@@ -126,52 +127,39 @@ class Engine:
             for p in batch:
                 p.job.error = p.job.error or exc
 
-    # ---- collections --------------------------------------------------------------
+    # ---- collections: the rules are consumers.admin's; this applies what they decide ------
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
                                 get_or_create: bool) -> CollectionSpec:
-        validate_collection_name(name)
-        if get_or_create and name in self.catalog.collections:
-            return self.catalog.collections[name].spec
-        meta = metadata or {}
-        space = meta.get("hnsw:space", "cosine")
-        if space not in ("cosine", "l2", "ip"):
-            raise InvalidArgumentError(f"Invalid hnsw:space {space!r}: use cosine, l2 or ip")
-        dtype = meta.get("streamer:dtype", "f32")
-        if dtype not in ("f32", "f16", "i8"):
-            raise InvalidArgumentError(f"Invalid streamer:dtype {dtype!r}: use f32, f16 or i8")
-        state = await anyio.to_thread.run_sync(lambda: self.catalog.create(
-            name, metadata=metadata, space=space, dtype=dtype,
-            embedding_function=embedding_function, data_loader=data_loader))
-        return state.spec
+        async with self._admin:
+            created = admin.create(self.catalog.specs(), name, metadata=metadata,
+                                   embedding_function=embedding_function,
+                                   data_loader=data_loader, get_or_create=get_or_create)
+            if not created.new:
+                return created.spec
+            state = await anyio.to_thread.run_sync(self.catalog.install, created.spec)
+            return state.spec
 
     async def get_collection(self, name: str) -> CollectionSpec:
-        return self.catalog.get(name).spec
+        return admin.lookup(self.catalog.specs(), name)
 
     async def list_collections(self) -> list[CollectionSpec]:
-        return [s.spec for s in self.catalog.collections.values()]
+        return admin.listing(self.catalog.specs())
 
     async def delete_collection(self, name: str) -> None:
-        state = self.catalog.get(name)
-        async with self.lock(state.spec.id):
-            await anyio.to_thread.run_sync(self.catalog.delete, name)
+        async with self._admin:
+            spec = admin.lookup(self.catalog.specs(), name)
+            async with self.lock(spec.id):
+                await anyio.to_thread.run_sync(self.catalog.delete, name)
 
     async def modify_collection(self, name: str, *, new_name: str | None,
                                 metadata: dict[str, Any] | None) -> CollectionSpec:
-        state = self.catalog.get(name)
-        if metadata is not None:
-            if metadata.get("hnsw:space", state.spec.space) != state.spec.space:
-                raise InvalidArgumentError(
-                    "Changing the distance function of a collection once it is created is not "
-                    "supported currently.")
-            state.spec.metadata = metadata
-        if new_name is not None and new_name != name:
-            validate_collection_name(new_name)
-            self.catalog.rename(name, new_name)
-        else:
-            self.catalog.update_spec(state)
-        return state.spec
+        async with self._admin:
+            spec = admin.modify(self.catalog.specs(), name, new_name=new_name,
+                                metadata=metadata)
+            state = await anyio.to_thread.run_sync(self.catalog.install, spec)
+            return state.spec
 
     def _state(self, spec: CollectionSpec) -> CollectionState:
         state = self.catalog.get(spec.name)
