@@ -8,6 +8,7 @@ import gc
 import logging
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
