@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -58,7 +58,8 @@ from streamer.gateway.live import LIVE_FIELDS, LiveHub, Push, Subscription
 from streamer.kafka.common import supervise
 from streamer.settings import Settings
 
-Resolver = Callable[[CollectionSpec], tuple[EmbeddingFunction | None, DataLoader | None]]
+Resolver = Callable[[CollectionSpec],
+                    Awaitable[tuple[EmbeddingFunction | None, DataLoader | None]]]
 READ_OPS = ("query", "get", "count", "list_collections", "get_collection", "subscribe",
             "unsubscribe")
 WRITE_OPS = ("add", "update", "upsert", "delete")
@@ -207,7 +208,7 @@ class Operations:
         session.grant.check("r", spec.name)
         if op == "get_collection":
             return spec.to_dict()
-        coll = self.wrap(spec)
+        coll = await self.wrap(spec)
         if op == "count":
             return await coll.count()
         if op == "get":
@@ -247,21 +248,23 @@ class Operations:
         metadata = ev.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise SchemaError("Field 'metadata' must be an object")
-        embedding = _builtin(ev.get("embedding_function", DEFAULT_EMBEDDING), "embedding_function")
-        loader = _builtin(ev.get("data_loader"), "data_loader")
+        # Building a loader resolves its roots on disk: off the loop.
+        embedding = await anyio.to_thread.run_sync(
+            _builtin, ev.get("embedding_function", DEFAULT_EMBEDDING), "embedding_function")
+        loader = await anyio.to_thread.run_sync(_builtin, ev.get("data_loader"), "data_loader")
         spec = await self.backend.create_collection(
             name, metadata=metadata, embedding_function=embedding, data_loader=loader,
             get_or_create=bool(ev.get("get_or_create", False)))
         return spec.to_dict()
 
-    def wrap(self, spec: CollectionSpec) -> AsyncCollection:
-        embedder, loader = self.resolve(spec)
+    async def wrap(self, spec: CollectionSpec) -> AsyncCollection:
+        embedder, loader = await self.resolve(spec)
         return AsyncCollection(self.backend, spec, embedder, loader)
 
     async def collection(self, ev: dict[str, Any], grant: Grant, mode: Mode) -> AsyncCollection:
         spec = await self.spec(ev)
         grant.check(mode, spec.name)
-        return self.wrap(spec)
+        return await self.wrap(spec)
 
     # ---- reads --------------------------------------------------------------------
     def _query_args(self, ev: dict[str, Any]) -> dict[str, Any]:

@@ -136,13 +136,14 @@ class Reader:
             state = self._state(ev)
             request = checked_get(ev)
             async with self.lock(state.spec.id):
-                return encode_result(get_result(state, request))
+                result = await anyio.to_thread.run_sync(get_result, state, request)
+            return encode_result(result)
         if op == "query":
             state = self._state(ev)
-            embedder = self.runtimes.get(state.spec.embedding_function)
+            embedder = await self.runtimes.get(state.spec.embedding_function)
             req = checked_query(ev, self.settings, has_embedding_function=embedder is not None)
-            vectors = await query_vectors(req, embedder, self.runtimes.get(state.spec.data_loader),
-                                          self.embed_thread)
+            loader = await self.runtimes.get(state.spec.data_loader)
+            vectors = await query_vectors(req, embedder, loader, self.embed_thread)
             async with self.lock(state.spec.id):
                 result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
             return encode_result(result)
@@ -164,7 +165,7 @@ class Reader:
                                    data_loader=ev.get("data_loader"),
                                    get_or_create=bool(ev.get("get_or_create")))
             if created.new:
-                self._check_runtimes(created.spec)
+                await self._check_runtimes(created.spec)
                 await self._publish_spec(name, created.spec)
             return created.spec.to_dict()
         if op == "delete_collection":
@@ -182,11 +183,11 @@ class Reader:
             return new.to_dict()
         raise SchemaError(f"Unknown op {op!r}")
 
-    def _check_runtimes(self, spec: CollectionSpec) -> None:
+    async def _check_runtimes(self, spec: CollectionSpec) -> None:
         """Built before publishing: a spec every replica fails to rebuild is poison."""
         try:
-            self.runtimes.get(spec.embedding_function)
-            self.runtimes.get(spec.data_loader)
+            await self.runtimes.get(spec.embedding_function)
+            await self.runtimes.get(spec.data_loader)
         except Exception as exc:
             raise InvalidArgumentError(f"Invalid embedding function or data loader: {exc}") \
                 from exc
