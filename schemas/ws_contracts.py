@@ -82,6 +82,12 @@ WS_MATCH = {
                    "distance": {"type": "number"}, "document": {"type": ["string", "null"]},
                    "metadata": METADATA, "uri": {"type": ["string", "null"]}},
     "$defs": DEFS}
+WS_PROGRESS = {
+    "title": "WsProgress", "type": "object", "required": ["v", "event", "subscription", "seq"],
+    "description": "A live query that matched nothing for a while has scanned up to seq: a "
+                   "client resumes after it.",
+    "properties": {"v": VERSION, "event": {"const": "progress"}, "subscription": {"type": "string"},
+                   "seq": {"type": "integer"}}}
 WS_SUBSCRIBED = {
     "title": "WsSubscribed", "type": "object",
     "required": ["subscription", "initial", "stream", "seq"],
@@ -116,7 +122,7 @@ QUERY_RESULT = {
     "$defs": DEFS}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "ws-request": WS_REQUEST, "ws-reply": WS_REPLY, "ws-match": WS_MATCH,
+    "ws-request": WS_REQUEST, "ws-reply": WS_REPLY, "ws-match": WS_MATCH, "ws-progress": WS_PROGRESS,
     "ws-subscribed": WS_SUBSCRIBED, "collection-spec": COLLECTION_SPEC,
     "get-result": GET_RESULT, "query-result": QUERY_RESULT}
 

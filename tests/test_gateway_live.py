@@ -229,3 +229,30 @@ async def test_a_resumed_live_query_misses_nothing_and_repeats_nothing(tmp_path:
             reply = await second.call({"op": "subscribe", "name": "resume", "subscription": "mine",
                                        **target})
             assert reply["error"]["code"] == "invalid_argument"  # the id is taken on this socket
+
+
+async def test_a_quiet_live_query_reports_progress_and_resumes_from_it(tmp_path: Path) -> None:
+    ef = HashEmbedding()
+    target = {"embeddings": [encode_array(ef.vector("target"))], "threshold": 1e-6}
+    async with embedded_gateway(tmp_path / "store", ef, ws_resume_max_records=300) as (engine, gw):
+        col = await streamer.AsyncClient(backend=engine).create_collection("quiet", embedding_function=ef)
+        async with ws_client(gw.url) as first:
+            sub = await first.result({"op": "subscribe", "name": "quiet", **target})
+            for b in range(5):  # 1,250 records, none within the threshold
+                await col.add(ids=[f"r{b}-{i}" for i in range(250)],
+                              documents=[f"noise {b} {i}" for i in range(250)])
+            (progress,) = await drain(first.pushes, 1)
+            assert progress["event"] == "progress" and progress["subscription"] == sub["subscription"]
+            assert sub["seq"] < progress["seq"] <= engine.catalog.get("quiet").store.applied_seq
+            await asyncio.sleep(0.2)
+            assert first.pushes.empty()  # one report per 1,000 quiet records, not per batch
+        async with ws_client(gw.url) as second:
+            # 1,250 records since the subscription; only the 250 after the report are replayed.
+            await second.result({"op": "subscribe", "name": "quiet", **target, "stream": sub["stream"],
+                                 "resume_after": progress["seq"]})
+            await col.add(ids=["hit"], documents=["target"])
+            (push,) = await drain(second.pushes, 1)
+            assert push["event"] == "match" and push["id"] == "hit"
+            reply = await second.call({"op": "subscribe", "name": "quiet", **target,
+                                       "stream": sub["stream"], "resume_after": sub["seq"]})
+            assert reply["error"]["code"] == "resume_expired"

@@ -12,7 +12,9 @@ Resuming: a threshold subscription may name the ``stream`` (the collection state
 space) and the seq it had reached on an earlier connection. Under the same lock, the
 committed batches past that seq are read back from the collection's log and matched exactly
 as the commit listener would have matched them, then the subscription joins the live flow:
-nothing committed in between is missed or pushed twice. The replay is bounded: at most
+nothing committed in between is missed or pushed twice. A subscription that matched nothing
+for ``PROGRESS_EVERY`` records pushes ``{"event": "progress", "seq"}``, so a quiet one resumes
+from where it had scanned, not from its last match. The replay is bounded: at most
 ``ws_resume_max_records`` mutations, and only what the log still holds (segments a
 checkpoint covers are dropped; an in-memory store keeps no log). Otherwise the server
 answers ``resume_expired`` and the client subscribes afresh."""
@@ -43,6 +45,9 @@ LIVE_PUSHES = Counter("streamer_live_pushes_total", "Live-query matches pushed t
 LIVE_SUBSCRIPTIONS = Gauge("streamer_live_subscriptions", "Open live-query subscriptions")
 
 LIVE_FIELDS = ("documents", "metadatas", "uris")
+#: A subscription that matched nothing in this many records says how far it has scanned, so
+#: a client resumes from there instead of replaying everything since its last match.
+PROGRESS_EVERY = 1000
 Push = Callable[[dict[str, Any]], None]
 
 
@@ -62,6 +67,7 @@ class Subscription:
     last_seq: int = 0
     #: top-k mode: id -> distance of the records currently in the top k
     top: dict[str, float] = field(default_factory=dict)
+    unreported: int = 0  # records scanned since the last frame pushed
 
     def __post_init__(self) -> None:
         self._where = None if self.where is None else compile_where(self.where)
@@ -105,6 +111,12 @@ class Subscription:
                 if "uris" in self.include:
                     frame["uri"] = m.uri
                 out.append(frame)
+        if deletes:
+            self.last_seq = max(self.last_seq, max(m.seq for m in deletes))
+        self.unreported = 0 if out else self.unreported + len(puts) + len(deletes)
+        if self.unreported >= PROGRESS_EVERY:
+            out.append({"event": "progress", "subscription": self.id, "seq": self.last_seq})
+            self.unreported = 0
         return out
 
     def deliver(self, frames: list[dict[str, Any]]) -> None:
@@ -112,7 +124,7 @@ class Subscription:
             return
         for frame in frames:
             self.push(frame)
-        LIVE_PUSHES.inc(len(frames))
+        LIVE_PUSHES.inc(sum(f["event"] == "match" for f in frames))
 
 
 class LiveHub:

@@ -3,7 +3,7 @@
 // committed in between, so a threshold query neither loses nor repeats a match. A top-k query
 // cannot resume: it subscribes afresh and `initial` holds the new top k.
 import { StreamerError } from "./errors.js";
-import type { WireQueryResult, WsMatch, WsRequest, WsSubscribed } from "./generated/wire.js";
+import type { WireQueryResult, WsMatch, WsProgress, WsRequest, WsSubscribed } from "./generated/wire.js";
 import { queryResult } from "./results.js";
 import type { Socket, Subscriber } from "./socket.js";
 import type { LiveField, LiveMatch, QueryResult } from "./types.js";
@@ -56,6 +56,10 @@ export class LiveQuery implements AsyncIterableIterator<LiveMatch>, Subscriber {
     const w = this.waiting.shift();
     if (w) w.resolve({ value: m, done: false });
     else this.buffer.push(m);
+  }
+
+  onProgress(frame: WsProgress): void {
+    this.lastSeq = Math.max(this.lastSeq, frame.seq);
   }
 
   onDisconnect(): void {}

@@ -4,7 +4,7 @@
 // to resubscribe. Requests in flight when the socket drops fail with a retriable
 // UnavailableError (the caller decides whether a write is safe to repeat).
 import { RequestTimeoutError, UnavailableError, errorFromWire } from "./errors.js";
-import type { WsMatch, WsReply, WsRequest } from "./generated/wire.js";
+import type { WsMatch, WsProgress, WsReply, WsRequest } from "./generated/wire.js";
 import type { RequestOptions } from "./types.js";
 
 /** The subset of the WHATWG WebSocket this client uses (the browser's, Node's, or `ws`). */
@@ -28,6 +28,8 @@ export interface ReconnectOptions {
 
 export interface Subscriber {
   onMatch(frame: WsMatch): void;
+  /** The server scanned up to this seq without a match: resume after it. */
+  onProgress(frame: WsProgress): void;
   /** The socket is open again: resubscribe (resolves when done, rejects to retry later). */
   onReconnect(): Promise<void>;
   onDisconnect(): void;
@@ -146,9 +148,13 @@ export class Socket {
   }
 
   private onFrame(text: string): void {
-    const frame = JSON.parse(text) as (WsReply & { event?: undefined }) | WsMatch;
+    const frame = JSON.parse(text) as (WsReply & { event?: undefined }) | WsMatch | WsProgress;
     if (frame.event === "match") {
       this.subscribers.get(frame.subscription)?.onMatch(frame);
+      return;
+    }
+    if (frame.event === "progress") {
+      this.subscribers.get(frame.subscription)?.onProgress(frame);
       return;
     }
     const p = this.pending.get(String(frame.correlation_id));

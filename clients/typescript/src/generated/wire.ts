@@ -172,6 +172,18 @@ uri?: (string | null)
 v: 1
 }
 /**
+ * A live query that matched nothing for a while has scanned up to seq: a client resumes after it.
+ * 
+ * This interface was referenced by `WireFrames`'s JSON-Schema
+ * via the `definition` "WsProgress".
+ */
+export interface WsProgress {
+event: "progress"
+seq: number
+subscription: string
+v: 1
+}
+/**
  * The result of subscribe: resume later with (stream, the last seq seen).
  * 
  * This interface was referenced by `WireFrames`'s JSON-Schema

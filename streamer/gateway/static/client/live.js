@@ -58,6 +58,9 @@ export class LiveQuery {
         else
             this.buffer.push(m);
     }
+    onProgress(frame) {
+        this.lastSeq = Math.max(this.lastSeq, frame.seq);
+    }
     onDisconnect() { }
     async onReconnect() {
         if (this.done)

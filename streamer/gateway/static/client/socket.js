@@ -116,6 +116,10 @@ export class Socket {
             this.subscribers.get(frame.subscription)?.onMatch(frame);
             return;
         }
+        if (frame.event === "progress") {
+            this.subscribers.get(frame.subscription)?.onProgress(frame);
+            return;
+        }
         const p = this.pending.get(String(frame.correlation_id));
         if (!p)
             return; // answered after a timeout or an abort
