@@ -13,8 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from streamer.training.shapes import ShapeSpec, render
 from tests.gateway_helpers import TOKEN, TOKENS
 from tests.kafka_fixtures import ROOT, ServiceProcess, ensure_broker, new_prefix
 from tests.test_gateway_kafka import free_port
@@ -46,10 +49,24 @@ def test_generated_files_are_current(package: Path, script: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def photos(directory: Path) -> Path:
+    """Photo-sized encoded files the node suites load by URI: PNG and JPEG shapes."""
+    directory.mkdir()
+    for i, (colour, shape, ext) in enumerate([("red", "circle", "png"), ("blue", "square", "jpg"),
+                                              ("green", "triangle", "jpg")]):
+        spec = ShapeSpec(shape=shape, colour=colour, size="large", position="center",  # type: ignore[arg-type]
+                         count=1, texture="solid")
+        pixels = render(spec, 480, np.random.default_rng(i))
+        Image.fromarray(pixels).resize((640, 480)).save(directory / f"{colour}-{shape}.{ext}",
+                                                        quality=90)
+    return directory
+
+
 @pytest.mark.kafka
 @pytest.mark.timeout(900)
 async def test_node_suites_against_streamer_serve(package: Path, tmp_path: Path) -> None:
     ensure_broker()
+    fixtures = photos(tmp_path / "photos")
     port = free_port()
     svc = ServiceProcess(new_prefix(), tmp_path / "svc", instance="ts",
                          extra_env={"STREAMER_HTTP_PORT": str(port), "STREAMER_AUTH_TOKENS": TOKENS})
@@ -57,7 +74,7 @@ async def test_node_suites_against_streamer_serve(package: Path, tmp_path: Path)
     try:
         env = {**os.environ, "STREAMER_URL": f"http://127.0.0.1:{port}", "STREAMER_TOKEN": TOKEN,
                "STREAMER_PREFIX": svc.prefix, "STREAMER_PYTHON": sys.executable,
-               "STREAMER_ROOT": str(ROOT), "PYTHONPATH": str(ROOT)}
+               "STREAMER_ROOT": str(ROOT), "PYTHONPATH": str(ROOT), "STREAMER_FIXTURES": str(fixtures)}
         proc = await asyncio.create_subprocess_exec(
             "node", "--test", "--test-reporter=tap", "--test-concurrency=1",
             *sorted(str(p.relative_to(package)) for p in package.glob("test/*.test.mjs")), cwd=package,
@@ -69,7 +86,7 @@ async def test_node_suites_against_streamer_serve(package: Path, tmp_path: Path)
     summary = dict(re.findall(r"^# (tests|pass|fail|cancelled|skipped) (\d+)$", text, re.M))
     assert proc.returncode == 0, text[-12000:]
     assert summary.get("fail") == "0" and summary.get("cancelled") == "0", text[-6000:]
-    assert int(summary.get("pass", 0)) >= 9 and summary.get("skipped") == "0", summary
+    assert int(summary.get("pass", 0)) >= 10 and summary.get("skipped") == "0", summary
 
 
 def test_results_are_typed_by_include(package: Path) -> None:
