@@ -51,8 +51,8 @@ from schemas.errors import (
 from schemas.events import decode_array, encode_array, encode_result, parse_write
 from schemas.records import CollectionSpec, DeleteRequest, Vector
 from streamer.client.backend import Backend
-from streamer.client.clients import DEFAULT_MODEL, describe, rebuild
 from streamer.client.collection import AsyncCollection
+from streamer.gateway.admin import ADMIN_OPS, collection_admin
 from streamer.gateway.auth import Grant, Mode
 from streamer.gateway.live import LIVE_FIELDS, LiveHub, Push, Subscription
 from streamer.kafka.common import supervise
@@ -63,9 +63,7 @@ Resolver = Callable[[CollectionSpec],
 READ_OPS = ("query", "get", "count", "list_collections", "get_collection", "subscribe",
             "unsubscribe")
 WRITE_OPS = ("add", "update", "upsert", "delete")
-ADMIN_OPS = ("create_collection", "delete_collection")
 OPS = READ_OPS + WRITE_OPS + ADMIN_OPS
-DEFAULT_EMBEDDING = {"name": "open_clip", "config": {"model_name": DEFAULT_MODEL}}
 
 
 class Local(Protocol):
@@ -194,7 +192,7 @@ class Operations:
                 return await self._write_call(ev, session.grant)
             return await self._write(ev, session.grant)
         if op in ADMIN_OPS:
-            return await self._admin(ev, session.grant)
+            return await collection_admin(self.backend, ev, session.grant)
         if op == "list_collections":
             return [s.to_dict() for s in await self.backend.list_collections()
                     if session.grant.allows("r", s.name)]
@@ -236,26 +234,6 @@ class Operations:
                     return spec
             raise NotFoundError(f"Collection [{cid}] does not exist")
         return await self.backend.get_collection(str(name))
-
-    async def _admin(self, ev: dict[str, Any], grant: Grant) -> Any:
-        name = ev.get("name")
-        if not isinstance(name, str):
-            raise SchemaError("Field 'name' must be a string")
-        grant.check("w", name)
-        if ev["op"] == "delete_collection":
-            await self.backend.delete_collection(name)
-            return None
-        metadata = ev.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise SchemaError("Field 'metadata' must be an object")
-        # Building a loader resolves its roots on disk: off the loop.
-        embedding = await anyio.to_thread.run_sync(
-            _builtin, ev.get("embedding_function", DEFAULT_EMBEDDING), "embedding_function")
-        loader = await anyio.to_thread.run_sync(_builtin, ev.get("data_loader"), "data_loader")
-        spec = await self.backend.create_collection(
-            name, metadata=metadata, embedding_function=embedding, data_loader=loader,
-            get_or_create=bool(ev.get("get_or_create", False)))
-        return spec.to_dict()
 
     async def wrap(self, spec: CollectionSpec) -> AsyncCollection:
         embedder, loader = await self.resolve(spec)
@@ -389,20 +367,3 @@ class Operations:
         return {"subscription": sub.id, "initial": None if initial is None else wire_result(initial),
                 "stream": state.stream, "seq": joined}
 
-
-def _builtin(desc: Any, what: str) -> dict[str, Any] | None:
-    """A built-in embedding function or loader named by the client, normalised to the full
-    config the Python client would store; anything else cannot run server-side."""
-    if desc is None:
-        return None
-    if not isinstance(desc, dict) or not isinstance(desc.get("config", {}), dict):
-        raise SchemaError(f"Field {what!r} must be {{'name', 'config'}}")
-    try:
-        built = rebuild({"name": desc.get("name"), "config": desc.get("config", {})})
-    except TypeError as exc:
-        raise InvalidArgumentError(f"Bad {what} config: {exc}") from exc
-    described = describe(built)
-    if described is None:
-        raise InvalidArgumentError(f"Unknown {what} {desc.get('name')!r}: a server runs only "
-                                   "the built-ins open_clip and image_loader")
-    return described
