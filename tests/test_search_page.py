@@ -144,5 +144,7 @@ async def test_a_page_importing_the_client_sends_a_canvas_and_shows_its_match(
         want = await col.query(query_images=[pixels], n_results=1)
         assert want["ids"][0][0] == shown["id"]
         assert abs(want["distances"][0][0] - shown["distance"]) < 1e-4
+        # A PNG of the canvas is lossless: the Blob path finds the same match at the same distance.
+        assert shown["fileId"] == shown["id"] and abs(shown["fileDistance"] - shown["distance"]) < 1e-4
     with Image.open(shot) as img:
         assert img.size == (400, 300)

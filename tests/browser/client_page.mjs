@@ -1,8 +1,9 @@
 // A page that imports the TypeScript client the gateway serves (/static/client/index.js),
-// draws a red circle on a canvas, queries the collection with that canvas and shows the best
-// match (tests/test_search_page.py). The page is served at the gateway's origin through a
+// draws a red circle on a canvas, queries the collection with that canvas (and with the same
+// picture as a PNG Blob) and shows the best match (tests/test_search_page.py). The page is served at the gateway's origin through a
 // route, so it loads the module as any page on that server would. Prints one JSON line:
-//   {"id", "distance", "shape", "b64", "problems"}   (b64: the canvas's RGB pixels)
+//   {"id", "distance", "fileId", "fileDistance", "shape", "b64", "problems"}
+//   (b64: the canvas's RGB pixels)
 // Usage: node client_page.mjs URL TOKEN COLLECTION PROFILE_DIR SHOT
 import { chromium } from "playwright-core";
 
@@ -31,6 +32,11 @@ try {
   p.dataset.id = result.ids[0][0];
   p.dataset.distance = String(result.distances[0][0]);
   p.textContent = \`best match: \${result.ids[0][0]} (distance \${result.distances[0][0].toFixed(4)})\`;
+  // The same picture as an encoded PNG file (a Blob, as a file input or a drop gives).
+  const png = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  const byFile = await collection.query({ queryImages: [png], nResults: 1 });
+  p.dataset.fileId = byFile.ids[0][0];
+  p.dataset.fileDistance = String(byFile.distances[0][0]);
   document.body.dataset.state = "done";
 } catch (err) {
   document.getElementById("match").textContent = String(err);
@@ -58,7 +64,9 @@ try {
   await page.goto(`${url}/healthz`);
   await page.setContent(PAGE);
   await page.waitForSelector('body:not([data-state="loading"])', { timeout: 30000 });
-  const shown = await page.$eval("#match", (p) => ({ id: p.dataset.id, distance: Number(p.dataset.distance), text: p.textContent }));
+  const shown = await page.$eval("#match", (p) => ({
+    id: p.dataset.id, distance: Number(p.dataset.distance), text: p.textContent,
+    fileId: p.dataset.fileId, fileDistance: Number(p.dataset.fileDistance) }));
   // The pixels the page sent: the canvas as RGB, for the Python side to query with.
   const pixels = await page.evaluate(() => {
     const data = document.getElementById("probe").getContext("2d").getImageData(0, 0, 96, 96).data;
