@@ -174,11 +174,6 @@ export class StreamerClient {
     await this.socket.request({ op: "delete_collection", name: p.name }, p);
   }
 
-  /** Drops the connection as a network failure would (live queries reconnect and resume). */
-  dropConnection(): void {
-    this.socket.drop();
-  }
-
   close(): void {
     this.socket.close();
   }

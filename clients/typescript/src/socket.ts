@@ -85,7 +85,11 @@ export class Socket {
         resolve: (v) => { finish(); resolve(v as T); },
         reject: (e) => { finish(); reject(e); },
       });
-      ws.send(JSON.stringify({ v: 1, correlation_id: id, ...payload }));
+      try {
+        ws.send(JSON.stringify({ v: 1, correlation_id: id, ...payload }));
+      } catch (err) { // the socket started closing after open() returned it
+        this.pending.get(id)?.reject(new UnavailableError(`Cannot send ${payload.op}: ${String(err)}`));
+      }
     });
   }
 
@@ -95,11 +99,6 @@ export class Socket {
 
   unsubscribe(id: string): void {
     this.subscribers.delete(id);
-  }
-
-  /** For tests and callers that know the network changed: drop the socket as a failure would. */
-  drop(): void {
-    this.ws?.close(4000, "dropped by the client");
   }
 
   close(): void {

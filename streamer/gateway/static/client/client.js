@@ -131,10 +131,6 @@ export class StreamerClient {
     async deleteCollection(p) {
         await this.socket.request({ op: "delete_collection", name: p.name }, p);
     }
-    /** Drops the connection as a network failure would (live queries reconnect and resume). */
-    dropConnection() {
-        this.socket.drop();
-    }
     close() {
         this.socket.close();
     }

@@ -50,7 +50,12 @@ export class Socket {
                 resolve: (v) => { finish(); resolve(v); },
                 reject: (e) => { finish(); reject(e); },
             });
-            ws.send(JSON.stringify({ v: 1, correlation_id: id, ...payload }));
+            try {
+                ws.send(JSON.stringify({ v: 1, correlation_id: id, ...payload }));
+            }
+            catch (err) { // the socket started closing after open() returned it
+                this.pending.get(id)?.reject(new UnavailableError(`Cannot send ${payload.op}: ${String(err)}`));
+            }
         });
     }
     subscribe(id, sub) {
@@ -58,10 +63,6 @@ export class Socket {
     }
     unsubscribe(id) {
         this.subscribers.delete(id);
-    }
-    /** For tests and callers that know the network changed: drop the socket as a failure would. */
-    drop() {
-        this.ws?.close(4000, "dropped by the client");
     }
     close() {
         this.closed = true;
