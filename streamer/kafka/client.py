@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import anyio
@@ -26,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumers.embed import EmbeddingFunction
+from consumers.lifecycle import Component
 from consumers.pipeline import DataLoader, call_embedder, load_images
 from schemas.errors import (
     LimitExceededError,
@@ -64,27 +66,23 @@ from streamer.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class KafkaBackend:
+class KafkaBackend(Component):
     in_process = False
 
     def __init__(self, settings: Settings, *, wait_writes: bool = False) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = Topics.for_settings(settings)
         self.wait_writes = wait_writes
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._session: dict[int, int] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self._stale = False
         self._renewing = asyncio.Lock()
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         try:
             await self._connect()
         except KafkaError as exc:
-            for client in (getattr(self, "_consumer", None), getattr(self, "_producer", None)):
-                if client is not None:
-                    await client.stop()
             cfg = self.settings
             sasl = f", SASL {cfg.kafka_sasl_mechanism} as {cfg.kafka_sasl_username!r}" \
                 if cfg.kafka_sasl_mechanism else ""
@@ -96,18 +94,19 @@ class KafkaBackend:
 
     async def _connect(self) -> None:
         await ensure_topics(self.settings, self.topics)
-        kw = client_kwargs(self.settings)
         self._producer = await self._new_producer()
-        self._consumer = AIOKafkaConsumer(**kw, enable_auto_commit=False,
-                                          isolation_level="read_committed")
-        await self._consumer.start()
+        self.parts.on_stop(lambda: self._producer.stop())  # the current one: it is renewed
+        self._consumer = await self.parts.start(AIOKafkaConsumer(
+            **client_kwargs(self.settings), enable_auto_commit=False,
+            isolation_level="read_committed"))
         parts = await partitions(self._consumer, self.topics.replies)
         tps = [TopicPartition(self.topics.replies, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the position now so no reply slips past
             await self._consumer.position(tp)
-        self._task = supervise(asyncio.create_task(self._read_replies(), name="replies"))
+        task = supervise(asyncio.create_task(self._read_replies(), name="replies"))
+        self.parts.on_stop(partial(cancel, task))
 
     async def _new_producer(self) -> AIOKafkaProducer:
         # A send gives up after the request timeout instead of aiokafka's 40 s default.
@@ -143,13 +142,7 @@ class KafkaBackend:
                 self._stale = True
             raise UnavailableError(f"Kafka is unavailable: {exc!r}") from exc
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await cancel(self._task)
-        await self._consumer.stop()
-        await self._producer.stop()
+    close = Component.stop
 
     async def _read_replies(self) -> None:
         while True:

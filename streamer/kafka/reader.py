@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from consumers import admin
 from consumers.catalog import Catalog, CollectionState
+from consumers.lifecycle import Component
 from consumers.query import get_result, query_vectors, search_result
 from schemas.errors import (
     InvalidArgumentError,
@@ -55,10 +57,11 @@ async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, byte
     await producer.send(reply_to, value=dumps(payload), headers=[("correlation_id", corr.encode())])
 
 
-class Reader:
+class Reader(Component):
     def __init__(self, settings: Settings, topics: Topics, catalog: Catalog, replica: Replica,
                  runtimes: Runtimes, embed_thread: ThreadPoolExecutor,
                  lock: Callable[[str], anyio.Lock]) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = topics
         self.catalog = catalog
@@ -66,27 +69,16 @@ class Reader:
         self.runtimes = runtimes
         self.embed_thread = embed_thread
         self.lock = lock
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         kw = client_kwargs(self.settings)
-        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
-        await self._replies.start()
-        self._consumer = AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
-                                          enable_auto_commit=False, auto_offset_reset="latest")
-        await self._consumer.start()
-        self._task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
-
-    async def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await cancel(self._task)
-        if hasattr(self, "_consumer"):
-            await self._consumer.stop()
-        if hasattr(self, "_replies"):
-            await self._replies.stop()
+        self._replies = await self.parts.start(
+            AIOKafkaProducer(**kw, acks="all", enable_idempotence=True))
+        self._consumer = await self.parts.start(
+            AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
+                             enable_auto_commit=False, auto_offset_reset="latest"))
+        task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
+        self.parts.on_stop(partial(cancel, task))
 
     async def _read_loop(self) -> None:
         async with anyio.create_task_group() as tg:
