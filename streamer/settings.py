@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     ws_send_buffer_bytes: int = 8 << 20  # queued replies/pushes per socket before closing it
     ws_max_message_bytes: int = 16 << 20  # raised to max_message_bytes: a frame holds an event
     ws_max_subscriptions: int = 32
+    # A live query resuming after a reconnect replays at most this many logged mutations.
+    ws_resume_max_records: int = 10_000
     log_level: str = "INFO"
 
     @property
