@@ -51,23 +51,25 @@ class PartitionProducers:
         return self._producers.get(partition)
 
     async def assign(self, partitions: set[int]) -> None:
-        """Close the producers of partitions we no longer own and start (fence with) the ones
-        of new partitions, all at once: a rebalance costs one InitProducerId round, not one
-        per partition in turn. Producers of partitions we keep stay: their epoch is still
-        the newest unless someone else owned the partition meanwhile, and then their next
-        request is fenced and the writer rejoins (see ``Service``)."""
-        gone = [p for p in self._producers if p not in partitions]
-        await asyncio.gather(*(self.drop(p) for p in gone))
-        new = sorted(p for p in partitions if p not in self._producers)
+        """Start (fence with) a fresh producer for each partition, all at once: a rebalance
+        costs one concurrent InitProducerId round. Producers of the previous assignment are
+        closed first, kept partitions included: while we were away (a pause past the
+        session timeout) another writer may have owned them and bumped their epoch, and
+        the newest InitProducerId is the one owner."""
+        await self.close_all()
+        new = sorted(partitions)
         started = await asyncio.gather(*(self._start(p) for p in new), return_exceptions=True)
         failure: BaseException | None = None
-        for p, result in zip(new, started):
+        for p, result in zip(new, started, strict=True):
             if isinstance(result, BaseException):
                 failure = failure or result
             else:
                 self._producers[p] = result
         if failure is not None:
             raise failure
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.drop(p) for p in list(self._producers)))
 
     async def _start(self, partition: int) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
@@ -95,4 +97,4 @@ class PartitionProducers:
         if self._stopped:
             return
         self._stopped = True
-        await asyncio.gather(*(self.drop(p) for p in list(self._producers)))
+        await self.close_all()

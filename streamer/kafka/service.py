@@ -217,6 +217,7 @@ class Service:
         async with self._processing:
             self._generation += 1
             self._committed.clear()
+            await self._producers.close_all()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Fence first, then read: starting each partition's transactional producer aborts
@@ -224,15 +225,22 @@ class Service:
         afterwards is final. It equals what the progress marker of the same (last)
         transaction says: the exact bar for the replica after a rebalance too."""
         async with self._processing:
-            self._generation += 1
             self._committed.clear()
             await self._producers.assign({tp.partition for tp in assigned})
-            for tp in assigned:
-                committed = await self._writer.committed(tp)
-                if committed is not None:
-                    self._committed[tp.partition] = committed
-                    self._writer.seek(tp, committed)
-        log.info("writer partitions: %s", sorted(tp.partition for tp in assigned))
+            offsets = {tp: await self._writer.committed(tp) for tp in assigned}
+            never = [tp for tp, off in offsets.items() if off is None]
+            if never:
+                offsets.update(await self._writer.beginning_offsets(never))
+            for tp, off in offsets.items():
+                assert off is not None
+                # Every assigned partition restarts at its committed offset: batches fetched
+                # before, or dropped after a fence, come again.
+                self._committed[tp.partition] = off
+                self._writer.seek(tp, off)
+            # Only now: a batch fetched while this ran (from aiokafka's own reset position,
+            # before the seeks above) must be dropped, not processed a second time.
+            self._generation += 1
+        log.info("writer partitions (from offsets): %s", dict(sorted(self._committed.items())))
 
     async def _fenced(self, tp: TopicPartition) -> None:
         """Another writer owns ``tp`` now (we stalled past the session timeout, or the
