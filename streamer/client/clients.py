@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from consumers.batch import BatchConfig
@@ -81,10 +82,15 @@ class AsyncClient:
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    def _wrap(self, spec: CollectionSpec, embedding_function: Any,
-              data_loader: Any) -> AsyncCollection:
-        ef = rebuild(spec.embedding_function) if embedding_function is DEFAULT else embedding_function
-        loader = rebuild(spec.data_loader) if data_loader is DEFAULT else data_loader
+    async def _wrap(self, spec: CollectionSpec, embedding_function: Any,
+                    data_loader: Any) -> AsyncCollection:
+        def build() -> tuple[Any, Any]:
+            ef = rebuild(spec.embedding_function) if embedding_function is DEFAULT \
+                else embedding_function
+            loader = rebuild(spec.data_loader) if data_loader is DEFAULT else data_loader
+            return ef, loader
+        # Building a loader resolves its roots on disk: on a thread, not on the loop.
+        ef, loader = await anyio.to_thread.run_sync(build)
         return AsyncCollection(self._backend, spec, ef, loader)
 
     async def create_collection(self, name: str, embedding_function: Any = DEFAULT,
@@ -103,8 +109,8 @@ class AsyncClient:
     async def get_collection(self, name: str, embedding_function: Any = DEFAULT,
                              data_loader: Any = DEFAULT) -> AsyncCollection:
         await self.start()
-        return self._wrap(await self._backend.get_collection(name), embedding_function,
-                          data_loader)
+        return await self._wrap(await self._backend.get_collection(name), embedding_function,
+                                data_loader)
 
     async def get_or_create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                        data_loader: DataLoader | None = None,
@@ -114,7 +120,8 @@ class AsyncClient:
 
     async def list_collections(self) -> list[AsyncCollection]:
         await self.start()
-        return [self._wrap(s, DEFAULT, DEFAULT) for s in await self._backend.list_collections()]
+        return [await self._wrap(s, DEFAULT, DEFAULT)
+                for s in await self._backend.list_collections()]
 
     async def delete_collection(self, name: str) -> None:
         await self.start()

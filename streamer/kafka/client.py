@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import anyio
@@ -26,9 +27,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumers.embed import EmbeddingFunction
-from consumers.pipeline import DataLoader, call_embedder
+from consumers.lifecycle import Component
+from consumers.pipeline import DataLoader, call_embedder, load_images
 from schemas.errors import (
-    DataLoaderError,
     LimitExceededError,
     RequestTimeoutError,
     UnavailableError,
@@ -52,33 +53,36 @@ from schemas.records import (
     WriteRequest,
 )
 from streamer.client.clients import AsyncClient, Client
-from streamer.kafka.common import Topics, cancel, client_kwargs, ensure_topics, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    ensure_topics,
+    partitions,
+    supervise,
+)
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class KafkaBackend:
+class KafkaBackend(Component):
     in_process = False
 
     def __init__(self, settings: Settings, *, wait_writes: bool = False) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = Topics.for_settings(settings)
         self.wait_writes = wait_writes
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._session: dict[int, int] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self._stale = False
         self._renewing = asyncio.Lock()
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         try:
             await self._connect()
         except KafkaError as exc:
-            for client in (getattr(self, "_consumer", None), getattr(self, "_producer", None)):
-                if client is not None:
-                    await client.stop()
             cfg = self.settings
             sasl = f", SASL {cfg.kafka_sasl_mechanism} as {cfg.kafka_sasl_username!r}" \
                 if cfg.kafka_sasl_mechanism else ""
@@ -90,21 +94,19 @@ class KafkaBackend:
 
     async def _connect(self) -> None:
         await ensure_topics(self.settings, self.topics)
-        kw = client_kwargs(self.settings)
         self._producer = await self._new_producer()
-        self._consumer = AIOKafkaConsumer(**kw, enable_auto_commit=False,
-                                          isolation_level="read_committed")
-        await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(self.topics.replies)
-        while not parts:
-            await self._consumer._client.force_metadata_update()
-            parts = self._consumer.partitions_for_topic(self.topics.replies)
+        self.parts.on_stop(lambda: self._producer.stop())  # the current one: it is renewed
+        self._consumer = await self.parts.start(AIOKafkaConsumer(
+            **client_kwargs(self.settings), enable_auto_commit=False,
+            isolation_level="read_committed"))
+        parts = await partitions(self._consumer, self.topics.replies)
         tps = [TopicPartition(self.topics.replies, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the position now so no reply slips past
             await self._consumer.position(tp)
-        self._task = supervise(asyncio.create_task(self._read_replies(), name="replies"))
+        task = supervise(asyncio.create_task(self._read_replies(), name="replies"))
+        self.parts.on_stop(partial(cancel, task))
 
     async def _new_producer(self) -> AIOKafkaProducer:
         # A send gives up after the request timeout instead of aiokafka's 40 s default.
@@ -140,13 +142,7 @@ class KafkaBackend:
                 self._stale = True
             raise UnavailableError(f"Kafka is unavailable: {exc!r}") from exc
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await cancel(self._task)
-        await self._consumer.stop()
-        await self._producer.stop()
+    close = Component.stop
 
     async def _read_replies(self) -> None:
         while True:
@@ -233,17 +229,14 @@ class KafkaBackend:
             return
         inputs: list[Any] = []
         uris = [it.uri for it in todo if it.uri is not None and it.document is None]
-        loaded = iter(await anyio.to_thread.run_sync(loader, uris)) if uris and loader else iter(())
+        loaded = iter(await load_images(loader, uris) if uris else ())
         for it in todo:
             if it.document is not None:
                 inputs.append(it.document)
             elif it.image is not None:
                 inputs.append(it.image)
             else:
-                img = next(loaded)
-                if img is None:
-                    raise DataLoaderError(f"Data loader returned nothing for {it.uri}")
-                inputs.append(img)
+                inputs.append(next(loaded))
         assert embedder is not None
         vectors = await anyio.to_thread.run_sync(call_embedder, embedder, inputs)
         for it, vec in zip(todo, vectors, strict=True):
@@ -314,7 +307,7 @@ class KafkaBackend:
         if request.embeddings is None and spec.embedding_function is None and embedder is not None:
             inputs: list[Any] = list(request.texts or request.images or [])
             if request.uris is not None and loader is not None:
-                inputs = list(await anyio.to_thread.run_sync(loader, request.uris))
+                inputs = await load_images(loader, request.uris)
             request.embeddings = await anyio.to_thread.run_sync(call_embedder, embedder, inputs)
             request.texts = request.images = request.uris = None
         result: dict[str, Any] = decode_result(await self._rpc(query_event(spec.id, request)))

@@ -19,7 +19,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
-from streamer.kafka.common import client_kwargs
+from streamer.kafka.common import transactional_producer
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 FENCED: tuple[type[BaseException], ...] = (ProducerFenced, InvalidProducerEpoch)
 
 
-def writer_transactional_id(settings: Settings, partition: int) -> str:
-    return f"{settings.kafka_topic_prefix}-writer-p{partition}"
+def writer_role(partition: int) -> str:
+    """The transactional id's role part: ``<prefix>-writer-p<partition>``."""
+    return f"writer-p{partition}"
 
 
 class PartitionProducers:
@@ -72,10 +73,7 @@ class PartitionProducers:
         await asyncio.gather(*(self.drop(p) for p in list(self._producers)))
 
     async def _start(self, partition: int) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(
-            **client_kwargs(self._settings), acks="all", enable_idempotence=True,
-            transactional_id=writer_transactional_id(self._settings, partition),
-            transaction_timeout_ms=self._settings.kafka_transaction_timeout_ms)
+        producer = transactional_producer(self._settings, writer_role(partition))
         try:
             await producer.start()  # InitProducerId: this is where the old owner is fenced
         except BaseException:

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ from aiokafka.errors import CommitFailedError
 
 from consumers import admin
 from consumers.catalog import Catalog, CollectionState
+from consumers.lifecycle import Component
 from consumers.query import get_result, query_vectors, search_result
 from schemas.errors import (
     InvalidArgumentError,
@@ -56,10 +58,11 @@ async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, byte
     await producer.send(reply_to, value=dumps(payload), headers=[("correlation_id", corr.encode())])
 
 
-class Reader:
+class Reader(Component):
     def __init__(self, settings: Settings, topics: Topics, catalog: Catalog, replica: Replica,
                  runtimes: Runtimes, embed_thread: ThreadPoolExecutor,
                  lock: Callable[[str], anyio.Lock]) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = topics
         self.catalog = catalog
@@ -67,27 +70,16 @@ class Reader:
         self.runtimes = runtimes
         self.embed_thread = embed_thread
         self.lock = lock
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         kw = client_kwargs(self.settings)
-        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
-        await self._replies.start()
-        self._consumer = AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
-                                          enable_auto_commit=False, auto_offset_reset="latest")
-        await self._consumer.start()
-        self._task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
-
-    async def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await cancel(self._task)
-        if hasattr(self, "_consumer"):
-            await self._consumer.stop()
-        if hasattr(self, "_replies"):
-            await self._replies.stop()
+        self._replies = await self.parts.start(
+            AIOKafkaProducer(**kw, acks="all", enable_idempotence=True))
+        self._consumer = await self.parts.start(
+            AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
+                             enable_auto_commit=False, auto_offset_reset="latest"))
+        task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
+        self.parts.on_stop(partial(cancel, task))
 
     async def _read_loop(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -142,13 +134,14 @@ class Reader:
             state = self._state(ev)
             request = checked_get(ev)
             async with self.lock(state.spec.id):
-                return encode_result(get_result(state, request))
+                result = await anyio.to_thread.run_sync(get_result, state, request)
+            return encode_result(result)
         if op == "query":
             state = self._state(ev)
-            embedder = self.runtimes.get(state.spec.embedding_function)
+            embedder = await self.runtimes.get(state.spec.embedding_function)
             req = checked_query(ev, self.settings, has_embedding_function=embedder is not None)
-            vectors = await query_vectors(req, embedder, self.runtimes.get(state.spec.data_loader),
-                                          self.embed_thread)
+            loader = await self.runtimes.get(state.spec.data_loader)
+            vectors = await query_vectors(req, embedder, loader, self.embed_thread)
             async with self.lock(state.spec.id):
                 result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
             return encode_result(result)
@@ -170,7 +163,7 @@ class Reader:
                                    data_loader=ev.get("data_loader"),
                                    get_or_create=bool(ev.get("get_or_create")))
             if created.new:
-                self._check_runtimes(created.spec)
+                await self._check_runtimes(created.spec)
                 await self._publish_spec(name, created.spec)
             return created.spec.to_dict()
         if op == "delete_collection":
@@ -188,11 +181,11 @@ class Reader:
             return new.to_dict()
         raise SchemaError(f"Unknown op {op!r}")
 
-    def _check_runtimes(self, spec: CollectionSpec) -> None:
+    async def _check_runtimes(self, spec: CollectionSpec) -> None:
         """Built before publishing: a spec every replica fails to rebuild is poison."""
         try:
-            self.runtimes.get(spec.embedding_function)
-            self.runtimes.get(spec.data_loader)
+            await self.runtimes.get(spec.embedding_function)
+            await self.runtimes.get(spec.data_loader)
         except Exception as exc:
             raise InvalidArgumentError(f"Invalid embedding function or data loader: {exc}") \
                 from exc

@@ -7,7 +7,7 @@ Three loops share one local replica (``Replica``):
   letters, and the consumed offsets in one Kafka transaction per request partition, each by
   that partition's own transactional producer (exactly-once, zombies fenced: producers.py);
 - replica: reads the state topic into the local log + usearch index (see replica.py);
-- reader (service_reader.py): a consumer group on the queries topic answering query/get/count/
+- reader (reader.py): a consumer group on the queries topic answering query/get/count/
   admin RPCs once the replica has applied the caller's writes (session consistency)."""
 
 from __future__ import annotations
@@ -17,14 +17,9 @@ import contextlib
 import logging
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
-import anyio
-import anyio.to_thread
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -33,9 +28,9 @@ from aiokafka import (
     TopicPartition,
 )
 
-from consumers.backfill import IndexBackfill
-from consumers.catalog import Catalog, CollectionState
-from consumers.pipeline import Pipeline, WriteJob
+from consumers.lifecycle import Component
+from consumers.local import LocalStore
+from consumers.pipeline import WriteJob
 from schemas.errors import (
     NotFoundError,
     StreamerError,
@@ -48,9 +43,15 @@ from schemas.events import (
     state_key,
     state_record,
 )
-from schemas.records import DeleteRequest, Mutation, WriteRequest
+from schemas.records import DeleteRequest, WriteRequest
 from streamer import metrics
-from streamer.kafka.common import Topics, cancel, client_kwargs, ensure_topics, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    ensure_topics,
+    supervise,
+)
 from streamer.kafka.producers import FENCED, PartitionProducers
 from streamer.kafka.reader import Reader, send_reply
 from streamer.kafka.replica import PROGRESS, Replica
@@ -64,7 +65,7 @@ from streamer.settings import Settings
 log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batches: TypeAlias = dict[TopicPartition, list[Record]]
-Out: TypeAlias = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]
+Out: TypeAlias = tuple[bytes, bytes | None]
 Prepared: TypeAlias = tuple[Batches, list[tuple[Record, WriteJob]], list[tuple[Record, BaseException]]]
 
 
@@ -79,22 +80,20 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._service.on_partitions_assigned(assigned)
 
 
-class Service:
+class Service(Component):
     def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.instance = instance or f"{socket.gethostname()}-{settings.instance_id}"
         self.topics = Topics.for_settings(settings)
-        path = None if settings.data_dir is None else Path(settings.data_dir)
-        self.catalog = Catalog(path, fsync=settings.fsync, checkpoint_every=settings.checkpoint_every)
-        self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
-        self._locks: dict[str, anyio.Lock] = {}
+        self.store = LocalStore(settings.data_dir, fsync=settings.fsync,
+                                checkpoint_every=settings.checkpoint_every)
+        self.catalog = self.store.catalog
+        self.embed_thread = self.store.embed_thread
+        self.lock = self.store.lock
+        self._pipeline = self.store.pipeline
         self.replica = Replica(settings, self.topics, self.catalog, self.lock)
-        self._backfill = IndexBackfill(self.catalog, self.lock)
         self.runtimes = Runtimes(self.embed_thread, settings)
-        self._out: list[Out] = []
-        self._pipeline = Pipeline(self.embed_thread, self.lock, sink=self._to_state_topic)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = False
         self._ready: asyncio.Queue[tuple[int, Prepared]] = asyncio.Queue(maxsize=1)
         self._embedded: asyncio.Queue[tuple[int, float, Prepared]] = asyncio.Queue(maxsize=1)
         self._processing = asyncio.Lock()
@@ -102,71 +101,35 @@ class Service:
         #: request partition -> the next offset our last transaction recorded (see _finish)
         self._committed: dict[int, int] = {}
 
-    def lock(self, collection_id: str) -> anyio.Lock:
-        return self._locks.setdefault(collection_id, anyio.Lock())
-
     # ---- lifecycle ----------------------------------------------------------------
-    async def start(self) -> None:
+    async def _start(self) -> None:
+        """In dependency order; stopping runs it backwards: the write loop and the readers
+        stop before the replica, and the store's checkpoint comes last."""
         await ensure_topics(self.settings, self.topics)
-        await anyio.to_thread.run_sync(self.catalog.open)
-        await self.replica.start()
-        await self._backfill.start()
-        self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
-        kw = client_kwargs(self.settings)
+        await self.parts.start(self.store)
+        await self.parts.start(self.replica)
+        await self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
+        # Stopped after the writer's consumer (parts stop in reverse): its revocation on
+        # leaving the group still finishes the in-flight transactions.
         self._producers = PartitionProducers(self.settings)
-        self._writer = AIOKafkaConsumer(**kw, group_id=self.topics.writers,
-                                        enable_auto_commit=False, auto_offset_reset="earliest",
+        self.parts.on_stop(self._producers.stop)
+        session_ms = self.settings.kafka_session_timeout_ms
+        self._writer = AIOKafkaConsumer(**client_kwargs(self.settings),
+                                        group_id=self.topics.writers, enable_auto_commit=False,
+                                        auto_offset_reset="earliest",
                                         isolation_level="read_committed",
-                                        session_timeout_ms=self.settings.kafka_session_timeout_ms,
-                                        heartbeat_interval_ms=max(
-                                            100, self.settings.kafka_session_timeout_ms // 3))
+                                        session_timeout_ms=session_ms,
+                                        heartbeat_interval_ms=max(100, session_ms // 3))
         self._writer.subscribe([self.topics.requests], listener=_Rebalance(self))
-        await self._writer.start()
-        self.reader = Reader(self.settings, self.topics, self.catalog, self.replica,
-                             self.runtimes, self.embed_thread, self.lock)
-        await self.reader.start()
-        self._tasks = [supervise(asyncio.create_task(self._write_loop(), name="writer"))]
+        await self.parts.start(self._writer)
+        self.reader = await self.parts.start(
+            Reader(self.settings, self.topics, self.catalog, self.replica, self.runtimes,
+                   self.embed_thread, self.lock))
+        writer = supervise(asyncio.create_task(self._write_loop(), name="writer"))
+        self.parts.on_stop(partial(cancel, writer))
         log.info("streamer service %s started", self.instance)
 
-    async def stop(self) -> None:
-        """Stop intake, let the in-flight batch finish (its transaction commits or aborts),
-        then checkpoint the replica and close producers."""
-        if self._stopped:
-            return
-        self._stopped = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        if hasattr(self, "reader"):
-            await self.reader.stop()
-        if hasattr(self, "_writer"):
-            await self._writer.stop()
-        await self.replica.stop()
-        await self._backfill.stop()
-        await anyio.to_thread.run_sync(self.catalog.close)
-        if hasattr(self, "_producers"):
-            await self._producers.stop()
-        self._pipeline.close()
-        self.embed_thread.shutdown(wait=True)
-
-    async def __aenter__(self) -> Service:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
-
     # ---- writer -------------------------------------------------------------------
-    async def _to_state_topic(self, state: CollectionState, mutations: list[Mutation],
-                              meta: dict[str, Any] | None) -> int:
-        for m in mutations:
-            self._out.append((self.topics.state, state_key(state.spec.id, m.id),
-                              state_record(state.spec.id, m), None, []))
-        return 0
-
     async def _write_loop(self) -> None:
         """Three stages, a batch in each: batch k+2 is fetched, parsed, loaded and transformed
         while batch k+1 is encoded and batch k is resolved and committed in its transaction,
@@ -256,6 +219,7 @@ class Service:
         # heartbeat sets, so the group rebalances at once instead of after the session.
         self._writer._coordinator.request_rejoin()
 
+
     async def _finish(self, started: float, batches: Batches, jobs: list[tuple[Record, WriteJob]],
                       failed: list[tuple[Record, BaseException]]) -> None:
         await self._process(batches, jobs, failed)
@@ -307,9 +271,11 @@ class Service:
             # Resolved per partition so each partition's state records go in its transaction;
             # ids are co-partitioned (and filtered deletes run on every partition, each writer
             # deleting its own), so no partition's outcome depends on another's.
-            self._out = []
-            await self._pipeline.commit([j for rec, j in jobs if rec.partition == tp.partition])
-            outs[tp.partition] = self._out
+            groups = await self._pipeline.resolve(
+                [j for rec, j in jobs if rec.partition == tp.partition])
+            outs[tp.partition] = [(state_key(g.state.spec.id, m.id),
+                                   state_record(g.state.spec.id, m))
+                                  for g in groups for m in g.mutations]
         failed += [(rec, job.error) for rec, job in jobs if job.error is not None]
         ok = [rec for rec, job in jobs if job.error is None]
         metrics.RECORDS.labels("ok").inc(len(ok))
@@ -320,7 +286,7 @@ class Service:
                          [(r, e) for r, e in failed if r.partition == tp.partition])
             for tp, recs in batches.items()))
 
-    async def _commit(self, tp: TopicPartition, nxt: int, outs: list[Out], ok: list[Record],
+    async def _commit(self, tp: TopicPartition, nxt: int, states: list[Out], ok: list[Record],
                       failed: list[tuple[Record, BaseException]]) -> None:
         """One partition's share of the batch, in the transaction of that partition's own
         producer: a writer fenced on ``tp`` can commit nothing for it."""
@@ -329,8 +295,8 @@ class Service:
             return
         try:
             async with tx.transaction():
-                for topic, key, value, part, headers in outs:
-                    await tx.send(topic, key=key, value=value, partition=part, headers=headers)
+                for key, value in states:
+                    await tx.send(self.topics.state, key=key, value=value)
                 for rec in ok:
                     await send_reply(tx, rec, {"ok": True, "result": None})
                 for rec, error in failed:
@@ -353,8 +319,8 @@ class Service:
             state = self.catalog.by_id(collection_id)
             if state is None:
                 raise NotFoundError(f"Collection [{collection_id}] does not exist")
-        embedder = self.runtimes.get(state.spec.embedding_function)
-        loader = self.runtimes.get(state.spec.data_loader)
+        embedder = await self.runtimes.get(state.spec.embedding_function)
+        loader = await self.runtimes.get(state.spec.data_loader)
         request: WriteRequest | DeleteRequest
         if isinstance(payload, DeleteRequest):
             request = check_delete(payload, self.settings)
