@@ -40,6 +40,8 @@ NO_LOADER = "You must set a data loader on the collection if loading from URIs."
 NO_EMBEDDING_FUNCTION = ("You must provide an embedding function to compute embeddings."
                          "https://docs.trychroma.com/guides/embeddings")
 _EMBEDDABLE = "documents, images, uris"  # Chroma joins a set here; we fix the order
+ONE_SOURCE = f"Exactly one of {_EMBEDDABLE} must be provided"
+ALREADY_EMBEDDED = "Attempting to embed a record that already has embeddings."
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
 
 
@@ -200,7 +202,7 @@ def _check_uris(uris: list[Any]) -> None:
 
 def _exactly_one(*fields: list[Any] | None) -> None:
     if sum(f is not None for f in fields) != 1:
-        raise InvalidArgumentError(f"Exactly one of {_EMBEDDABLE} must be provided")
+        raise InvalidArgumentError(ONE_SOURCE)
 
 
 def prepare_write(op: Op, *, ids: Any, embeddings: Any = None, metadatas: Any = None,
@@ -228,9 +230,9 @@ def prepare_write(op: Op, *, ids: Any, embeddings: Any = None, metadatas: Any = 
                 validate_metadata(m)
         # One modality per record: never two sources, whether or not we embed them.
         if sum(f is not None for f in (docs, imgs, uri_list)) > 1:
-            raise InvalidArgumentError(f"Exactly one of {_EMBEDDABLE} must be provided")
+            raise InvalidArgumentError(ONE_SOURCE)
         if vecs is not None and imgs is not None:
-            raise InvalidArgumentError("Attempting to embed a record that already has embeddings.")
+            raise InvalidArgumentError(ALREADY_EMBEDDED)
         # A metadata-only update embeds nothing; everything else needs one source to embed.
         metadata_only = op is Op.UPDATE and docs is None and imgs is None and uri_list is None
         if vecs is None and not metadata_only:

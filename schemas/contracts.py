@@ -12,6 +12,8 @@ import orjson
 
 from schemas.events import IMAGE_CODECS, READ_OPS, SCHEMA_VERSION
 from schemas.where_schema import WHERE, WHERE_DOCUMENT
+from schemas.ws_contracts import SCHEMAS as WS_SCHEMAS
+from schemas.ws_contracts import error_classes
 
 GENERATED = Path(__file__).parent / "generated"
 
@@ -139,6 +141,10 @@ def render() -> dict[str, bytes]:
         {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}, option=opt) + b"\n"
         for name, schema in SCHEMAS.items()}
     files["asyncapi.json"] = orjson.dumps(asyncapi(), option=opt) + b"\n"
+    for name, schema in WS_SCHEMAS.items():
+        files[f"{name}.schema.json"] = orjson.dumps(
+            {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}, option=opt) + b"\n"
+    files["errors.json"] = orjson.dumps(error_classes(), option=opt) + b"\n"
     return files
 
 

@@ -4,12 +4,10 @@ the only module that reads the environment."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "STREAMER_"
 
@@ -32,8 +30,13 @@ def with_runtime_env(*, force: bool = False) -> dict[str, str] | None:
     return {**env, **wanted}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
+class Settings(BaseSettings):
+    """Every field reads ``STREAMER_<FIELD>`` (pydantic-settings: typed parsing, errors that
+    name the variable); keyword arguments win over the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid",
+                                      env_ignore_empty=True, env_parse_none_str="none")
+
     # storage
     data_dir: str | None = None
     fsync: bool = True
@@ -55,6 +58,9 @@ class Settings:
     # which fences its dead predecessor and aborts its open transaction at once.
     instance_id: str = "0"
     kafka_transaction_timeout_ms: int = 15_000
+    # The writers' group: a writer silent this long loses its partitions (and, through its
+    # per-partition transactional ids, any right to commit for them: kafka/producers.py).
+    kafka_session_timeout_ms: int = 10_000
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -83,6 +89,8 @@ class Settings:
     ws_send_buffer_bytes: int = 8 << 20  # queued replies/pushes per socket before closing it
     ws_max_message_bytes: int = 16 << 20  # raised to max_message_bytes: a frame holds an event
     ws_max_subscriptions: int = 32
+    # A live query resuming after a reconnect replays at most this many logged mutations.
+    ws_resume_max_records: int = 10_000
     log_level: str = "INFO"
 
     @property
@@ -93,25 +101,6 @@ class Settings:
         return self.max_image_bytes * 4 // 3 + 2 * self.max_document_bytes + (1 << 20)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        env = os.environ if env is None else env
-        hints = get_type_hints(cls)
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(PREFIX + f.name.upper())
-            if raw is not None:
-                values[f.name] = _parse(hints[f.name], raw)
-        values.update(overrides)
-        return cls(**values)
-
-
-def _parse(tp: Any, raw: str) -> Any:
-    if get_origin(tp) in (Union, types.UnionType):
-        if raw == "" or raw.lower() == "none":
-            return None
-        tp = next(a for a in get_args(tp) if a is not type(None))
-    if tp is bool:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if tp in (int, float):
-        return tp(raw)
-    return raw
+    def from_env(cls, **overrides: Any) -> Settings:
+        """The environment's settings with ``overrides`` on top."""
+        return cls(**overrides)

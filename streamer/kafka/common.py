@@ -130,7 +130,7 @@ async def _raise_message_size(admin: AIOKafkaAdminClient, names: list[str], size
 
 def transactional_producer(settings: Settings, role: str) -> AIOKafkaProducer:
     """A producer for exactly-once hand-offs. Its transactional id is stable per process
-    slot and role (``writer-<instance>``, ``source-<mapping>-<instance>``): a restarted
+    slot and role (``writer-p<partition>``, ``source-<mapping>-<instance>``): a restarted
     process fences its dead predecessor and aborts its half-done transaction."""
     return AIOKafkaProducer(
         **client_kwargs(settings), **producer_kwargs(settings), acks="all",

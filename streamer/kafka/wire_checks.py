@@ -1,6 +1,7 @@
-"""Server-side checks on events from the wire, which is untrusted: Chroma's validation (the
-code the clients run before sending, run again) and the configured limits (``Settings``),
-raised as typed errors before anything is loaded, embedded or written."""
+"""Server-side checks on events from the wire, which is untrusted: Chroma's rules (for a
+write, shaped for the one record an event carries; for reads, the clients' validation run
+again) and the configured limits (``Settings``), raised as typed errors before anything is
+loaded, embedded or written."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from typing import Any
 
 from consumers.decode import check_limits
 from consumers.validate import (
+    ALREADY_EMBEDDED,
     NO_EMBEDDING_FUNCTION,
     NO_LOADER,
+    ONE_SOURCE,
+    context,
     prepare_delete,
     prepare_get,
     prepare_query,
-    prepare_write,
+    validate_metadata,
 )
 from schemas.errors import DataLoaderError, InvalidArgumentError, LimitExceededError
 from schemas.events import parse_get, parse_query
@@ -41,18 +45,23 @@ def check_document(id_: str, document: str | None, settings: Settings) -> None:
 
 def check_write(op: Op, item: WriteItem, settings: Settings, *, has_embedding_function: bool,
                 has_loader: bool) -> None:
-    def one(value: Any) -> list[Any] | None:
-        return None if value is None else [value]
-
-    prepare_write(op, ids=[item.id], embeddings=one(item.embedding), metadatas=one(item.metadata),
-                  documents=one(item.document), images=one(item.image), uris=one(item.uri),
-                  has_loader=_LOADER_CHECKED_LATER, has_embedding_function=True)
+    """One write event, checked once. ``parse_write`` already refused wrong field types;
+    this is Chroma's per-record rules with Chroma's messages, then the limits, then whether
+    this collection can embed what the record brings."""
+    with context(op.value):
+        validate_metadata(item.metadata)
+        sources = sum(x is not None for x in (item.document, item.image, item.uri))
+        if sources > 1:  # one modality per record, embedded or not
+            raise InvalidArgumentError(ONE_SOURCE)
+        if item.embedding is not None and item.image is not None:
+            raise InvalidArgumentError(ALREADY_EMBEDDED)
+        if item.embedding is None and not sources and op is not Op.UPDATE:
+            raise InvalidArgumentError(ONE_SOURCE)  # only a metadata update embeds nothing
     check_document(item.id, item.document, settings)
     if item.image is not None:
         check_image(item.image, settings, f"Record {item.id}")
-    source = item.document is not None or item.image is not None or item.uri is not None
-    if item.embedding is None and (source or op is not Op.UPDATE):
-        if item.uri is not None and item.document is None and not has_loader:
+    if item.embedding is None and sources:
+        if item.uri is not None and not has_loader:
             raise DataLoaderError(NO_LOADER)
         if not has_embedding_function:
             raise InvalidArgumentError(NO_EMBEDDING_FUNCTION)
