@@ -1,45 +1,4 @@
 """Public error types (defined in ``schemas.errors`` so every layer can raise them)."""
 
-from schemas.errors import (
-    CorruptionError,
-    DataLoaderError,
-    DimensionMismatchError,
-    DuplicateIDError,
-    EmbeddingError,
-    InternalError,
-    InvalidArgumentError,
-    InvalidTypeError,
-    LimitExceededError,
-    NotFoundError,
-    PermissionDeniedError,
-    RequestTimeoutError,
-    SchemaError,
-    StreamerError,
-    UnavailableError,
-    UniqueConstraintError,
-    URIOutsideRootsError,
-    error_from_wire,
-    error_to_wire,
-)
-
-__all__ = [
-    "CorruptionError",
-    "DataLoaderError",
-    "DimensionMismatchError",
-    "DuplicateIDError",
-    "EmbeddingError",
-    "InternalError",
-    "InvalidArgumentError",
-    "InvalidTypeError",
-    "LimitExceededError",
-    "NotFoundError",
-    "PermissionDeniedError",
-    "RequestTimeoutError",
-    "SchemaError",
-    "StreamerError",
-    "URIOutsideRootsError",
-    "UnavailableError",
-    "UniqueConstraintError",
-    "error_from_wire",
-    "error_to_wire",
-]
+from schemas.errors import *  # noqa: F403  (the public names are schemas.errors.__all__)
+from schemas.errors import __all__ as __all__

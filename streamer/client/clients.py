@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from consumers.admin import default_space
@@ -82,10 +83,15 @@ class AsyncClient:
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    def _wrap(self, spec: CollectionSpec, embedding_function: Any,
-              data_loader: Any) -> AsyncCollection:
-        ef = rebuild(spec.embedding_function) if embedding_function is DEFAULT else embedding_function
-        loader = rebuild(spec.data_loader) if data_loader is DEFAULT else data_loader
+    async def _wrap(self, spec: CollectionSpec, embedding_function: Any,
+                    data_loader: Any) -> AsyncCollection:
+        def build() -> tuple[Any, Any]:
+            ef = rebuild(spec.embedding_function) if embedding_function is DEFAULT \
+                else embedding_function
+            loader = rebuild(spec.data_loader) if data_loader is DEFAULT else data_loader
+            return ef, loader
+        # Building a loader resolves its roots on disk: on a thread, not on the loop.
+        ef, loader = await anyio.to_thread.run_sync(build)
         return AsyncCollection(self._backend, spec, ef, loader)
 
     async def create_collection(self, name: str, embedding_function: Any = DEFAULT,
@@ -106,8 +112,8 @@ class AsyncClient:
     async def get_collection(self, name: str, embedding_function: Any = DEFAULT,
                              data_loader: Any = DEFAULT) -> AsyncCollection:
         await self.start()
-        return self._wrap(await self._backend.get_collection(name), embedding_function,
-                          data_loader)
+        return await self._wrap(await self._backend.get_collection(name), embedding_function,
+                                data_loader)
 
     async def get_or_create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                        data_loader: DataLoader | None = None,
@@ -120,7 +126,7 @@ class AsyncClient:
     async def list_collections(self, limit: int | None = None,
                                offset: int | None = None) -> list[AsyncCollection]:
         await self.start()
-        return [self._wrap(s, DEFAULT, DEFAULT)
+        return [await self._wrap(s, DEFAULT, DEFAULT)
                 for s in await self._backend.list_collections(limit, offset)]
 
     async def delete_collection(self, name: str) -> None:

@@ -9,15 +9,17 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import anyio
 import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
 
 from consumers import admin
 from consumers.catalog import Catalog, CollectionState
+from consumers.lifecycle import Component
 from consumers.query import get_result, query_vectors, search_result
 from schemas.errors import (
     InvalidArgumentError,
@@ -31,7 +33,14 @@ from schemas.errors import (
 from schemas.events import READ_OPS, dumps, encode_result, loads
 from schemas.records import CollectionSpec
 from streamer import metrics
-from streamer.kafka.common import Topics, big_messages, cancel, client_kwargs, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    consumer_kwargs,
+    producer_kwargs,
+    supervise,
+)
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
 from streamer.kafka.wire_checks import checked_get, checked_query
@@ -57,10 +66,11 @@ async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, byte
     await producer.send(reply_to, value=dumps(payload), headers=[("correlation_id", corr.encode())])
 
 
-class Reader:
+class Reader(Component):
     def __init__(self, settings: Settings, topics: Topics, catalog: Catalog, replica: Replica,
                  runtimes: Runtimes, embed_thread: ThreadPoolExecutor,
                  lock: Callable[[str], anyio.Lock]) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = topics
         self.catalog = catalog
@@ -68,29 +78,18 @@ class Reader:
         self.runtimes = runtimes
         self.embed_thread = embed_thread
         self.lock = lock
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         kw = client_kwargs(self.settings)
-        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True,
-                                         max_request_size=self.settings.kafka_max_message_bytes)
-        await self._replies.start()
-        self._consumer = AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
-                                          enable_auto_commit=False, auto_offset_reset="latest",
-                                          **big_messages(self.settings))
-        await self._consumer.start()
-        self._task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
-
-    async def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await cancel(self._task)
-        if hasattr(self, "_consumer"):
-            await self._consumer.stop()
-        if hasattr(self, "_replies"):
-            await self._replies.stop()
+        self._replies = await self.parts.start(
+            AIOKafkaProducer(**kw, **producer_kwargs(self.settings), acks="all",
+                             enable_idempotence=True))
+        self._consumer = await self.parts.start(
+            AIOKafkaConsumer(self.topics.queries, **kw, **consumer_kwargs(self.settings),
+                             group_id=self.topics.readers,
+                             enable_auto_commit=False, auto_offset_reset="latest"))
+        task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
+        self.parts.on_stop(partial(cancel, task))
 
     async def _read_loop(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -100,7 +99,12 @@ class Reader:
                     for rec in records:
                         tg.start_soon(self._answer, rec)
                 if batches:
-                    await self._consumer.commit()
+                    try:
+                        await self._consumer.commit()
+                    except CommitFailedError as exc:
+                        # We stalled past the session and the group moved on: the new owner
+                        # answers these queries again, and the client keeps the first reply.
+                        log.warning("reader offsets not committed (%s); rejoining", exc)
 
     async def _answer(self, rec: ConsumerRecord[bytes, bytes]) -> None:
         started = time.perf_counter()
@@ -127,11 +131,10 @@ class Reader:
             await send_reply(self._replies, rec, payload)
         except MessageSizeTooLargeError:
             # One oversized answer must not stop the reader: the caller gets a typed refusal.
-            limit = self.settings.kafka_max_message_bytes
+            limit = self.settings.max_message_bytes
             await send_reply(self._replies, rec, {"ok": False, "error": error_to_wire(
-                LimitExceededError(f"The reply is over the {limit}-byte message limit "
-                                   "(STREAMER_KAFKA_MAX_MESSAGE_BYTES); ask for fewer records "
-                                   "or fields"))})
+                LimitExceededError(f"The reply is over the {limit}-byte message limit; ask "
+                                   "for fewer records or fields"))})
 
     def _state(self, ev: dict[str, Any]) -> CollectionState:
         state = self.catalog.by_id(str(ev.get("collection")))
@@ -148,13 +151,14 @@ class Reader:
             state = self._state(ev)
             request = checked_get(ev)
             async with self.lock(state.spec.id):
-                return encode_result(get_result(state, request))
+                result = await anyio.to_thread.run_sync(get_result, state, request)
+            return encode_result(result)
         if op == "query":
             state = self._state(ev)
-            embedder = self.runtimes.get(state.spec.embedding_function)
+            embedder = await self.runtimes.get(state.spec.embedding_function)
             req = checked_query(ev, self.settings, has_embedding_function=embedder is not None)
-            vectors = await query_vectors(req, embedder, self.runtimes.get(state.spec.data_loader),
-                                          self.embed_thread)
+            loader = await self.runtimes.get(state.spec.data_loader)
+            vectors = await query_vectors(req, embedder, loader, self.embed_thread)
             async with self.lock(state.spec.id):
                 result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
             return encode_result(result)
@@ -178,7 +182,7 @@ class Reader:
                                    get_or_create=bool(ev.get("get_or_create")),
                                    space=str(ev.get("space") or "l2"))
             if created.new:
-                self._check_runtimes(created.spec)
+                await self._check_runtimes(created.spec)
                 await self._publish_spec(name, created.spec)
             return created.spec.to_dict()
         if op == "delete_collection":
@@ -196,11 +200,11 @@ class Reader:
             return new.to_dict()
         raise SchemaError(f"Unknown op {op!r}")
 
-    def _check_runtimes(self, spec: CollectionSpec) -> None:
+    async def _check_runtimes(self, spec: CollectionSpec) -> None:
         """Built before publishing: a spec every replica fails to rebuild is poison."""
         try:
-            self.runtimes.get(spec.embedding_function)
-            self.runtimes.get(spec.data_loader)
+            await self.runtimes.get(spec.embedding_function)
+            await self.runtimes.get(spec.data_loader)
         except Exception as exc:
             raise InvalidArgumentError(f"Invalid embedding function or data loader: {exc}") \
                 from exc
