@@ -34,7 +34,10 @@ def _npm(*args: str, timeout: float = 300) -> None:
 def package() -> Path:
     """The built package (npm ci when node_modules is missing, then tsc)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("needs node >= 20 and npm: apt-get install -y nodejs npm")
+        pytest.skip("needs node >= 20 and npm")
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
+    if int(version.lstrip("v").split(".")[0]) < 20:
+        pytest.skip(f"needs node >= 20, found {version.strip()}")
     if not (PACKAGE / "node_modules" / ".package-lock.json").exists():
         _npm("ci", "--no-audit", "--no-fund")
     _npm("run", "build")
