@@ -41,7 +41,8 @@ export class LiveQuery implements AsyncIterableIterator<LiveMatch>, Subscriber {
       ...(resumable ? { stream: this.stream!, resume_after: this.lastSeq } : {}),
     });
     // Another server (a top-k query subscribes anywhere) numbers its records afresh.
-    this.lastSeq = reply.stream === this.stream ? Math.max(this.lastSeq, reply.seq) : reply.seq;
+    const same = this.stream === null || reply.stream === this.stream;
+    this.lastSeq = same ? Math.max(this.lastSeq, reply.seq) : reply.seq;
     this.stream = reply.stream;
     const initial = reply.initial as WireQueryResult | null;
     this.initial = initial === null ? null : queryResult(initial);

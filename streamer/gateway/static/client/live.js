@@ -37,7 +37,8 @@ export class LiveQuery {
             ...(resumable ? { stream: this.stream, resume_after: this.lastSeq } : {}),
         });
         // Another server (a top-k query subscribes anywhere) numbers its records afresh.
-        this.lastSeq = reply.stream === this.stream ? Math.max(this.lastSeq, reply.seq) : reply.seq;
+        const same = this.stream === null || reply.stream === this.stream;
+        this.lastSeq = same ? Math.max(this.lastSeq, reply.seq) : reply.seq;
         this.stream = reply.stream;
         const initial = reply.initial;
         this.initial = initial === null ? null : queryResult(initial);
