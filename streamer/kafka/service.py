@@ -34,6 +34,7 @@ from aiokafka import (
 
 from consumers.backfill import IndexBackfill
 from consumers.catalog import Catalog, CollectionState
+from consumers.load import reuse_unchanged
 from consumers.pipeline import Pipeline, WriteJob
 from schemas.errors import (
     NotFoundError,
@@ -294,7 +295,7 @@ class Service:
         else:
             check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
                         has_loader=loader is not None)
-            request = WriteRequest(op, [payload])
+            request = reuse_unchanged(state.store, WriteRequest(op, [payload]))
         return WriteJob(state, request, embedder=embedder, loader=loader)
 
     async def _dead_letter(self, rec: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
