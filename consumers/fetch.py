@@ -15,6 +15,7 @@ import ipaddress
 import random
 import socket
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from consumers.remote import (
     redact,
     split_store_uri,
 )
-from schemas.errors import FetchError, LimitExceededError, URINotAllowedError
+from schemas.errors import FetchError, LimitExceededError, StreamerError, URINotAllowedError
 
 T = TypeVar("T")
 MAX_REDIRECTS = 5
@@ -143,14 +144,21 @@ class _Capped:
         try:
             with PILImage.open(io.BytesIO(self.buf)) as img:
                 width, height = img.size
-        except PILImage.DecompressionBombError:
-            width = height = self.max_pixels + 1
+        except PILImage.DecompressionBombError:  # far bigger than any sane cap
+            raise LimitExceededError(
+                f"Image {redact(self.uri)} has more pixels than the limit of {self.max_pixels} "
+                f"(stopped reading)") from None
         except Exception:  # header not complete yet, or not an image: the decoder will say
             return
         self._known = True
         if width * height > self.max_pixels:
             raise LimitExceededError(f"Image {redact(self.uri)} has {width * height} pixels, "
                                      f"over the limit of {self.max_pixels} (stopped reading)")
+
+
+def _close_sessions(sessions: list[aiohttp.ClientSession]) -> None:
+    while sessions:
+        fetch_loop().submit(sessions.pop().close())
 
 
 class _Retry(Exception):
@@ -164,8 +172,10 @@ class Fetcher:
         self.policy, self.max_bytes, self.max_pixels = policy, max_bytes, max_pixels
         self._networks = policy.networks()
         self._stores: dict[str, Any] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: list[aiohttp.ClientSession] = []  # at most one, shared with finalize
         self._slots: asyncio.Semaphore | None = None
+        # Loaders are dropped with their collection, not closed: the session closes then.
+        weakref.finalize(self, _close_sessions, self._sessions)
 
     def submit(self, uri: str) -> Future[Fetched]:
         """Start fetching; the allow-list is checked here so a refusal costs no request."""
@@ -173,9 +183,7 @@ class Fetcher:
         return fetch_loop().submit(self._fetch(uri))
 
     def close(self) -> None:
-        if self._session is not None:
-            fetch_loop().submit(self._session.close()).result()
-            self._session = None
+        _close_sessions(self._sessions)
 
     async def _fetch(self, uri: str) -> Fetched:
         if self._slots is None:
@@ -203,13 +211,13 @@ class Fetcher:
         raise AssertionError("unreachable")
 
     def _http_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+        if not self._sessions:
             connector = aiohttp.TCPConnector(resolver=_GuardedResolver(self._networks),
                                              limit=self.policy.max_in_flight)
             # trust_env off: a proxy from the environment would do the resolving instead
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
-                                                  auto_decompress=False)
-        return self._session
+            self._sessions.append(aiohttp.ClientSession(connector=connector, trust_env=False,
+                                                        auto_decompress=False))
+        return self._sessions[0]
 
     def _check_literal(self, url: str) -> None:
         host = urlsplit(url).hostname or ""
@@ -268,7 +276,14 @@ class Fetcher:
                                  "retry_timeout": timedelta(seconds=self.policy.timeout_s * 2),
                                  "backoff": {"init_backoff": timedelta(seconds=_BACKOFF_S)}}
         kind: Any = {"s3": S3Store, "gs": GCSStore}.get(scheme, AzureStore)
-        store = kind.from_url(base, config=options, client_options=client, retry_config=retry)
+        try:
+            store = kind.from_url(base, config=options, client_options=client,
+                                  retry_config=retry)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a missing setting can panic in Rust (PanicException)
+            raise FetchError(f"Cannot open {base}: {type(exc).__name__} (check the store's "
+                             f"options and environment)") from None
         self._stores[base] = store
         return store
 
@@ -284,6 +299,8 @@ class Fetcher:
                 async for chunk in result.stream(min_chunk_size=_CHUNK):
                     sink.add(memoryview(chunk))
                 return Fetched(bytes(sink.buf), etag=meta.get("e_tag"), version=meta.get("version"))
+        except StreamerError:
+            raise
         except TimeoutError:
             raise FetchError(f"Could not fetch {redact(uri)}: timed out after {budget:g} s") \
                 from None

@@ -45,6 +45,8 @@ def redact(uri: str) -> str:
     except ValueError:
         return "<unparsable URI>"
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     hidden = "?..." if parts.query else ""
@@ -199,3 +201,28 @@ def split_store_uri(uri: str) -> tuple[str, str]:
     if not netloc or not path.strip("/"):
         raise DataLoaderError(f"Object-store URI needs a bucket and a key: {redact(uri)}")
     return f"{scheme}://{netloc}", path.lstrip("/")
+
+
+def confine(asked: Mapping[str, Any] | None, server: RemotePolicy) -> dict[str, Any] | None:
+    """A spec's remote config as a server runs it. The server's allow-list wins: with none,
+    remote URIs are off whatever the spec asks; otherwise the spec can only narrow it. Store
+    options (endpoints, regions) are the server's alone, as they say where requests go; a
+    spec's extra networks are kept only inside the server's; timeouts, retries and
+    concurrency take the smaller value."""
+    if not server.allow:
+        return None
+    spec = RemotePolicy.from_config(asked) if asked else None
+    allow = narrow(server.allow, spec.allow if spec is not None and "allow" in (asked or {})
+                   else None)
+    if not allow:
+        return None
+    networks = list(server.allow_networks)
+    if asked and "allow_networks" in asked and spec is not None:
+        mine = server.networks()
+        networks = [n for n in spec.allow_networks if any(
+            (net := ipaddress.ip_network(n, strict=False)).version == m.version
+            and net.subnet_of(m) for m in mine)]  # type: ignore[arg-type]
+    pick = spec or server
+    return RemotePolicy(tuple(allow), server.stores, tuple(networks),
+                        min(pick.timeout_s, server.timeout_s), min(pick.retries, server.retries),
+                        min(pick.max_in_flight, server.max_in_flight)).to_config()
