@@ -154,7 +154,11 @@ def prefix_matches(prefix: str, uri: str) -> bool:
     """Whether ``uri`` lies under ``prefix``, comparing scheme and host case-insensitively and
     the path by whole segments."""
     p, u = _split(prefix), _split(uri)
-    if p[0] != u[0] or p[1].lower() != u[1].lower():
+    if p[0] != u[0]:
+        return False
+    if not p[1]:  # "s3://": the whole scheme, for a server's allow-list to narrow
+        return True
+    if p[1].lower() != u[1].lower():
         return False
     if not p[2] or p[2] == "/":
         return True
