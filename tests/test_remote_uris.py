@@ -261,3 +261,33 @@ def _create_container(endpoint: str) -> None:
         "Authorization": f"SharedKey devstoreaccount1:{sig}", "Content-Length": "0"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 201
+
+
+def test_the_server_allow_list_wins_over_the_spec() -> None:
+    from streamer.kafka.wire_checks import server_loader
+    from streamer.settings import Settings
+
+    def run(asked: dict[str, Any] | None, **server: Any) -> dict[str, Any] | None:
+        config = {"roots": None} if asked is None else {"roots": None, "remote": asked}
+        out = server_loader({"name": "image_loader", "config": config}, Settings(**server))
+        remote: dict[str, Any] | None = out["config"].get("remote")
+        return remote
+
+    spec = {"allow": ["s3://", "https://cdn.example.com/"],
+            "stores": {"s3": {"endpoint": "http://169.254.169.254"}},
+            "allow_networks": ["10.0.0.0/8"], "timeout_s": 99}
+    assert run(spec) is None  # the server allows nothing: remote URIs are off
+    got = run(spec, remote_allow="s3://catalog/,s3://other/p/", remote_allow_networks="10.1.0.0/16",
+              remote_stores='{"s3": {"endpoint": "http://127.0.0.1:9000"}}', remote_timeout_s=7)
+    assert got is not None
+    assert got["allow"] == ["s3://catalog/", "s3://other/p/"]  # https:// is not the server's
+    assert got["stores"] == {"s3": {"endpoint": "http://127.0.0.1:9000"}}  # never the spec's
+    assert got["allow_networks"] == [] and got["timeout_s"] == 7
+    narrower = run({"allow": ["s3://catalog/shoes/"], "allow_networks": ["10.1.2.0/24"]},
+                   remote_allow="s3://catalog/", remote_allow_networks="10.1.0.0/16")
+    assert narrower is not None and narrower["allow"] == ["s3://catalog/shoes/"]
+    assert narrower["allow_networks"] == ["10.1.2.0/24"]
+    # A spec that says nothing about remote URIs gets the server's allow-list.
+    plain = run(None, remote_allow="https://img.example.com/")
+    assert plain is not None and plain["allow"] == ["https://img.example.com/"]
+    assert run({"allow": ["s3://elsewhere/"]}, remote_allow="s3://catalog/") is None
