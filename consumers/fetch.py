@@ -182,9 +182,6 @@ class Fetcher:
         self.policy.check(uri)
         return fetch_loop().submit(self._fetch(uri))
 
-    def close(self) -> None:
-        _close_sessions(self._sessions)
-
     async def _fetch(self, uri: str) -> Fetched:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.policy.max_in_flight)
@@ -196,7 +193,8 @@ class Fetcher:
             return await self._store_get(uri)
 
     async def _retrying(self, uri: str, attempt: Callable[[str], Awaitable[Fetched]]) -> Fetched:
-        for n in range(self.policy.retries + 1):
+        attempts = 0
+        while True:
             try:
                 async with asyncio.timeout(self.policy.timeout_s):
                     return await attempt(uri)
@@ -204,11 +202,10 @@ class Fetcher:
                 reason = f"timed out after {self.policy.timeout_s:g} s"
             except _Retry as exc:
                 reason = str(exc)
-            if n == self.policy.retries:
-                raise FetchError(f"Could not fetch {redact(uri)}: {reason} "
-                                 f"({n + 1} attempts)")
-            await asyncio.sleep(_BACKOFF_S * 2 ** n * random.uniform(0.5, 1.5))
-        raise AssertionError("unreachable")
+            attempts += 1
+            if attempts > self.policy.retries:
+                raise FetchError(f"Could not fetch {redact(uri)}: {reason} ({attempts} attempts)")
+            await asyncio.sleep(_BACKOFF_S * 2 ** (attempts - 1) * random.uniform(0.5, 1.5))
 
     def _http_session(self) -> aiohttp.ClientSession:
         if not self._sessions:

@@ -215,18 +215,23 @@ def confine(asked: Mapping[str, Any] | None, server: RemotePolicy) -> dict[str, 
     concurrency take the smaller value."""
     if not server.allow:
         return None
-    spec = RemotePolicy.from_config(asked) if asked else None
-    allow = narrow(server.allow, spec.allow if spec is not None and "allow" in (asked or {})
-                   else None)
+    asked = asked or {}
+    spec = RemotePolicy.from_config(asked)
+    allow = narrow(server.allow, spec.allow if "allow" in asked else None)
     if not allow:
         return None
     networks = list(server.allow_networks)
-    if asked and "allow_networks" in asked and spec is not None:
-        mine = server.networks()
-        networks = [n for n in spec.allow_networks if any(
-            (net := ipaddress.ip_network(n, strict=False)).version == m.version
-            and net.subnet_of(m) for m in mine)]  # type: ignore[arg-type]
-    pick = spec or server
+    if "allow_networks" in asked:
+        networks = [n for n, net in zip(spec.allow_networks, spec.networks())
+                    if any(_within(net, m) for m in server.networks())]
     return RemotePolicy(tuple(allow), server.stores, tuple(networks),
-                        min(pick.timeout_s, server.timeout_s), min(pick.retries, server.retries),
-                        min(pick.max_in_flight, server.max_in_flight)).to_config()
+                        min(spec.timeout_s, server.timeout_s), min(spec.retries, server.retries),
+                        min(spec.max_in_flight, server.max_in_flight)).to_config()
+
+
+def _within(net: IPNetwork, outer: IPNetwork) -> bool:
+    if isinstance(net, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return net.subnet_of(outer)
+    if isinstance(net, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return net.subnet_of(outer)
+    return False
