@@ -13,7 +13,13 @@ import anyio.to_thread
 
 from consumers.embed import EmbeddingFunction
 from consumers.pipeline import DataLoader
-from consumers.validate import prepare_delete, prepare_get, prepare_query, prepare_write
+from consumers.validate import (
+    prepare_delete,
+    prepare_get,
+    prepare_query,
+    prepare_write,
+    validate_metadata,
+)
 from schemas.records import CollectionSpec, GetRequest, Op
 from streamer.client.backend import Backend
 
@@ -22,11 +28,9 @@ async def _finish(result: dict[str, Any], include: Sequence[str], loader: DataLo
                   nested: bool) -> dict[str, Any]:
     if "data" in include and loader is not None and result["uris"] is not None:
         uris = result["uris"]
-        # A loader blocks (files, remote fetches): keep it off the caller's event loop.
-        if nested:
-            result["data"] = [list(await anyio.to_thread.run_sync(loader, u)) for u in uris]
-        else:
-            result["data"] = list(await anyio.to_thread.run_sync(loader, uris))
+        # Loading decodes images: on a worker thread, never on the caller's event loop.
+        result["data"] = await anyio.to_thread.run_sync(
+            lambda: [list(loader(u)) for u in uris] if nested else list(loader(uris)))
     if "uris" not in include:
         result["uris"] = None
     return result
@@ -127,6 +131,7 @@ class AsyncCollection:
 
     async def modify(self, name: str | None = None,
                      metadata: dict[str, Any] | None = None) -> None:
+        validate_metadata(metadata)  # here too: not every metadata can cross a wire
         self._spec = await self._backend.modify_collection(self._spec.name, new_name=name,
                                                            metadata=metadata)
 

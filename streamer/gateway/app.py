@@ -16,6 +16,7 @@ import logging
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
@@ -33,7 +34,7 @@ from schemas.errors import (
     URIOutsideRootsError,
     error_to_wire,
 )
-from schemas.records import Image
+from schemas.records import CollectionSpec, Image
 from streamer.client.backend import Backend
 from streamer.gateway.auth import PROTOCOL, Authenticator, Grant
 from streamer.gateway.ops import Local, Operations, Resolver
@@ -76,8 +77,10 @@ class Gateway:
         self.settings = settings
         self.auth = Authenticator(settings.auth_tokens)
         rt = runtimes or Runtimes(local.embed_thread)
-        self.ops = Operations(settings, backend, local, resolve or (
-            lambda spec: (rt.get(spec.embedding_function), rt.get(spec.data_loader))))
+
+        async def runtimes_of(spec: CollectionSpec) -> tuple[Any, Any]:
+            return await rt.get(spec.embedding_function), await rt.get(spec.data_loader)
+        self.ops = Operations(settings, backend, local, resolve or runtimes_of)
         self.connections: set[Connection] = set()
         self.ready = False
         self.port: int | None = None
@@ -107,7 +110,9 @@ class Gateway:
     async def start(self) -> None:
         if not self.auth.configured:
             log.warning("no STREAMER_AUTH_TOKENS: the gateway refuses every client")
-        self._runner = web.AppRunner(self.make_app(), handle_signals=False, access_log=None,
+        # Built on a thread: aiohttp resolves the static directory on disk.
+        app = await anyio.to_thread.run_sync(self.make_app)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                      shutdown_timeout=10.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
@@ -178,7 +183,9 @@ class Gateway:
                                  status=200 if self.ready else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(REGISTRY),
+        # The process collector reads /proc: on a thread.
+        body = await anyio.to_thread.run_sync(generate_latest, REGISTRY)
+        return web.Response(body=body,
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _index(self, request: web.Request) -> web.Response:

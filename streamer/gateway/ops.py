@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -50,7 +50,8 @@ from streamer.gateway.live import LIVE_FIELDS, LiveHub, Push, Subscription
 from streamer.kafka.common import supervise
 from streamer.settings import Settings
 
-Resolver = Callable[[CollectionSpec], tuple[EmbeddingFunction | None, DataLoader | None]]
+Resolver = Callable[[CollectionSpec],
+                    Awaitable[tuple[EmbeddingFunction | None, DataLoader | None]]]
 READ_OPS = ("query", "get", "count", "list_collections", "get_collection", "subscribe",
             "unsubscribe")
 WRITE_OPS = ("add", "update", "upsert", "delete")
@@ -193,7 +194,7 @@ class Operations:
         session.grant.check("r", spec.name)
         if op == "get_collection":
             return spec.to_dict()
-        coll = self.wrap(spec)
+        coll = await self.wrap(spec)
         if op == "count":
             return await coll.count()
         if op == "get":
@@ -222,14 +223,14 @@ class Operations:
             raise NotFoundError(f"Collection [{cid}] does not exist")
         return await self.backend.get_collection(str(name))
 
-    def wrap(self, spec: CollectionSpec) -> AsyncCollection:
-        embedder, loader = self.resolve(spec)
+    async def wrap(self, spec: CollectionSpec) -> AsyncCollection:
+        embedder, loader = await self.resolve(spec)
         return AsyncCollection(self.backend, spec, embedder, loader)
 
     async def collection(self, ev: dict[str, Any], grant: Grant, mode: Mode) -> AsyncCollection:
         spec = await self.spec(ev)
         grant.check(mode, spec.name)
-        return self.wrap(spec)
+        return await self.wrap(spec)
 
     # ---- reads --------------------------------------------------------------------
     def _query_args(self, ev: dict[str, Any]) -> dict[str, Any]:

@@ -26,9 +26,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumers.embed import EmbeddingFunction
-from consumers.pipeline import DataLoader, call_embedder
+from consumers.pipeline import DataLoader, call_embedder, load_images
 from schemas.errors import (
-    DataLoaderError,
     LimitExceededError,
     RequestTimeoutError,
     UnavailableError,
@@ -52,7 +51,14 @@ from schemas.records import (
     WriteRequest,
 )
 from streamer.client.clients import AsyncClient, Client
-from streamer.kafka.common import Topics, cancel, client_kwargs, ensure_topics, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    ensure_topics,
+    partitions,
+    supervise,
+)
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,10 +101,7 @@ class KafkaBackend:
         self._consumer = AIOKafkaConsumer(**kw, enable_auto_commit=False,
                                           isolation_level="read_committed")
         await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(self.topics.replies)
-        while not parts:
-            await self._consumer._client.force_metadata_update()
-            parts = self._consumer.partitions_for_topic(self.topics.replies)
+        parts = await partitions(self._consumer, self.topics.replies)
         tps = [TopicPartition(self.topics.replies, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
@@ -233,17 +236,14 @@ class KafkaBackend:
             return
         inputs: list[Any] = []
         uris = [it.uri for it in todo if it.uri is not None and it.document is None]
-        loaded = iter(await anyio.to_thread.run_sync(loader, uris)) if uris and loader else iter(())
+        loaded = iter(await load_images(loader, uris) if uris else ())
         for it in todo:
             if it.document is not None:
                 inputs.append(it.document)
             elif it.image is not None:
                 inputs.append(it.image)
             else:
-                img = next(loaded)
-                if img is None:
-                    raise DataLoaderError(f"Data loader returned nothing for {it.uri}")
-                inputs.append(img)
+                inputs.append(next(loaded))
         assert embedder is not None
         vectors = await anyio.to_thread.run_sync(call_embedder, embedder, inputs)
         for it, vec in zip(todo, vectors, strict=True):
@@ -314,7 +314,7 @@ class KafkaBackend:
         if request.embeddings is None and spec.embedding_function is None and embedder is not None:
             inputs: list[Any] = list(request.texts or request.images or [])
             if request.uris is not None and loader is not None:
-                inputs = list(await anyio.to_thread.run_sync(loader, request.uris))
+                inputs = await load_images(loader, request.uris)
             request.embeddings = await anyio.to_thread.run_sync(call_embedder, embedder, inputs)
             request.texts = request.images = request.uris = None
         result: dict[str, Any] = decode_result(await self._rpc(query_event(spec.id, request)))

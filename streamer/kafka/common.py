@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -74,3 +76,26 @@ async def ensure_topics(settings: Settings, topics: Topics) -> None:
                 await admin.create_topics(missing)
     finally:
         await admin.close()
+
+
+def transactional_producer(settings: Settings, role: str) -> AIOKafkaProducer:
+    """A producer for exactly-once hand-offs. Its transactional id is stable per process
+    slot and role (``writer-<instance>``, ``source-<mapping>-<instance>``): a restarted
+    process fences its dead predecessor and aborts its half-done transaction."""
+    return AIOKafkaProducer(
+        **client_kwargs(settings), acks="all", enable_idempotence=True,
+        transactional_id=f"{settings.kafka_topic_prefix}-{role}",
+        transaction_timeout_ms=settings.kafka_transaction_timeout_ms)
+
+
+async def partitions(consumer: AIOKafkaConsumer, topic: str, *, tries: int = 50,
+                     pause_s: float = 0.1) -> set[int]:
+    """The partitions of a topic just created: metadata can lag creation, so ask again a
+    bounded number of times, pausing between tries."""
+    for _ in range(tries):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return set(parts)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(pause_s)
+    raise RuntimeError(f"topic {topic} has no partitions after {tries} metadata updates")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,16 +15,15 @@ import anyio
 import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from consumers import admin
 from consumers.catalog import Catalog, CollectionState
 from consumers.query import get_result, query_vectors, search_result
-from consumers.validate import validate_collection_name, validate_metadata
 from schemas.errors import (
     InvalidArgumentError,
     NotFoundError,
     RequestTimeoutError,
     SchemaError,
     StreamerError,
-    UniqueConstraintError,
     error_to_wire,
 )
 from schemas.events import READ_OPS, dumps, encode_result, loads
@@ -34,7 +32,7 @@ from streamer import metrics
 from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
-from streamer.kafka.wire_checks import check_collection_metadata, checked_get, checked_query
+from streamer.kafka.wire_checks import checked_get, checked_query
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,72 +136,61 @@ class Reader:
             state = self._state(ev)
             request = checked_get(ev)
             async with self.lock(state.spec.id):
-                return encode_result(get_result(state, request))
+                result = await anyio.to_thread.run_sync(get_result, state, request)
+            return encode_result(result)
         if op == "query":
             state = self._state(ev)
-            embedder = self.runtimes.get(state.spec.embedding_function)
+            embedder = await self.runtimes.get(state.spec.embedding_function)
             req = checked_query(ev, self.settings, has_embedding_function=embedder is not None)
-            vectors = await query_vectors(req, embedder, self.runtimes.get(state.spec.data_loader),
-                                          self.embed_thread)
+            loader = await self.runtimes.get(state.spec.data_loader)
+            vectors = await query_vectors(req, embedder, loader, self.embed_thread)
             async with self.lock(state.spec.id):
                 result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
             return encode_result(result)
         return await self._admin(op, ev)
 
     async def _admin(self, op: str, ev: dict[str, Any]) -> Any:
-        if op != "list_collections" and not isinstance(ev.get("name"), str):
-            raise SchemaError(f"Field 'name' must be a string, got {str(ev.get('name'))[:40]}")
-        name = str(ev.get("name"))
+        """The rules are ``consumers.admin``'s (the embedded engine runs the same); a decided
+        spec is published on the collections topic and this waits for the replica to adopt it."""
         if op == "list_collections":
-            return [s.spec.to_dict() for s in self.catalog.collections.values()]
+            return [s.to_dict() for s in admin.listing(self.catalog.specs())]
+        name = ev.get("name")
+        if not isinstance(name, str):
+            raise SchemaError(f"Field 'name' must be a string, got {str(name)[:40]}")
         if op == "get_collection":
-            return self.catalog.get(name).spec.to_dict()
+            return admin.lookup(self.catalog.specs(), name).to_dict()
         if op == "create_collection":
-            validate_collection_name(name)
-            existing = self.catalog.collections.get(name)
-            if existing is not None:
-                if ev.get("get_or_create"):
-                    return existing.spec.to_dict()
-                raise UniqueConstraintError(f"Collection [{name}] already exists")
-            space, dtype = check_collection_metadata(ev.get("metadata"))
-            spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=ev.get("metadata"),
-                                  space=space, dtype=dtype,  # type: ignore[arg-type]
-                                  embedding_function=ev.get("embedding_function"),
-                                  data_loader=ev.get("data_loader"))
-            try:  # built before publishing: a spec every replica fails to rebuild is poison
-                self.runtimes.get(spec.embedding_function)
-                self.runtimes.get(spec.data_loader)
-            except Exception as exc:
-                raise InvalidArgumentError(f"Invalid embedding function or data loader: {exc}") \
-                    from exc
-            await self._publish_spec(name, spec)
-            return spec.to_dict()
+            created = admin.create(self.catalog.specs(), name, metadata=ev.get("metadata"),
+                                   embedding_function=ev.get("embedding_function"),
+                                   data_loader=ev.get("data_loader"),
+                                   get_or_create=bool(ev.get("get_or_create")))
+            if created.new:
+                await self._check_runtimes(created.spec)
+                await self._publish_spec(name, created.spec)
+            return created.spec.to_dict()
         if op == "delete_collection":
-            self.catalog.get(name)
+            admin.lookup(self.catalog.specs(), name)
             await self._replies.send_and_wait(self.topics.collections, key=name.encode(), value=None)
             await self.replica.wait_for(lambda: name not in self.catalog.collections, 10.0)
             return None
         if op == "modify_collection":
-            spec = self.catalog.get(name).spec
-            new_name = ev.get("new_name") or name
-            metadata = ev.get("metadata")
-            validate_metadata(metadata)
-            if metadata is not None and metadata.get("hnsw:space", spec.space) != spec.space:
-                raise InvalidArgumentError(
-                    "Changing the distance function of a collection once it is created is not "
-                    "supported currently.")
-            if new_name != name:
-                validate_collection_name(new_name)
-                if new_name in self.catalog.collections:
-                    raise UniqueConstraintError(f"Collection [{new_name}] already exists")
-            new = CollectionSpec.from_dict({**spec.to_dict(), "name": new_name,
-                                            "metadata": metadata or spec.metadata})
-            await self._publish_spec(new_name, new)
-            if new_name != name:  # the new key first: replicas rename, then drop the old key
+            new = admin.modify(self.catalog.specs(), name, new_name=ev.get("new_name"),
+                               metadata=ev.get("metadata"))
+            await self._publish_spec(new.name, new)
+            if new.name != name:  # the new key first: replicas rename, then drop the old key
                 await self._replies.send_and_wait(self.topics.collections, key=name.encode(),
                                                   value=None)
             return new.to_dict()
         raise SchemaError(f"Unknown op {op!r}")
+
+    async def _check_runtimes(self, spec: CollectionSpec) -> None:
+        """Built before publishing: a spec every replica fails to rebuild is poison."""
+        try:
+            await self.runtimes.get(spec.embedding_function)
+            await self.runtimes.get(spec.data_loader)
+        except Exception as exc:
+            raise InvalidArgumentError(f"Invalid embedding function or data loader: {exc}") \
+                from exc
 
     async def _publish_spec(self, name: str, spec: CollectionSpec) -> None:
         await self._replies.send_and_wait(self.topics.collections, key=name.encode(),

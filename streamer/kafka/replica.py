@@ -20,7 +20,7 @@ from consumers.catalog import Catalog
 from consumers.log import atomic_write
 from schemas.events import loads, parse_state
 from schemas.records import CollectionSpec, Mutation
-from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import Topics, cancel, client_kwargs, partitions, supervise
 from streamer.metrics import REPLICA_PROGRESS
 from streamer.settings import Settings
 
@@ -56,7 +56,7 @@ class Replica:
         self._stopping = False
 
     async def start(self) -> None:
-        positions = self._load_positions()
+        positions = await anyio.to_thread.run_sync(self._load_positions)
         seqs = positions.get("seqs", {})
         behind = [s.spec.name for s in self.catalog.collections.values()
                   if s.store.applied_seq < seqs.get(s.spec.id, 0)]
@@ -71,8 +71,7 @@ class Replica:
         await self._consumer.start()
         tps = [TopicPartition(self._topics.collections, 0)] + [
             TopicPartition(self._topics.state, p)
-            for p in sorted(self._consumer.partitions_for_topic(self._topics.state) or
-                            await self._partitions(self._topics.state))]
+            for p in sorted(await partitions(self._consumer, self._topics.state))]
         self._consumer.assign(tps)
         for tp in tps:
             pos = positions.get("offsets", {}).get(f"{tp.topic}:{tp.partition}")
@@ -92,16 +91,6 @@ class Replica:
             if await self._consumer.position(tp) < end:
                 return True
         return False
-
-    async def _partitions(self, topic: str) -> set[int]:
-        assert self._consumer is not None
-        for _ in range(50):
-            parts = self._consumer.partitions_for_topic(topic)
-            if parts:
-                return set(parts)
-            await self._consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {topic} has no partitions")
 
     async def stop(self) -> None:
         if self._stopping:

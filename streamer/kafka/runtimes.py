@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio.to_thread
+
 from schemas.events import dumps
 from schemas.records import CollectionSpec
 from streamer.client.clients import rebuild
@@ -21,19 +23,25 @@ class Runtimes:
         self._embed_thread = embed_thread
         self._settings = settings
 
-    def get(self, desc: dict[str, Any] | None) -> Any:
+    async def get(self, desc: dict[str, Any] | None) -> Any:
         if desc is None:
             return None
-        if self._settings is not None and desc.get("name") == "image_loader":
-            desc = server_loader(desc, self._settings)
         key = dumps(desc)
         if key not in self._cache:
-            runtime = self._cache[key] = rebuild(desc)
-            load = getattr(runtime, "load", None)
-            if callable(load):  # warm the model on its own thread before the first batch
-                self._embed_thread.submit(load)
+            # Building touches the disk (a loader resolves its roots): on a worker thread.
+            runtime = await anyio.to_thread.run_sync(self._build, desc)
+            if key not in self._cache:  # another caller may have built it meanwhile
+                self._cache[key] = runtime
+                load = getattr(runtime, "load", None)
+                if callable(load):  # warm the model on its own thread before the first batch
+                    self._embed_thread.submit(load)
         return self._cache[key]
 
-    def warm(self, specs: list[CollectionSpec]) -> None:
+    def _build(self, desc: dict[str, Any]) -> Any:
+        if self._settings is not None and desc.get("name") == "image_loader":
+            desc = server_loader(desc, self._settings)
+        return rebuild(desc)
+
+    async def warm(self, specs: list[CollectionSpec]) -> None:
         for spec in specs:
-            self.get(spec.embedding_function)
+            await self.get(spec.embedding_function)

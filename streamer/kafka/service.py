@@ -6,36 +6,29 @@ Three loops share one local replica (``Replica``):
   record's new state to the compacted state topic, the progress marker, replies and dead
   letters, and the consumed offsets, all in one Kafka transaction (exactly-once);
 - replica: reads the state topic into the local log + usearch index (see replica.py);
-- reader (service_reader.py): a consumer group on the queries topic answering query/get/count/
+- reader (reader.py): a consumer group on the queries topic answering query/get/count/
   admin RPCs once the replica has applied the caller's writes (session consistency)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
-import anyio
-import anyio.to_thread
 from aiokafka import (
     AIOKafkaConsumer,
-    AIOKafkaProducer,
     ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
 )
 
-from consumers.backfill import IndexBackfill
-from consumers.catalog import Catalog, CollectionState
+from consumers.lifecycle import Component
 from consumers.load import reuse_unchanged
-from consumers.pipeline import Pipeline, WriteJob
+from consumers.local import LocalStore
+from consumers.pipeline import WriteJob
 from schemas.errors import (
     NotFoundError,
     StreamerError,
@@ -48,9 +41,16 @@ from schemas.events import (
     state_key,
     state_record,
 )
-from schemas.records import DeleteRequest, Mutation, WriteRequest
+from schemas.records import DeleteRequest, WriteRequest
 from streamer import metrics
-from streamer.kafka.common import Topics, cancel, client_kwargs, ensure_topics, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    ensure_topics,
+    supervise,
+    transactional_producer,
+)
 from streamer.kafka.reader import Reader, send_reply
 from streamer.kafka.replica import PROGRESS, Replica
 from streamer.kafka.runtimes import Runtimes
@@ -77,22 +77,20 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._service.on_partitions_assigned(assigned)
 
 
-class Service:
+class Service(Component):
     def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.instance = instance or f"{socket.gethostname()}-{settings.instance_id}"
         self.topics = Topics.for_settings(settings)
-        path = None if settings.data_dir is None else Path(settings.data_dir)
-        self.catalog = Catalog(path, fsync=settings.fsync, checkpoint_every=settings.checkpoint_every)
-        self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
-        self._locks: dict[str, anyio.Lock] = {}
+        self.store = LocalStore(settings.data_dir, fsync=settings.fsync,
+                                checkpoint_every=settings.checkpoint_every)
+        self.catalog = self.store.catalog
+        self.embed_thread = self.store.embed_thread
+        self.lock = self.store.lock
+        self._pipeline = self.store.pipeline
         self.replica = Replica(settings, self.topics, self.catalog, self.lock)
-        self._backfill = IndexBackfill(self.catalog, self.lock)
         self.runtimes = Runtimes(self.embed_thread, settings)
-        self._out: list[tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]] = []
-        self._pipeline = Pipeline(self.embed_thread, self.lock, sink=self._to_state_topic)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = False
         self._ready: asyncio.Queue[tuple[int, Prepared]] = asyncio.Queue(maxsize=1)
         self._embedded: asyncio.Queue[tuple[int, float, Prepared]] = asyncio.Queue(maxsize=1)
         self._processing = asyncio.Lock()
@@ -100,72 +98,30 @@ class Service:
         #: request partition -> the next offset our last transaction recorded (see _finish)
         self._committed: dict[int, int] = {}
 
-    def lock(self, collection_id: str) -> anyio.Lock:
-        return self._locks.setdefault(collection_id, anyio.Lock())
-
     # ---- lifecycle ----------------------------------------------------------------
-    async def start(self) -> None:
+    async def _start(self) -> None:
+        """In dependency order; stopping runs it backwards: the write loop and the readers
+        stop before the replica, and the store's checkpoint comes last."""
         await ensure_topics(self.settings, self.topics)
-        await anyio.to_thread.run_sync(self.catalog.open)
-        await self.replica.start()
-        await self._backfill.start()
-        self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
-        kw = client_kwargs(self.settings)
-        self._tx = AIOKafkaProducer(
-            **kw, transactional_id=f"{self.settings.kafka_topic_prefix}-writer-{self.instance}",
-            enable_idempotence=True, acks="all",
-            transaction_timeout_ms=self.settings.kafka_transaction_timeout_ms)
-        await self._tx.start()
-        self._writer = AIOKafkaConsumer(**kw, group_id=self.topics.writers,
-                                        enable_auto_commit=False, auto_offset_reset="earliest",
+        await self.parts.start(self.store)
+        await self.parts.start(self.replica)
+        await self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
+        self._tx = await self.parts.start(
+            transactional_producer(self.settings, f"writer-{self.instance}"))
+        self._writer = AIOKafkaConsumer(**client_kwargs(self.settings),
+                                        group_id=self.topics.writers, enable_auto_commit=False,
+                                        auto_offset_reset="earliest",
                                         isolation_level="read_committed")
         self._writer.subscribe([self.topics.requests], listener=_Rebalance(self))
-        await self._writer.start()
-        self.reader = Reader(self.settings, self.topics, self.catalog, self.replica,
-                             self.runtimes, self.embed_thread, self.lock)
-        await self.reader.start()
-        self._tasks = [supervise(asyncio.create_task(self._write_loop(), name="writer"))]
+        await self.parts.start(self._writer)
+        self.reader = await self.parts.start(
+            Reader(self.settings, self.topics, self.catalog, self.replica, self.runtimes,
+                   self.embed_thread, self.lock))
+        writer = supervise(asyncio.create_task(self._write_loop(), name="writer"))
+        self.parts.on_stop(partial(cancel, writer))
         log.info("streamer service %s started", self.instance)
 
-    async def stop(self) -> None:
-        """Stop intake, let the in-flight batch finish (its transaction commits or aborts),
-        then checkpoint the replica and close producers."""
-        if self._stopped:
-            return
-        self._stopped = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        if hasattr(self, "reader"):
-            await self.reader.stop()
-        if hasattr(self, "_writer"):
-            await self._writer.stop()
-        await self.replica.stop()
-        await self._backfill.stop()
-        await anyio.to_thread.run_sync(self.catalog.close)
-        if hasattr(self, "_tx"):
-            await self._tx.stop()
-        self._pipeline.close()
-        self.embed_thread.shutdown(wait=True)
-
-    async def __aenter__(self) -> Service:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
-
     # ---- writer -------------------------------------------------------------------
-    async def _to_state_topic(self, state: CollectionState, mutations: list[Mutation],
-                              meta: dict[str, Any] | None) -> int:
-        for m in mutations:
-            self._out.append((self.topics.state, state_key(state.spec.id, m.id),
-                              state_record(state.spec.id, m), None, []))
-        return 0
-
     async def _write_loop(self) -> None:
         """Three stages, a batch in each: batch k+2 is fetched, parsed, loaded and transformed
         while batch k+1 is encoded and batch k is resolved and committed in its transaction,
@@ -248,7 +204,6 @@ class Service:
 
     async def _process(self, batches: Batches, jobs: list[tuple[Record, WriteJob]],
                        failed: list[tuple[Record, BaseException]]) -> None:
-        self._out = []
         # Resolving needs our previous transactions on these partitions applied locally; the
         # batch is already encoded, so replication of batch k-1 overlapped its encoding.
         first = {tp.partition: recs[0].offset for tp, recs in batches.items()}
@@ -258,14 +213,16 @@ class Service:
         first = {p: min(off, self._committed.get(p, off)) for p, off in first.items()}
         await self.replica.wait_for(partial(self.replica.reached, first),
                                     timeout=self.settings.kafka_request_timeout_s)
-        await self._pipeline.commit([j for _, j in jobs])
+        states = [(self.topics.state, state_key(g.state.spec.id, m.id),
+                   state_record(g.state.spec.id, m))
+                  for g in await self._pipeline.resolve([j for _, j in jobs]) for m in g.mutations]
         failed += [(rec, job.error) for rec, job in jobs if job.error is not None]
         ok = [rec for rec, job in jobs if job.error is None]
         metrics.RECORDS.labels("ok").inc(len(ok))
         metrics.RECORDS.labels("error").inc(len(failed))
         async with self._tx.transaction():
-            for topic, key, value, part, headers in self._out:
-                await self._tx.send(topic, key=key, value=value, partition=part, headers=headers)
+            for topic, key, value in states:
+                await self._tx.send(topic, key=key, value=value)
             for rec in ok:
                 await send_reply(self._tx, rec, {"ok": True, "result": None})
             for rec, error in failed:
@@ -287,8 +244,8 @@ class Service:
             state = self.catalog.by_id(collection_id)
             if state is None:
                 raise NotFoundError(f"Collection [{collection_id}] does not exist")
-        embedder = self.runtimes.get(state.spec.embedding_function)
-        loader = self.runtimes.get(state.spec.data_loader)
+        embedder = await self.runtimes.get(state.spec.embedding_function)
+        loader = await self.runtimes.get(state.spec.data_loader)
         request: WriteRequest | DeleteRequest
         if isinstance(payload, DeleteRequest):
             request = check_delete(payload, self.settings)

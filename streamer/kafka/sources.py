@@ -32,7 +32,13 @@ from schemas.events import delete_event, dumps, write_event
 from schemas.records import CollectionSpec, DeleteRequest
 from streamer.client.clients import DEFAULT_MODEL, describe
 from streamer.kafka.client import KafkaBackend
-from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    supervise,
+    transactional_producer,
+)
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,11 +109,8 @@ class SourceBridge:
                               max_image_bytes=self.settings.max_image_bytes,
                               max_image_pixels=self.settings.max_image_pixels)
         kw = client_kwargs(self.settings)
-        self._producer = AIOKafkaProducer(
-            **kw, acks="all", enable_idempotence=True,
-            transaction_timeout_ms=self.settings.kafka_transaction_timeout_ms,
-            # Stable per process slot, like the writer's: a restart fences its predecessor.
-            transactional_id=f"{self.settings.kafka_topic_prefix}-source-{self.mapping.name}-{self.instance}")
+        self._producer = transactional_producer(self.settings,
+                                                f"source-{self.mapping.name}-{self.instance}")
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(self.mapping.topic, **kw, group_id=self.group,
                                           enable_auto_commit=False, auto_offset_reset="earliest",

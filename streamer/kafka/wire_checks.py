@@ -19,7 +19,6 @@ from consumers.validate import (
     prepare_get,
     prepare_query,
     prepare_write,
-    validate_metadata,
 )
 from schemas.errors import DataLoaderError, InvalidArgumentError, LimitExceededError
 from schemas.events import parse_get, parse_query
@@ -96,18 +95,6 @@ def checked_get(ev: dict[str, Any]) -> GetRequest:
     return prepare_get(ids=raw.ids, where=raw.where, where_document=raw.where_document,
                        limit=raw.limit, offset=raw.offset, include=ev.get("include"),
                        has_loader=_LOADER_CHECKED_LATER)
-
-
-def check_collection_metadata(metadata: Any) -> tuple[str, str]:
-    """The index settings a new collection's metadata asks for, checked as the engine does."""
-    validate_metadata(metadata)
-    meta = metadata or {}
-    space, dtype = meta.get("hnsw:space", "cosine"), meta.get("streamer:dtype", "f32")
-    if space not in ("cosine", "l2", "ip"):
-        raise InvalidArgumentError(f"Invalid hnsw:space {space!r}: use cosine, l2 or ip")
-    if dtype not in ("f32", "f16", "i8"):
-        raise InvalidArgumentError(f"Invalid streamer:dtype {dtype!r}: use f32, f16 or i8")
-    return space, dtype
 
 
 def server_loader(desc: dict[str, Any], settings: Settings) -> dict[str, Any]:
