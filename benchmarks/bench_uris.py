@@ -62,13 +62,16 @@ def main() -> None:
         s3_uris = [f"s3://{BUCKET}/{k}" for k in keys]
         svc = ServiceProcess(new_prefix(), tmp / "svc", extra_env={
             **CREDS, "STREAMER_BATCH_MAX_ITEMS": str(args.batch), "STREAMER_BATCH_MAX_WAIT_MS": "50",
+            # the first batch loads the model: on a busy box that outlasts the default 30 s
+            "STREAMER_KAFKA_REQUEST_TIMEOUT_S": "300",
             "STREAMER_REMOTE_ALLOW": f"s3://{BUCKET}/",
             "STREAMER_REMOTE_STORES": orjson.dumps({"s3": {
                 "endpoint": endpoint, "region": "us-east-1", "allow_http": "true"}}).decode()})
         svc.start()
         rates: dict[str, list[float]] = {"local": [], "s3": []}
         try:
-            client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=svc.prefix)
+            client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=svc.prefix,
+                                 kafka_request_timeout_s=300)
             paths = {"local": (ImageLoader(roots=[tmp / "photos"]), files),
                      "s3": (ImageLoader(remote={"allow": [f"s3://{BUCKET}/"]}), s3_uris)}
             ingest(client, "warmup", ef_kwargs, paths["local"][0], files[:8], 8)

@@ -131,24 +131,53 @@ class ImageLoader:
                 self._fetcher = Fetcher(self.remote, self.max_bytes, self.max_pixels)
             return self._fetcher
 
-    def _load_fetched(self, uri: str, fetched: Future[Fetched]) -> Image:
-        return self._decode(uri, io.BytesIO(fetched.result().data))
+    def _remote(self, uri: str) -> tuple[Future[Fetched], Future[Image | None]]:
+        """Fetch on the fetch loop, then decode on a loader thread once the bytes are in: no
+        loader thread waits on the network."""
+        decoded: Future[Image | None] = Future()
+
+        def decode(data: bytes) -> None:
+            if decoded.set_running_or_notify_cancel():
+                try:
+                    decoded.set_result(self._decode(uri, io.BytesIO(data)))
+                except BaseException as exc:
+                    decoded.set_exception(exc)
+
+        def arrived(done: Future[Fetched]) -> None:  # runs on the fetch loop: must not block
+            if done.cancelled() or decoded.done():
+                decoded.cancel()
+            elif (exc := done.exception()) is not None:
+                if decoded.set_running_or_notify_cancel():
+                    decoded.set_exception(exc)
+            else:
+                try:
+                    self._pool.submit(decode, done.result().data)
+                except RuntimeError as exc:  # the pool was shut down meanwhile
+                    if decoded.set_running_or_notify_cancel():
+                        decoded.set_exception(exc)
+
+        fetching = self.fetcher().submit(uri)
+        fetching.add_done_callback(arrived)
+        return fetching, decoded
 
     def __call__(self, uris: Sequence[str | None]) -> list[Image | None]:
         # Remote reads start at once on the fetch loop (bounded there); the loader threads
         # read local files and decode whatever has arrived.
-        started: list[Future[Fetched] | None] = []
+        pending: list[Future[Any]] = []
         try:
+            results: list[Future[Image | None]] = []
             for uri in uris:
-                remote = uri is not None and scheme_of(uri) is not None
-                started.append(self.fetcher().submit(uri) if remote and uri else None)
-            return list(self._pool.map(
-                lambda u, f: self._load(u) if f is None or u is None else self._load_fetched(u, f),
-                uris, started))
+                if uri is not None and scheme_of(uri) is not None:
+                    fetching, decoded = self._remote(uri)
+                    pending += [fetching, decoded]
+                    results.append(decoded)
+                else:
+                    results.append(self._pool.submit(self._load, uri))
+                    pending.append(results[-1])
+            return [r.result() for r in results]
         finally:
-            for f in started:
-                if f is not None:
-                    f.cancel()
+            for f in pending:
+                f.cancel()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ImageLoader) and other.get_config() == self.get_config()
