@@ -21,7 +21,7 @@ from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import KafkaClient
 from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
-from tests.remote_servers import moto_s3
+from tests.remote_servers import cpu_seconds, moto_s3
 
 BUCKET = "bench"
 CREDS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
@@ -52,7 +52,8 @@ def main() -> None:
     ensure_broker()
     tmp = Path(tempfile.mkdtemp(prefix="bench-uris-"))
     files = photo_files(args.images, tmp / "photos")
-    with moto_s3() as endpoint:
+    moto: list[int] = []
+    with moto_s3(moto.append) as endpoint:
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id="bench", aws_secret_access_key="bench")
         s3.create_bucket(Bucket=BUCKET)
@@ -69,6 +70,7 @@ def main() -> None:
                 "endpoint": endpoint, "region": "us-east-1", "allow_http": "true"}}).decode()})
         svc.start()
         rates: dict[str, list[float]] = {"local": [], "s3": []}
+        s3_cpu: list[float] = []  # CPU seconds the S3 server itself used, per s3 round
         try:
             client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=svc.prefix,
                                  kafka_request_timeout_s=300)
@@ -79,7 +81,10 @@ def main() -> None:
                 order = ["local", "s3"] if r % 2 == 0 else ["s3", "local"]
                 for kind in order:
                     loader, uris = paths[kind]
+                    before = cpu_seconds(moto[0])
                     rates[kind].append(ingest(client, f"{kind}-{r}", ef_kwargs, loader, uris, 32))
+                    if kind == "s3":
+                        s3_cpu.append(cpu_seconds(moto[0]) - before)
             client.close()
         finally:
             svc.kill()
@@ -93,6 +98,9 @@ def main() -> None:
     print(f"| local files | {local:.1f} | {', '.join(f'{x:.1f}' for x in rates['local'])} | - |")
     print(f"| s3:// (moto) | {remote:.1f} | {', '.join(f'{x:.1f}' for x in rates['s3'])} "
           f"| {statistics.median(ratios):.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)}) |")
+    per_image = statistics.median(s3_cpu) / args.images * 1000
+    print(f"\nThe S3 server (moto, Python) shares the cores: it used {per_image:.1f} ms of CPU per "
+          f"image served (median of rounds), time the local-file path leaves to the service.")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -47,13 +46,6 @@ _CHUNK = 256 << 10
 _PROBE_LIMIT = 4 << 20  # stop probing for the image header past this many bytes
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _BACKOFF_S = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    data: bytes
-    etag: str | None = None
-    version: str | None = None
 
 
 class _FetchLoop:
@@ -177,12 +169,12 @@ class Fetcher:
         # Loaders are dropped with their collection, not closed: the session closes then.
         weakref.finalize(self, _close_sessions, self._sessions)
 
-    def submit(self, uri: str) -> Future[Fetched]:
+    def submit(self, uri: str) -> Future[bytes]:
         """Start fetching; the allow-list is checked here so a refusal costs no request."""
         self.policy.check(uri)
         return fetch_loop().submit(self._fetch(uri))
 
-    async def _fetch(self, uri: str) -> Fetched:
+    async def _fetch(self, uri: str) -> bytes:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.policy.max_in_flight)
         loop = fetch_loop()
@@ -192,7 +184,7 @@ class Fetcher:
                 return await self._retrying(uri, self._http)
             return await self._store_get(uri)
 
-    async def _retrying(self, uri: str, attempt: Callable[[str], Awaitable[Fetched]]) -> Fetched:
+    async def _retrying(self, uri: str, attempt: Callable[[str], Awaitable[bytes]]) -> bytes:
         attempts = 0
         while True:
             try:
@@ -225,7 +217,7 @@ class Fetcher:
         if forbidden_address(ip, self._networks):
             raise URINotAllowedError(f"{redact(url)} points at {ip}, a non-public address")
 
-    async def _http(self, uri: str) -> Fetched:
+    async def _http(self, uri: str) -> bytes:
         session, url = self._http_session(), uri
         for _ in range(MAX_REDIRECTS + 1):
             if self.policy.check(url) not in HTTP_SCHEMES:
@@ -247,7 +239,7 @@ class Fetcher:
                     sink.check_declared(resp.content_length)
                     async for chunk in resp.content.iter_chunked(_CHUNK):
                         sink.add(chunk)
-                    return Fetched(bytes(sink.buf), etag=resp.headers.get("ETag"))
+                    return bytes(sink.buf)
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, _Forbidden):
                     raise URINotAllowedError(f"{redact(url)}: {exc.os_error}") from None
@@ -284,7 +276,7 @@ class Fetcher:
         self._stores[base] = store
         return store
 
-    async def _store_get(self, uri: str) -> Fetched:
+    async def _store_get(self, uri: str) -> bytes:
         base, path = split_store_uri(uri)
         budget = self.policy.timeout_s * (self.policy.retries + 1)
         try:
@@ -295,7 +287,7 @@ class Fetcher:
                 sink.check_declared(meta["size"])
                 async for chunk in result.stream(min_chunk_size=_CHUNK):
                     sink.add(memoryview(chunk))
-                return Fetched(bytes(sink.buf), etag=meta.get("e_tag"), version=meta.get("version"))
+                return bytes(sink.buf)
         except StreamerError:
             raise
         except TimeoutError:
@@ -306,5 +298,8 @@ class Fetcher:
         except (PermissionDeniedError, UnauthenticatedError):
             raise FetchError(f"Could not fetch {redact(uri)}: access denied") from None
         except (StoreError, ValueError, OSError) as exc:
-            # obstore's messages can quote request details; keep only the kind of failure
-            raise FetchError(f"Could not fetch {redact(uri)}: {type(exc).__name__}") from None
+            # obstore's messages can quote request details: name only the kind of failure
+            text = str(exc).lower()
+            kind = ("connection failed" if "connect" in text else "timed out"
+                    if "timed out" in text or "timeout" in text else type(exc).__name__)
+            raise FetchError(f"Could not fetch {redact(uri)}: {kind}") from None

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from consumers.fetch import Fetched, Fetcher
+from consumers.fetch import Fetcher
 from consumers.remote import RemotePolicy, redact, scheme_of
 from schemas.errors import DataLoaderError, LimitExceededError, URIOutsideRootsError
 from schemas.records import Image, Op, WriteRequest
@@ -131,7 +131,7 @@ class ImageLoader:
                 self._fetcher = Fetcher(self.remote, self.max_bytes, self.max_pixels)
             return self._fetcher
 
-    def _remote(self, uri: str) -> tuple[Future[Fetched], Future[Image | None]]:
+    def _remote(self, uri: str) -> tuple[Future[bytes], Future[Image | None]]:
         """Fetch on the fetch loop, then decode on a loader thread once the bytes are in: no
         loader thread waits on the network."""
         decoded: Future[Image | None] = Future()
@@ -143,7 +143,7 @@ class ImageLoader:
                 except BaseException as exc:
                     decoded.set_exception(exc)
 
-        def arrived(done: Future[Fetched]) -> None:  # runs on the fetch loop: must not block
+        def arrived(done: Future[bytes]) -> None:  # runs on the fetch loop: must not block
             if done.cancelled() or decoded.done():
                 decoded.cancel()
             elif (exc := done.exception()) is not None:
@@ -151,7 +151,7 @@ class ImageLoader:
                     decoded.set_exception(exc)
             else:
                 try:
-                    self._pool.submit(decode, done.result().data)
+                    self._pool.submit(decode, done.result())
                 except RuntimeError as exc:  # the pool was shut down meanwhile
                     if decoded.set_running_or_notify_cancel():
                         decoded.set_exception(exc)
