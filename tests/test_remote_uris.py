@@ -1,5 +1,5 @@
 """The data loader on remote URIs, against real servers on loopback: moto's S3 server for
-``s3://``, Azurite for ``az://``, an aiohttp site for ``http(s)://`` (slow, huge, endless,
+``s3://``, Azurite for ``az://``, fake-gcs-server for ``gs://``, an aiohttp site for ``http(s)://`` (slow, huge, endless,
 redirecting and non-image responses), and the SSRF guard refusing each non-public address
 class, directly, through a redirect and through a DNS name."""
 
@@ -17,7 +17,7 @@ from PIL import Image
 
 from consumers.load import ImageLoader
 from schemas.errors import DataLoaderError, FetchError, LimitExceededError, URINotAllowedError
-from tests.remote_servers import WebSite, azurite, moto_s3, web_site
+from tests.remote_servers import WebSite, azurite, fake_gcs, moto_s3, web_site
 
 LOOPBACK = ["127.0.0.1/32"]  # the explicit allow the loopback test site needs
 
@@ -238,6 +238,43 @@ def test_az_blobs_load_from_azurite(tmp_path: Path, site: WebSite,
             loader(["az://images/shop/none.jpg"])
     finally:
         ctx.__exit__(None, None, None)
+
+
+def test_gs_objects_load_from_fake_gcs_server(tmp_path: Path, site: WebSite,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import urllib.parse
+    import urllib.request
+
+    photos = dict(sorted(site.photos.items())[:3])
+    with fake_gcs() as base:
+        # GCS is configured the usual way: a service-account file named by the environment
+        # (here the emulator's: its base URL, no OAuth).
+        account = tmp_path / "service-account.json"
+        account.write_text(json.dumps({"gcs_base_url": base, "disable_oauth": True,
+                                       "client_email": "", "private_key": "",
+                                       "private_key_id": ""}))
+        monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT", str(account))
+
+        def call(url: str, body: bytes, content_type: str) -> None:
+            req = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": content_type})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert resp.status == 200
+
+        call(f"{base}/storage/v1/b", json.dumps({"name": "shop"}).encode(), "application/json")
+        for name, body in photos.items():
+            call(f"{base}/upload/storage/v1/b/shop/o?uploadType=media&name="
+                 + urllib.parse.quote(f"items/{name}", safe=""), body, "image/jpeg")
+        loader = ImageLoader(remote={"allow": ["gs://shop/items/"], "retries": 1, "timeout_s": 5,
+                                     "stores": {"gs": {"allow_http": "true"}}})
+        got = loader([f"gs://shop/items/{n}" for n in photos])
+        for image, body in zip(got, photos.values(), strict=True):
+            assert image is not None and np.array_equal(image, pixels(body))
+        with pytest.raises(FetchError, match="not found"):
+            loader(["gs://shop/items/none.jpg"])
+        with pytest.raises(URINotAllowedError):
+            loader(["gs://shop/other.jpg"])
 
 
 def _create_container(endpoint: str) -> None:
