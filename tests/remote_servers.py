@@ -199,11 +199,14 @@ def _app(site: WebSite) -> web.Application:
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["to"])
 
+    async def denied(request: web.Request) -> web.Response:
+        raise web.HTTPForbidden()
+
     app = web.Application(middlewares=[web.middleware(track)])
     app.add_routes([web.get("/photos/{name}", photo), web.get("/flaky", flaky),
                     web.get("/slow", slow), web.get("/huge", huge), web.get("/endless", endless),
                     web.get("/wide.png", wide), web.get("/page.html", text),
-                    web.get("/redirect", redirect)])
+                    web.get("/redirect", redirect), web.get("/private/{name}", denied)])
     return app
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from consumers.fetch import set_process_limit
 from consumers.load import ImageLoader
 from schemas.errors import DataLoaderError, FetchError, LimitExceededError, URINotAllowedError
 from tests.remote_servers import WebSite, azurite, fake_gcs, moto_s3, web_site
@@ -45,6 +47,17 @@ def test_http_photos_load_concurrently_within_the_in_flight_bound(site: WebSite)
     for name, image in zip(names, images, strict=True):
         assert image is not None and np.array_equal(image, pixels(site.photos[name]))
     assert site.peak == 3  # concurrent, and never more than the bound
+    # The process-wide bound holds across loaders (streamer serve sets it from
+    # STREAMER_REMOTE_MAX_IN_FLIGHT).
+    set_process_limit(2)
+    try:
+        site.reset()
+        uris = [f"{site.url}/photos/{n}?delay=0.3" for n in names]
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda loader: loader(uris), [http_loader(site), http_loader(site)]))
+        assert site.peak == 2
+    finally:
+        set_process_limit(64)
 
 
 def test_remote_uris_are_off_until_allowed(site: WebSite) -> None:
@@ -75,6 +88,9 @@ def test_failures_are_typed_and_retries_back_off(site: WebSite) -> None:
     with pytest.raises(FetchError, match="HTTP 404"):
         loader([f"{site.url}/photos/missing.jpg"])
     assert site.hits["/photos/missing.jpg"] == 1  # a 404 is not retried
+    with pytest.raises(FetchError, match="HTTP 403"):
+        loader([f"{site.url}/private/a.jpg"])
+    assert site.hits["/private/a.jpg"] == 1  # nor a refusal
     with pytest.raises(DataLoaderError, match="not an image"):
         loader([f"{site.url}/page.html"])
     started = time.monotonic()
