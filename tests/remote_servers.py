@@ -222,7 +222,8 @@ def web_site(tmp: Path, n_photos: int = 8) -> Iterator[WebSite]:
     port = free_port()
 
     async def start() -> web.AppRunner:
-        runner = web.AppRunner(_app(site), handle_signals=False)
+        runner = web.AppRunner(_app(site), handle_signals=False, handler_cancellation=True,
+                               shutdown_timeout=2)
         await runner.setup()
         # 127.0.0.2: a second loopback address to allow alone, so that redirects from it
         # to 127.0.0.1 and to localhost show the guard.
