@@ -331,7 +331,7 @@ def test_the_server_allow_list_wins_over_the_spec() -> None:
             "allow_networks": ["10.0.0.0/8"], "timeout_s": 99}
     assert run(spec) is None  # the server allows nothing: remote URIs are off
     got = run(spec, remote_allow="s3://catalog/,s3://other/p/", remote_allow_networks="10.1.0.0/16",
-              remote_stores='{"s3": {"endpoint": "http://127.0.0.1:9000"}}', remote_timeout_s=7)
+              remote_stores={"s3": {"endpoint": "http://127.0.0.1:9000"}}, remote_timeout_s=7)
     assert got is not None
     assert got["allow"] == ["s3://catalog/", "s3://other/p/"]  # https:// is not the server's
     assert got["stores"] == {"s3": {"endpoint": "http://127.0.0.1:9000"}}  # never the spec's
