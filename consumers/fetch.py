@@ -36,6 +36,7 @@ from consumers.remote import (
     RemotePolicy,
     forbidden_address,
     redact,
+    scheme_of,
     split_store_uri,
 )
 from schemas.errors import FetchError, LimitExceededError, StreamerError, URINotAllowedError
@@ -220,8 +221,9 @@ class Fetcher:
     async def _http(self, uri: str) -> bytes:
         session, url = self._http_session(), uri
         for _ in range(MAX_REDIRECTS + 1):
-            if self.policy.check(url) not in HTTP_SCHEMES:
+            if scheme_of(url) not in HTTP_SCHEMES:
                 raise URINotAllowedError(f"{redact(uri)} redirects off http(s): {redact(url)}")
+            self.policy.check(url)
             self._check_literal(url)
             try:
                 async with session.get(url, allow_redirects=False) as resp:

@@ -184,6 +184,9 @@ def test_ssrf_allowed_networks_open_exactly_what_they_name(site: WebSite) -> Non
     assert loader([f"{site.url}/redirect?to=/photos/{photo}"])[0] is not None
     with pytest.raises(URINotAllowedError, match="not under an allowed prefix"):
         loader([f"{site.url}/redirect?to=https://images.example.org/a.jpg"])
+    for target in ("file:///etc/passwd", "s3://catalog/a.jpg"):
+        with pytest.raises(URINotAllowedError, match=r"redirects off http\(s\)"):
+            loader([f"{site.url}/redirect?to={target}"])
 
 
 def _put_s3(endpoint: str, bucket: str, objects: dict[str, bytes]) -> None:
