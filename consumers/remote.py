@@ -20,7 +20,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Store options travel in collection specs, so they must never hold a secret: credentials come
 # from each store's own environment variables and profiles on the machine that fetches.
-_SECRET_WORDS = ("secret", "token", "key", "password", "sas", "credential", "signature")
+_SECRET_WORDS = ("secret", "token", "key", "password", "sas", "credential")
 
 
 def scheme_of(uri: str) -> str | None:
