@@ -29,6 +29,7 @@ from aiokafka import (
 )
 
 from consumers.lifecycle import Component
+from consumers.load import reuse_unchanged
 from consumers.local import LocalStore
 from consumers.pipeline import WriteJob
 from schemas.errors import (
@@ -340,7 +341,8 @@ class Service(Component):
             return WriteJob(state, request)
         check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
                     has_loader=loader is not None)
-        return WriteJob(state, WriteRequest(op, [payload]), embedder=embedder, loader=loader)
+        request = reuse_unchanged(state.store, WriteRequest(op, [payload]))
+        return WriteJob(state, request, embedder=embedder, loader=loader)
 
     async def _dead_letter(self, tx: AIOKafkaProducer, rec: Record, exc: BaseException) -> None:
         headers = [("reason", str(exc).encode()), ("code", error_to_wire(exc)["code"].encode()),
