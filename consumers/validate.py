@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from consumers.decode import encoded
 from consumers.where import validate_where, validate_where_document
 from schemas.errors import (
     DuplicateIDError,
@@ -23,7 +24,9 @@ from schemas.records import (
     DEFAULT_QUERY_INCLUDE,
     INCLUDE_ITEMS,
     DeleteRequest,
+    EncodedImage,
     GetRequest,
+    ImageInput,
     IncludeItem,
     Op,
     QueryRequest,
@@ -182,10 +185,13 @@ def _check_documents(documents: list[Any], nullable: bool) -> None:
             raise InvalidArgumentError(f"Expected document to be a str, got {doc}")
 
 
-def _check_images(images: list[Any]) -> None:
+def _check_images(images: list[Any]) -> list[ImageInput]:
+    """Numpy arrays as Chroma takes them, or an image file's bytes (JPEG, PNG, WebP) kept
+    encoded until the model needs the pixels."""
     for image in images:
-        if not isinstance(image, np.ndarray):
+        if not isinstance(image, np.ndarray | bytes | bytearray | memoryview | EncodedImage):
             raise InvalidArgumentError(f"Expected image to be a numpy array, got {image}")
+    return [encoded(image) for image in images]
 
 
 def _check_uris(uris: list[Any]) -> None:
@@ -215,7 +221,7 @@ def prepare_write(op: Op, *, ids: Any, embeddings: Any = None, metadatas: Any = 
         if docs is not None:
             _check_documents(docs, nullable=vecs is not None)
         if imgs is not None:
-            _check_images(imgs)
+            imgs = _check_images(imgs)
         if uri_list is not None:
             _check_uris(uri_list)
         validated_ids = validate_ids(id_list)
@@ -323,7 +329,7 @@ def prepare_query(*, query_embeddings: Any = None, query_texts: Any = None,
         if texts is not None:
             _check_documents(texts, nullable=False)
         if imgs is not None:
-            _check_images(imgs)
+            imgs = _check_images(imgs)
         if uri_list is not None:
             _check_uris(uri_list)
         validate_filters(where, where_document)

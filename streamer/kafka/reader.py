@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import CommitFailedError
 
 from consumers import admin
 from consumers.catalog import Catalog, CollectionState
@@ -31,7 +32,14 @@ from schemas.errors import (
 from schemas.events import READ_OPS, dumps, encode_result, loads
 from schemas.records import CollectionSpec
 from streamer import metrics
-from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    consumer_kwargs,
+    producer_kwargs,
+    supervise,
+)
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
 from streamer.kafka.wire_checks import checked_get, checked_query
@@ -73,9 +81,11 @@ class Reader(Component):
     async def _start(self) -> None:
         kw = client_kwargs(self.settings)
         self._replies = await self.parts.start(
-            AIOKafkaProducer(**kw, acks="all", enable_idempotence=True))
+            AIOKafkaProducer(**kw, **producer_kwargs(self.settings), acks="all",
+                             enable_idempotence=True))
         self._consumer = await self.parts.start(
-            AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
+            AIOKafkaConsumer(self.topics.queries, **kw, **consumer_kwargs(self.settings),
+                             group_id=self.topics.readers,
                              enable_auto_commit=False, auto_offset_reset="latest"))
         task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
         self.parts.on_stop(partial(cancel, task))
@@ -88,7 +98,12 @@ class Reader(Component):
                     for rec in records:
                         tg.start_soon(self._answer, rec)
                 if batches:
-                    await self._consumer.commit()
+                    try:
+                        await self._consumer.commit()
+                    except CommitFailedError as exc:
+                        # We stalled past the session and the group moved on: the new owner
+                        # answers these queries again, and the client keeps the first reply.
+                        log.warning("reader offsets not committed (%s); rejoining", exc)
 
     async def _answer(self, rec: ConsumerRecord[bytes, bytes]) -> None:
         started = time.perf_counter()

@@ -9,8 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from consumers.decode import check_limits
 from consumers.validate import (
     ALREADY_EMBEDDED,
     NO_EMBEDDING_FUNCTION,
@@ -24,7 +23,7 @@ from consumers.validate import (
 )
 from schemas.errors import DataLoaderError, InvalidArgumentError, LimitExceededError
 from schemas.events import parse_get, parse_query
-from schemas.records import DeleteRequest, GetRequest, Image, Op, QueryRequest, WriteItem
+from schemas.records import DeleteRequest, GetRequest, ImageInput, Op, QueryRequest, WriteItem
 from streamer.settings import Settings
 
 # Loader presence is checked where it matters (a URI to load), so the include/URI checks of
@@ -32,14 +31,16 @@ from streamer.settings import Settings
 _LOADER_CHECKED_LATER = True
 
 
-def check_image(image: Image, settings: Settings, what: str) -> None:
-    pixels = int(np.prod(image.shape[:2])) if image.ndim >= 2 else int(image.size)
-    if pixels > settings.max_image_pixels:
-        raise LimitExceededError(f"{what}: image of {pixels} pixels is over the limit of "
-                                 f"{settings.max_image_pixels}")
-    if image.nbytes > settings.max_image_bytes:
-        raise LimitExceededError(f"{what}: image of {image.nbytes} bytes is over the limit of "
-                                 f"{settings.max_image_bytes}")
+def check_image(image: ImageInput, settings: Settings, what: str) -> None:
+    """Pixels from the array or file header and bytes as sent; nothing is decoded."""
+    check_limits(image, max_pixels=settings.max_image_pixels,
+                 max_bytes=settings.max_image_bytes, what=what)
+
+
+def check_document(id_: str, document: str | None, settings: Settings) -> None:
+    if document is not None and (size := len(document.encode())) > settings.max_document_bytes:
+        raise LimitExceededError(f"Document of {id_} is {size} bytes, which exceeds "
+                                 f"{settings.max_document_bytes} bytes")
 
 
 def check_write(op: Op, item: WriteItem, settings: Settings, *, has_embedding_function: bool,
@@ -56,9 +57,7 @@ def check_write(op: Op, item: WriteItem, settings: Settings, *, has_embedding_fu
             raise InvalidArgumentError(ALREADY_EMBEDDED)
         if item.embedding is None and not sources and op is not Op.UPDATE:
             raise InvalidArgumentError(ONE_SOURCE)  # only a metadata update embeds nothing
-    if item.document is not None and len(item.document.encode()) > settings.max_document_bytes:
-        raise LimitExceededError(
-            f"Document of {item.id} exceeds {settings.max_document_bytes} bytes")
+    check_document(item.id, item.document, settings)
     if item.image is not None:
         check_image(item.image, settings, f"Record {item.id}")
     if item.embedding is None and sources:
