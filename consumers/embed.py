@@ -66,8 +66,12 @@ class OpenCLIPEmbeddingFunction:
                  device: str = "cpu", *, batch_size: int = 32, precision: Precision = "fp32",
                  num_threads: int | None = None, cache_dir: str | None = None,
                  weights_sha256: str | None = None) -> None:
+        from consumers.models import BUILTIN_MODELS
+
         self.model_name = model_name
-        self.checkpoint = checkpoint
+        # A built-in model has no pretrained tags: Chroma's default tag means its own weights.
+        builtin = model_name in BUILTIN_MODELS and checkpoint in (None, W.DEFAULT_CHECKPOINT)
+        self.checkpoint = model_name if builtin else checkpoint
         self.device = device
         self.batch_size = batch_size
         self.precision = precision

@@ -26,6 +26,8 @@ class Runtimes:
             return None
         if self._settings is not None and desc.get("name") == "image_loader":
             desc = server_loader(desc, self._settings)
+        if self._settings is not None and self._settings.model_cache and desc.get("name") == "open_clip":
+            desc = {**desc, "config": {**desc.get("config", {}), "cache_dir": self._settings.model_cache}}
         key = dumps(desc)
         if key not in self._cache:
             runtime = self._cache[key] = rebuild(desc)
@@ -35,5 +37,11 @@ class Runtimes:
         return self._cache[key]
 
     def warm(self, specs: list[CollectionSpec]) -> None:
+        """Resolves every collection's weights (downloading once if need be) and refuses to
+        start when they differ from the spec's (WeightsMismatchError); then loads the models
+        on the embed thread. Blocking: call it off the event loop."""
         for spec in specs:
-            self.get(spec.embedding_function)
+            runtime = self.get(spec.embedding_function)
+            resolve = getattr(runtime, "resolve", None)
+            if callable(resolve):
+                resolve()
