@@ -41,11 +41,11 @@ __all__ = [
     "SchemaError",
     "StreamerError",
     "URIOutsideRootsError",
+    "UnavailableError",
+    "UniqueConstraintError",
     "WeightsError",
     "WeightsMismatchError",
     "WeightsNotFoundError",
-    "UnavailableError",
-    "UniqueConstraintError",
     "error_from_wire",
     "error_to_wire",
 ]

@@ -141,9 +141,9 @@ def test_offline_and_not_cached_is_a_typed_error_naming_tag_repository_and_file(
 
 
 def test_random_weights_only_when_asked(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="laion2b_s34b_b79k.*'random'"):
+    with pytest.raises(WeightsError, match=r"laion2b_s34b_b79k.*'random'"):
         OpenCLIPEmbeddingFunction("ViT-B-32", checkpoint=None).load()
-    with pytest.raises(WeightsError, match="neither a file nor an open_clip pretrained tag.*laion2b_s34b_b79k"):
+    with pytest.raises(WeightsError, match=r"neither a file nor an open_clip pretrained tag.*laion2b_s34b_b79k"):
         OpenCLIPEmbeddingFunction("ViT-B-32", checkpoint="laion2b_typo").load()
     with pytest.raises(WeightsNotFoundError, match="not a local file"):
         OpenCLIPEmbeddingFunction("ViT-B-32", checkpoint=str(tmp_path / "nope.pt")).load()

@@ -108,7 +108,8 @@ class Service:
         await anyio.to_thread.run_sync(self.catalog.open)
         await self.replica.start()
         await self._backfill.start()
-        await anyio.to_thread.run_sync(self.runtimes.warm, [s.spec for s in self.catalog.collections.values()])
+        specs = [s.spec for s in self.catalog.collections.values()]
+        await anyio.to_thread.run_sync(self.runtimes.warm, specs)  # refuses other weights
         kw = client_kwargs(self.settings)
         self._tx = AIOKafkaProducer(
             **kw, transactional_id=f"{self.settings.kafka_topic_prefix}-writer-{self.instance}",

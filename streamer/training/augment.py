@@ -22,7 +22,7 @@ def _background(spec: ShapeSpec, rng: np.random.Generator) -> tuple[float, float
     if kind == "light" and spec.colour in ("white", "yellow"):
         kind = "dark"
     if kind == "dark" and spec.colour in ("black", "blue", "purple"):
-        kind = "light" if spec.colour != "white" else "mid"
+        kind = "light"
     if kind == "plain":
         return None
     level = {"light": (0.82, 1.0), "mid": (0.4, 0.65), "dark": (0.05, 0.25)}[str(kind)]

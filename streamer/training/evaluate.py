@@ -113,7 +113,8 @@ def evaluate_drawn(
     the pairs the training split shows and the 12 held-out pairs it never shows."""
     images, drawings = gallery(per_pair, seed)
     pairs = all_drawings()
-    sims = embed_texts(model, tokenizer, [p.caption for p in pairs]) @ embed_images(model, preprocess, images).T
+    captions = embed_texts(model, tokenizer, [p.caption for p in pairs])
+    sims = captions @ embed_images(model, preprocess, images).T
     top = sims.topk(5, dim=1).indices.tolist()
     hit1 = [drawings[row[0]] == pair for pair, row in zip(pairs, top)]
     hit5 = [any(drawings[g] == pair for g in row) for pair, row in zip(pairs, top)]

@@ -20,6 +20,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from consumers.models import BUILTIN_MODELS, register_builtin_configs
+from streamer.training.augment import render_varied
 from streamer.training.evaluate import Preprocess, evaluate, evaluate_drawn
 from streamer.training.shapes import (
     ATTRIBUTES,
@@ -31,7 +32,6 @@ from streamer.training.shapes import (
     matches,
     sample_specs,
 )
-from streamer.training.augment import render_varied
 
 MODEL = "streamer-tiny"
 
