@@ -37,7 +37,7 @@ from tests.gateway_helpers import TOKEN, TOKENS, WsClient, ws_client
 @asynccontextmanager
 async def serving(path: Path, ef: OpenCLIPEmbeddingFunction, records: int
                   ) -> AsyncIterator[tuple[streamer.AsyncCollection, list[str]]]:
-    def resolve(spec: CollectionSpec) -> tuple[Any, Any]:
+    async def resolve(spec: CollectionSpec) -> tuple[Any, Any]:
         return ef, None
 
     async with Engine(path, fsync=False) as engine:

@@ -7,8 +7,9 @@ import contextlib
 import gc
 import logging
 import shutil
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ class CollectionState:
         self._since_checkpoint = 0
         self.listeners: list[CommitListener] = []
         self.rejected_checkpoints: list[str] = []
+        #: Names this state's sequence space: a seq means the same mutation only within one
+        #: stream (a live query resumes by (stream, seq)). Kept on disk with the log.
+        self.stream = uuid.uuid4().hex
 
     @property
     def damaged(self) -> bool:
@@ -85,6 +89,11 @@ class CollectionState:
             self._since_checkpoint += len(batch.mutations)
         # Never number new entries at or below what a checkpoint already covers.
         self.log.last_seq = max(self.log.last_seq, self.store.applied_seq)
+        stream_file = self.directory / "stream"
+        if stream_file.exists() and not self.damaged:
+            self.stream = stream_file.read_text().strip()
+        else:  # a cut log may renumber what clients already saw: a new sequence space
+            atomic_write(stream_file, self.stream.encode(), fsync=self._fsync)
 
     def commit(self, mutations: list[Mutation], meta: dict[str, Any] | None = None) -> int:
         """Durably log then apply one batch; returns its last sequence number."""
@@ -122,12 +131,36 @@ class CollectionState:
 
 
 class Catalog:
+    """The collections of one process by name. The table is copy-on-write: every change
+    builds a new dict under a lock and swaps it in whole, so code on the event loop can
+    iterate ``collections`` while a worker thread installs specs (the Kafka replica) without
+    seeing a dict change size under it or taking a lock."""
+
     def __init__(self, path: Path | None, *, fsync: bool = True,
                  checkpoint_every: int = 50_000) -> None:
         self.path = path
         self._fsync = fsync
         self._checkpoint_every = checkpoint_every
-        self.collections: dict[str, CollectionState] = {}
+        self._collections: dict[str, CollectionState] = {}
+        self._writing = threading.RLock()  # re-entrant: install renames and deletes
+
+    @property
+    def collections(self) -> Mapping[str, CollectionState]:
+        """The current table; a snapshot that no later change alters."""
+        return self._collections
+
+    def specs(self) -> dict[str, CollectionSpec]:
+        """Name -> spec, as the admin rules (``consumers.admin``) read them."""
+        return {name: state.spec for name, state in self._collections.items()}
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[dict[str, CollectionState]]:
+        """A copy of the table to change; swapped in and saved when the block succeeds."""
+        with self._writing:
+            table = dict(self._collections)
+            yield table
+            self._collections = table
+            self._save()
 
     def _catalog_file(self) -> Path | None:
         return None if self.path is None else self.path / "catalog.json"
@@ -136,11 +169,12 @@ class Catalog:
         file = self._catalog_file()
         if file is None or not file.exists():
             return
-        for d in orjson.loads(file.read_bytes()):
-            spec = CollectionSpec.from_dict(d)
-            state = self._state(spec)
-            state.open()
-            self.collections[spec.name] = state
+        with self._changing() as table:
+            for d in orjson.loads(file.read_bytes()):
+                spec = CollectionSpec.from_dict(d)
+                state = self._state(spec)
+                state.open()
+                table[spec.name] = state
 
     def _state(self, spec: CollectionSpec) -> CollectionState:
         directory = None if self.path is None else self.path / "collections" / spec.id
@@ -152,69 +186,59 @@ class Catalog:
         if file is None:
             return
         file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(file, orjson.dumps([s.spec.to_dict() for s in self.collections.values()]),
+        atomic_write(file, orjson.dumps([s.spec.to_dict() for s in self._collections.values()]),
                      fsync=self._fsync)
 
-    def create(self, name: str, **fields: Any) -> CollectionState:
-        if name in self.collections:
-            raise UniqueConstraintError(f"Collection [{name}] already exists")
-        spec = CollectionSpec(id=str(uuid.uuid4()), name=name, **fields)
-        state = self._state(spec)
-        state.open()
-        self.collections[name] = state
-        self._save()
-        return state
-
     def install(self, spec: CollectionSpec) -> CollectionState:
-        """Adopt a spec created elsewhere (a Kafka replica reading the collections topic)."""
-        renamed = self.by_id(spec.id)
-        if renamed is not None and renamed.spec.name != spec.name:
-            self.rename(renamed.spec.name, spec.name)
-        existing = self.collections.get(spec.name)
-        if existing is not None:
-            if existing.spec.id == spec.id:
-                existing.spec.metadata = spec.metadata
-                self._save()
-                return existing
-            self.delete(spec.name)
-        state = self._state(spec)
-        state.open()
-        self.collections[spec.name] = state
-        self._save()
-        return state
+        """Adopt a spec decided by ``consumers.admin`` (here, or elsewhere for a Kafka replica
+        reading the collections topic): a new collection, a rename or new metadata."""
+        with self._writing:
+            renamed = self.by_id(spec.id)
+            if renamed is not None and renamed.spec.name != spec.name:
+                self.rename(renamed.spec.name, spec.name)
+            existing = self._collections.get(spec.name)
+            if existing is not None:
+                if existing.spec.id == spec.id:
+                    with self._changing():
+                        existing.spec.metadata = spec.metadata
+                    return existing
+                self.delete(spec.name)
+            state = self._state(spec)
+            state.open()
+            with self._changing() as table:
+                table[spec.name] = state
+            return state
 
     def by_id(self, collection_id: str) -> CollectionState | None:
-        for state in self.collections.values():
+        for state in self._collections.values():
             if state.spec.id == collection_id:
                 return state
         return None
 
     def get(self, name: str) -> CollectionState:
         try:
-            return self.collections[name]
+            return self._collections[name]
         except KeyError:
             raise NotFoundError(f"Collection [{name}] does not exist") from None
 
-    def update_spec(self, state: CollectionState) -> None:
-        self._save()
-
     def rename(self, old: str, new: str) -> None:
-        if new in self.collections:
-            raise UniqueConstraintError(f"Collection [{new}] already exists")
-        state = self.collections.pop(old)
-        state.spec.name = new
-        self.collections[new] = state
-        self._save()
+        with self._changing() as table:
+            if new in table:
+                raise UniqueConstraintError(f"Collection [{new}] already exists")
+            state = table.pop(old)
+            state.spec.name = new
+            table[new] = state
 
     def delete(self, name: str) -> None:
-        state = self.get(name)
-        state.close(checkpoint_now=False)
-        del self.collections[name]
-        self._save()
+        with self._changing() as table:
+            state = self.get(name)
+            state.close(checkpoint_now=False)
+            del table[name]
         if state.directory is not None:
             shutil.rmtree(state.directory, ignore_errors=True)
 
     def close(self) -> None:
-        for state in self.collections.values():
-            state.close()
-        self._save()
+        with self._writing:
+            for state in self._collections.values():
+                state.close()
+            self._save()

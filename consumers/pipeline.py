@@ -1,15 +1,16 @@
 """The write pipeline shared by the embedded client and the Kafka service:
-load (URIs through the data loader) -> embed (batched, on the model's own thread) ->
-resolve (Chroma's rules + one modality per record) -> sink. The embedded sink logs (one
-fsync per collection per batch) and indexes; the Kafka writer's sink produces the mutations
-to the compacted state topic inside a transaction instead. Failures are per job: a bad
-request gets its error, the batch goes on."""
+prepare (URIs through the data loader, image transforms) -> embed (batched, on the model's
+own thread) -> resolve (Chroma's rules + one modality per record), which returns each
+collection's mutations. The caller commits them: the embedded engine with
+``commit_locally`` (log, one fsync per collection per batch, then index), the Kafka writer by
+producing them to the compacted state topic inside its transaction. Failures are per job: a
+bad request gets its error, the batch goes on."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,19 @@ import anyio.to_thread
 import numpy as np
 
 from consumers.catalog import CollectionState
+from consumers.decode import to_pixels
 from consumers.embed import EmbeddingFunction, PreparingEmbeddingFunction
+from consumers.validate import NO_LOADER
 from schemas.errors import DataLoaderError, EmbeddingError, StreamerError
-from schemas.records import DeleteRequest, Image, Mutation, Vector, WriteRequest
+from schemas.records import (
+    DeleteRequest,
+    EncodedImage,
+    Image,
+    ImageInput,
+    Mutation,
+    Vector,
+    WriteRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +50,50 @@ class WriteJob:
     prepared: dict[int, Any] = field(default_factory=dict)
     vectors: dict[int, Vector] = field(default_factory=dict)
     error: BaseException | None = None
-    seq: int = 0
 
 
-Sink = Callable[[CollectionState, list[Mutation], "dict[str, Any] | None"], Awaitable[int]]
+@dataclass(slots=True)
+class Resolved:
+    """One collection's share of a batch: its mutations, and the jobs they came from."""
+
+    state: CollectionState
+    mutations: list[Mutation]
+    jobs: list[WriteJob]
 
 
-async def commit_locally(state: CollectionState, mutations: list[Mutation],
-                         meta: dict[str, Any] | None) -> int:
-    """The embedded sink: append to the collection's log (fsync) and apply to its index."""
-    seq: int = await anyio.to_thread.run_sync(state.commit, mutations, meta)
-    return seq
+async def load_images(loader: DataLoader | None, uris: Sequence[str]) -> list[Image]:
+    """Load URIs through a data loader on a worker thread; every URI must give an image."""
+    if loader is None:
+        raise DataLoaderError(NO_LOADER)
+    images: list[Image] = []
+    for uri, image in zip(uris, await anyio.to_thread.run_sync(loader, list(uris))):
+        if image is None:
+            raise DataLoaderError(f"Data loader returned nothing for {uri}")
+        images.append(image)
+    return images
+
+
+async def commit_locally(groups: list[Resolved], locks: Callable[[str], anyio.Lock]) -> None:
+    """The embedded commit: append each group to its collection's log (fsync) and apply it
+    to the index, on a worker thread, under the collection lock."""
+    for group in groups:
+        try:
+            async with locks(group.state.spec.id):
+                await anyio.to_thread.run_sync(group.state.commit, group.mutations)
+        except Exception as exc:
+            log.exception("commit failed for %s", group.state.spec.name)
+            for job in group.jobs:
+                job.error = exc
 
 
 class Pipeline:
     """Stateless over batches; the caller serialises batches (one writer)."""
 
     def __init__(self, embed_thread: ThreadPoolExecutor, locks: Callable[[str], anyio.Lock],
-                 sink: Sink | None = None, prep_workers: int = 2) -> None:
+                 prep_workers: int = 2) -> None:
         self._embed_thread = embed_thread
         self._prep_pool = ThreadPoolExecutor(prep_workers, thread_name_prefix="prepare")
         self._locks = locks
-        self._sink = sink or commit_locally
 
     def close(self) -> None:
         self._prep_pool.shutdown(wait=True)
@@ -71,19 +104,14 @@ class Pipeline:
         await self._load(jobs)
         await self._prepare_images(jobs)
 
-    async def finish(self, jobs: list[WriteJob], meta: dict[str, Any] | None = None) -> None:
-        """Embed, resolve and sink, in batch order."""
-        await self.embed(jobs)
-        await self.commit(jobs, meta)
-
     async def _prepare_images(self, jobs: list[WriteJob]) -> None:
         loop = asyncio.get_running_loop()
 
-        async def prepare(job: WriteJob, i: int, image: Image) -> None:
+        async def prepare(job: WriteJob, i: int, image: ImageInput) -> None:
             assert isinstance(job.embedder, PreparingEmbeddingFunction)
             try:
                 job.prepared[i] = await loop.run_in_executor(
-                    self._prep_pool, job.embedder.prepare_image, image)
+                    self._prep_pool, _decode_and_prepare, job.embedder, image)
             except Exception as exc:
                 job.error = exc if isinstance(exc, StreamerError) else \
                     EmbeddingError(f"Could not preprocess image {i}: {exc}")
@@ -106,14 +134,8 @@ class Pipeline:
             assert isinstance(req, WriteRequest)
             wanted = [(i, it.uri) for i, it in enumerate(req.items)
                       if it.uri is not None and it.embedding is None]
-            loader = job.loader
-            if loader is None:
-                raise DataLoaderError(
-                    "You must set a data loader on the collection if loading from URIs.")
-            loaded = await anyio.to_thread.run_sync(loader, [u for _, u in wanted])
-            for (i, uri), image in zip(wanted, loaded):
-                if image is None:
-                    raise DataLoaderError(f"Data loader returned nothing for {uri}")
+            loaded = await load_images(job.loader, [u for _, u in wanted])
+            for (i, _), image in zip(wanted, loaded):
                 job.images[i] = image
 
         async def guarded(job: WriteJob) -> None:
@@ -150,7 +172,7 @@ class Pipeline:
     async def _embed_group(self, embedder: EmbeddingFunction, jobs: list[WriteJob]) -> None:
         """One model call per modality for the whole group: the model sees full batches."""
         texts: list[tuple[WriteJob, int, str]] = []
-        images: list[tuple[WriteJob, int, Image]] = []
+        images: list[tuple[WriteJob, int, ImageInput]] = []
         prepared: list[tuple[WriteJob, int, Any]] = []
         for job in jobs:
             assert isinstance(job.request, WriteRequest)
@@ -173,33 +195,28 @@ class Pipeline:
             for (job, i, _), vec in zip(work, vectors):
                 job.vectors[i] = vec
 
-    async def commit(self, jobs: list[WriteJob], meta: dict[str, Any] | None = None) -> None:
-        """Resolve against the current state and sink; callers serialise commits."""
+    async def resolve(self, jobs: list[WriteJob]) -> list[Resolved]:
+        """Resolve each collection's jobs against its current state (under its lock) into
+        the mutations to commit; callers commit one batch at a time, in order."""
         by_state: dict[int, list[WriteJob]] = {}
         for job in jobs:
             if job.error is None:
                 by_state.setdefault(id(job.state), []).append(job)
+        groups = []
         for group in by_state.values():
             state = group[0].state
+            pending: dict[str, Mutation | None] = {}
+            mutations: list[Mutation] = []
+            done: list[WriteJob] = []
             async with self._locks(state.spec.id):
-                pending: dict[str, Mutation | None] = {}
-                mutations: list[Mutation] = []
-                done: list[WriteJob] = []
                 for job in group:
                     try:
                         mutations.extend(self._resolve(job, pending))
                         done.append(job)
                     except StreamerError as exc:
                         job.error = exc
-                try:
-                    seq = await self._sink(state, mutations, meta)
-                except Exception as exc:
-                    log.exception("commit failed for %s", state.spec.name)
-                    for job in done:
-                        job.error = exc
-                    continue
-                for job in done:
-                    job.seq = seq
+            groups.append(Resolved(state, mutations, done))
+        return groups
 
     @staticmethod
     def _resolve(job: WriteJob, pending: dict[str, Mutation | None]) -> list[Mutation]:
@@ -229,7 +246,13 @@ def _pending_dims(pending: dict[str, Mutation | None]) -> list[Vector]:
     return []
 
 
+def _decode_and_prepare(embedder: PreparingEmbeddingFunction, image: ImageInput) -> Any:
+    # Decoded here, on a prepare thread, so a batch holds full-size pixels only transiently.
+    return embedder.prepare_image(to_pixels(image))
+
+
 def call_embedder(embedder: EmbeddingFunction, inputs: list[Any]) -> list[Vector]:
+    inputs = [to_pixels(x) if isinstance(x, EncodedImage) else x for x in inputs]
     out = embedder(inputs)
     if len(out) != len(inputs):
         raise EmbeddingError(

@@ -6,14 +6,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import numpy as np
 
 from consumers.catalog import CollectionState
 from consumers.embed import EmbeddingFunction
-from consumers.pipeline import DataLoader, call_embedder, in_executor
-from schemas.errors import DataLoaderError
+from consumers.pipeline import DataLoader, call_embedder, in_executor, load_images
 from schemas.records import GetRequest, IncludeItem, QueryRequest, Vector
 
 
@@ -27,13 +24,7 @@ async def query_vectors(req: QueryRequest, embedder: EmbeddingFunction | None,
     elif req.images is not None:
         inputs = list(req.images)
     else:
-        if loader is None:
-            raise DataLoaderError("You must set a data loader on the collection if loading from URIs.")
-        uris = req.uris or []
-        inputs = list(await anyio.to_thread.run_sync(loader, uris))
-        for uri, image in zip(uris, inputs):
-            if image is None:
-                raise DataLoaderError(f"Data loader returned nothing for {uri}")
+        inputs = list(await load_images(loader, req.uris or []))
     assert embedder is not None
     vectors: list[Vector] = await in_executor(embed_thread, call_embedder, embedder, inputs)
     return vectors

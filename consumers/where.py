@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from schemas.errors import InvalidArgumentError
 from schemas.records import Metadata
@@ -164,14 +164,20 @@ def _field_predicate(key: str, operator: str, operand: Any) -> MetaPredicate:
     return numeric
 
 
+P = TypeVar("P", MetaPredicate, DocPredicate)
+
+
+def _logical(operator: str, parts: list[P]) -> P:
+    """``$and`` / ``$or`` over compiled predicates (of metadata or of documents)."""
+    combine = all if operator == "$and" else any
+    return cast(P, lambda x: combine(p(x) for p in parts))
+
+
 def compile_where(where: Metadata) -> MetaPredicate:
     """A predicate over a record's metadata; ``where`` must already be valid."""
     (key, value), = where.items()
     if key in ("$and", "$or"):
-        parts = [compile_where(w) for w in value]
-        if key == "$and":
-            return lambda m: all(p(m) for p in parts)
-        return lambda m: any(p(m) for p in parts)
+        return _logical(key, [compile_where(w) for w in value])
     if isinstance(value, dict):
         (operator, operand), = value.items()
         return _field_predicate(key, operator, operand)
@@ -181,10 +187,7 @@ def compile_where(where: Metadata) -> MetaPredicate:
 def compile_where_document(where_document: Metadata) -> DocPredicate:
     (operator, operand), = where_document.items()
     if operator in ("$and", "$or"):
-        parts = [compile_where_document(w) for w in operand]
-        if operator == "$and":
-            return lambda d: all(p(d) for p in parts)
-        return lambda d: any(p(d) for p in parts)
+        return _logical(operator, [compile_where_document(w) for w in operand])
     if operator == "$contains":
         return lambda d: d is not None and operand in d
     if operator == "$not_contains":

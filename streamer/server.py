@@ -38,12 +38,9 @@ async def _until_signal() -> None:
 async def service_gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
     """The gateway of ``streamer serve``: requests go through Kafka like any client's,
     live queries hook this process's replica, models are shared with the writer."""
-    async with AsyncExitStack() as stack:
-        backend = KafkaBackend(settings)
-        await backend.start()
-        stack.push_async_callback(backend.close)
-        yield await stack.enter_async_context(
-            Gateway(settings, backend, service, runtimes=service.runtimes))
+    async with KafkaBackend(settings) as backend, \
+            Gateway(settings, backend, service, runtimes=service.runtimes) as gateway:
+        yield gateway
 
 
 async def serve(settings: Settings) -> None:

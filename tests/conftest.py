@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from blockbuster import blockbuster_ctx
 
 import streamer
 from tests.helpers import HashEmbedding
@@ -36,3 +37,19 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[streamer.
 @pytest.fixture
 def ef() -> HashEmbedding:
     return HashEmbedding()
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_on_event_loops(request: pytest.FixtureRequest) -> Iterator[None]:
+    """blockbuster: a blocking call (file or socket I/O, sleep, lock wait) made by our code on
+    a running event loop fails the test, whichever loop it is (pytest-asyncio's, the sync
+    clients' portal thread, the gateway's). Work belongs on a thread (anyio.to_thread)."""
+    if request.node.get_closest_marker("blocking_ok"):
+        yield
+        return
+    with blockbuster_ctx(["streamer", "consumers", "schemas"]) as bb:
+        # Constructing an ImageLoader resolves its roots; tests build theirs inline, as a
+        # user would in their own code. The library itself builds loaders on a thread.
+        for fn in ("os.path.abspath", "os.stat"):
+            bb.functions[fn].can_block_in("consumers/load.py", "__init__")
+        yield

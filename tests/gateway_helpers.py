@@ -131,8 +131,8 @@ async def embedded_gateway(path: Path, embedder: Any, *, by_name: dict[str, Any]
     async with Engine(path, fsync=False, batch=batch) as engine:
         runtimes = Runtimes(engine.embed_thread)
 
-        def resolve(spec: CollectionSpec) -> tuple[Any, Any]:
-            return (by_name or {}).get(spec.name, embedder), runtimes.get(spec.data_loader)
+        async def resolve(spec: CollectionSpec) -> tuple[Any, Any]:
+            return (by_name or {}).get(spec.name, embedder), await runtimes.get(spec.data_loader)
 
         async with Gateway(settings(**overrides), engine, engine, resolve=resolve) as gateway:
             yield engine, gateway

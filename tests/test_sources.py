@@ -294,9 +294,11 @@ def test_bridge_component_reports_lag_and_outcomes(upstream: Upstream) -> None:
     def sample(metric: Any, **labels: str) -> float:
         return float(metric.labels(**labels)._value.get())
 
+    mapping = load_mapping(path)
+
     async def run() -> list[float]:
         seen = []
-        async with SourceBridge(settings, load_mapping(path)) as bridge:
+        async with SourceBridge(settings, mapping) as bridge:
             assert bridge.spec is not None and bridge.spec.name == "metrics-docs"
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and (

@@ -11,12 +11,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from consumers.batch import BatchConfig
 from consumers.embed import EmbeddingFunction, OpenCLIPEmbeddingFunction
 from consumers.load import ImageLoader
 from consumers.pipeline import DataLoader
+from consumers.validate import validate_metadata
 from schemas.records import CollectionSpec
 from streamer.client.backend import Backend
 from streamer.client.collection import AsyncCollection, Collection
@@ -80,16 +82,22 @@ class AsyncClient:
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    def _wrap(self, spec: CollectionSpec, embedding_function: Any,
-              data_loader: Any) -> AsyncCollection:
-        ef = rebuild(spec.embedding_function) if embedding_function is DEFAULT else embedding_function
-        loader = rebuild(spec.data_loader) if data_loader is DEFAULT else data_loader
+    async def _wrap(self, spec: CollectionSpec, embedding_function: Any,
+                    data_loader: Any) -> AsyncCollection:
+        def build() -> tuple[Any, Any]:
+            ef = rebuild(spec.embedding_function) if embedding_function is DEFAULT \
+                else embedding_function
+            loader = rebuild(spec.data_loader) if data_loader is DEFAULT else data_loader
+            return ef, loader
+        # Building a loader resolves its roots on disk: on a thread, not on the loop.
+        ef, loader = await anyio.to_thread.run_sync(build)
         return AsyncCollection(self._backend, spec, ef, loader)
 
     async def create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                 data_loader: DataLoader | None = None,
                                 metadata: dict[str, Any] | None = None,
                                 get_or_create: bool = False) -> AsyncCollection:
+        validate_metadata(metadata)  # here too: not every metadata can cross a wire
         await self.start()
         if embedding_function is DEFAULT:
             embedding_function = OpenCLIPEmbeddingFunction(DEFAULT_MODEL)
@@ -101,8 +109,8 @@ class AsyncClient:
     async def get_collection(self, name: str, embedding_function: Any = DEFAULT,
                              data_loader: Any = DEFAULT) -> AsyncCollection:
         await self.start()
-        return self._wrap(await self._backend.get_collection(name), embedding_function,
-                          data_loader)
+        return await self._wrap(await self._backend.get_collection(name), embedding_function,
+                                data_loader)
 
     async def get_or_create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                        data_loader: DataLoader | None = None,
@@ -112,7 +120,8 @@ class AsyncClient:
 
     async def list_collections(self) -> list[AsyncCollection]:
         await self.start()
-        return [self._wrap(s, DEFAULT, DEFAULT) for s in await self._backend.list_collections()]
+        return [await self._wrap(s, DEFAULT, DEFAULT)
+                for s in await self._backend.list_collections()]
 
     async def delete_collection(self, name: str) -> None:
         await self.start()

@@ -9,18 +9,28 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import anyio.to_thread
+
 from consumers.embed import EmbeddingFunction
 from consumers.pipeline import DataLoader
-from consumers.validate import prepare_delete, prepare_get, prepare_query, prepare_write
+from consumers.validate import (
+    prepare_delete,
+    prepare_get,
+    prepare_query,
+    prepare_write,
+    validate_metadata,
+)
 from schemas.records import CollectionSpec, GetRequest, Op
 from streamer.client.backend import Backend
 
 
-def _finish(result: dict[str, Any], include: Sequence[str], loader: DataLoader | None,
-            nested: bool) -> dict[str, Any]:
+async def _finish(result: dict[str, Any], include: Sequence[str], loader: DataLoader | None,
+                  nested: bool) -> dict[str, Any]:
     if "data" in include and loader is not None and result["uris"] is not None:
         uris = result["uris"]
-        result["data"] = [list(loader(u)) for u in uris] if nested else list(loader(uris))
+        # Loading decodes images: on a worker thread, never on the caller's event loop.
+        result["data"] = await anyio.to_thread.run_sync(
+            lambda: [list(loader(u)) for u in uris] if nested else list(loader(uris)))
     if "uris" not in include:
         result["uris"] = None
     return result
@@ -94,11 +104,11 @@ class AsyncCollection:
                               offset=offset, include=include,
                               has_loader=self._data_loader is not None)
         result = await self._backend.get(self._spec, request)
-        return _finish(result, list(request.include), self._data_loader, nested=False)
+        return await _finish(result, list(request.include), self._data_loader, nested=False)
 
     async def peek(self, limit: int = 10) -> dict[str, Any]:
         request = GetRequest(limit=limit, include=["embeddings", "documents", "metadatas"])
-        return _finish(await self._backend.get(self._spec, request), request.include,
+        return await _finish(await self._backend.get(self._spec, request), request.include,
                        None, nested=False)
 
     async def query(self, query_embeddings: Any = None, query_texts: Any = None,
@@ -114,13 +124,14 @@ class AsyncCollection:
         result = await self._backend.query(self._spec, request,
                                            embedder=self._embedding_function,
                                            loader=self._data_loader)
-        return _finish(result, list(request.include), self._data_loader, nested=True)
+        return await _finish(result, list(request.include), self._data_loader, nested=True)
 
     async def count(self) -> int:
         return await self._backend.count(self._spec)
 
     async def modify(self, name: str | None = None,
                      metadata: dict[str, Any] | None = None) -> None:
+        validate_metadata(metadata)  # here too: not every metadata can cross a wire
         self._spec = await self._backend.modify_collection(self._spec.name, new_name=name,
                                                            metadata=metadata)
 

@@ -7,21 +7,20 @@ import asyncio
 import fcntl
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from consumers.backfill import IndexBackfill
+from consumers import admin
 from consumers.batch import BatchConfig, MicroBatcher
-from consumers.catalog import Catalog, CollectionState
+from consumers.catalog import CollectionState
 from consumers.embed import EmbeddingFunction
-from consumers.pipeline import DataLoader, Pipeline, WriteJob
+from consumers.lifecycle import Component
+from consumers.local import LocalStore
+from consumers.pipeline import DataLoader, WriteJob, commit_locally
 from consumers.query import get_result, query_vectors, search_result
-from consumers.validate import validate_collection_name
 from schemas.errors import InvalidArgumentError, StreamerError
 from schemas.records import CollectionSpec, DeleteRequest, GetRequest, QueryRequest, WriteRequest
 
@@ -36,67 +35,50 @@ class _Pending:
         self.done = anyio.Event()
 
 
-class Engine:
+class Engine(Component):
     in_process = True
 
     def __init__(self, path: str | Path | None = None, *, fsync: bool = True,
                  checkpoint_every: int = 50_000, batch: BatchConfig | None = None) -> None:
+        super().__init__()
         self.path = None if path is None else Path(path)
-        self.catalog = Catalog(self.path, fsync=fsync, checkpoint_every=checkpoint_every)
+        self.store = LocalStore(self.path, fsync=fsync, checkpoint_every=checkpoint_every)
+        self.catalog = self.store.catalog
+        self.embed_thread = self.store.embed_thread
+        self.lock = self.store.lock
+        self._pipeline = self.store.pipeline
         self._batch_config = batch or BatchConfig()
         self._batcher: MicroBatcher[_Pending] | None = None
-        self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
-        self._locks: dict[str, anyio.Lock] = {}
-        self._pipeline = Pipeline(self.embed_thread, self.lock)
-        self._backfill = IndexBackfill(self.catalog, self.lock)
         self._writer: asyncio.Task[None] | None = None
-        self._lockfile: BinaryIO | None = None
-        self._stopped = False
+        self._admin = anyio.Lock()  # one admin change at a time: decide, then apply
 
-    def lock(self, collection_id: str) -> anyio.Lock:
-        return self._locks.setdefault(collection_id, anyio.Lock())
-
-    async def start(self) -> None:
+    async def _start(self) -> None:
         if self.path is not None:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._lockfile = open(self.path / "LOCK", "wb")
-            try:
-                fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._lockfile.close()
-                self._stopped = True
-                raise InvalidArgumentError(
-                    f"{self.path} is open in another client; close it first") from None
-        await anyio.to_thread.run_sync(self.catalog.open)
-        await self._backfill.start()
+            await anyio.to_thread.run_sync(self._take_path, self.path)
+        await self.parts.start(self.store)
         self._batcher = MicroBatcher(self._batch_config)
         self._writer = asyncio.create_task(self._write_loop(), name="streamer-writer")
 
-    async def stop(self) -> None:
-        """Stop intake, drain queued writes, then checkpoint and close the logs."""
-        if self._stopped:
-            return
-        self._stopped = True
+    def _take_path(self, path: Path) -> None:
+        """One client per directory, held until stop (an advisory lock on ``LOCK``)."""
+        path.mkdir(parents=True, exist_ok=True)
+        lockfile = open(path / "LOCK", "wb")
+        try:
+            fcntl.flock(lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lockfile.close()
+            raise InvalidArgumentError(
+                f"{path} is open in another client; close it first") from None
+        self.parts.on_stop(lambda: anyio.to_thread.run_sync(lockfile.close))
+
+    async def _stop(self) -> None:
+        """Stop intake and drain queued writes; the store then checkpoints and closes."""
         if self._batcher is not None:
             self._batcher.close()
         if self._writer is not None:
             await self._writer
-        await self._backfill.stop()
-        await anyio.to_thread.run_sync(self.catalog.close)
-        self._pipeline.close()
-        self.embed_thread.shutdown(wait=True)
-        if self._lockfile is not None:
-            self._lockfile.close()
 
-    close = stop
-
-    async def __aenter__(self) -> Engine:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
+    close = Component.stop
 
     async def _write_loop(self) -> None:
         """Two stages: batch k+1 is loaded and transformed while batch k is embedded and
@@ -104,10 +86,14 @@ class Engine:
         ready: asyncio.Queue[list[_Pending] | None] = asyncio.Queue(maxsize=1)
         prepare = asyncio.create_task(self._prepare_loop(ready), name="streamer-prepare")
         while (batch := await ready.get()) is not None:
-            await self._guarded(batch, self._pipeline.finish)
+            await self._guarded(batch, self._commit)
             for p in batch:
                 p.done.set()
         await prepare
+
+    async def _commit(self, jobs: list[WriteJob]) -> None:
+        await self._pipeline.embed(jobs)
+        await commit_locally(await self._pipeline.resolve(jobs), self.lock)
 
     async def _prepare_loop(self, ready: asyncio.Queue[list[_Pending] | None]) -> None:
         assert self._batcher is not None
@@ -126,52 +112,39 @@ class Engine:
             for p in batch:
                 p.job.error = p.job.error or exc
 
-    # ---- collections --------------------------------------------------------------
+    # ---- collections: the rules are consumers.admin's; this applies what they decide ------
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
                                 get_or_create: bool) -> CollectionSpec:
-        validate_collection_name(name)
-        if get_or_create and name in self.catalog.collections:
-            return self.catalog.collections[name].spec
-        meta = metadata or {}
-        space = meta.get("hnsw:space", "cosine")
-        if space not in ("cosine", "l2", "ip"):
-            raise InvalidArgumentError(f"Invalid hnsw:space {space!r}: use cosine, l2 or ip")
-        dtype = meta.get("streamer:dtype", "f32")
-        if dtype not in ("f32", "f16", "i8"):
-            raise InvalidArgumentError(f"Invalid streamer:dtype {dtype!r}: use f32, f16 or i8")
-        state = await anyio.to_thread.run_sync(lambda: self.catalog.create(
-            name, metadata=metadata, space=space, dtype=dtype,
-            embedding_function=embedding_function, data_loader=data_loader))
-        return state.spec
+        async with self._admin:
+            created = admin.create(self.catalog.specs(), name, metadata=metadata,
+                                   embedding_function=embedding_function,
+                                   data_loader=data_loader, get_or_create=get_or_create)
+            if not created.new:
+                return created.spec
+            state = await anyio.to_thread.run_sync(self.catalog.install, created.spec)
+            return state.spec
 
     async def get_collection(self, name: str) -> CollectionSpec:
-        return self.catalog.get(name).spec
+        return admin.lookup(self.catalog.specs(), name)
 
     async def list_collections(self) -> list[CollectionSpec]:
-        return [s.spec for s in self.catalog.collections.values()]
+        return admin.listing(self.catalog.specs())
 
     async def delete_collection(self, name: str) -> None:
-        state = self.catalog.get(name)
-        async with self.lock(state.spec.id):
-            await anyio.to_thread.run_sync(self.catalog.delete, name)
+        async with self._admin:
+            spec = admin.lookup(self.catalog.specs(), name)
+            async with self.lock(spec.id):
+                await anyio.to_thread.run_sync(self.catalog.delete, name)
 
     async def modify_collection(self, name: str, *, new_name: str | None,
                                 metadata: dict[str, Any] | None) -> CollectionSpec:
-        state = self.catalog.get(name)
-        if metadata is not None:
-            if metadata.get("hnsw:space", state.spec.space) != state.spec.space:
-                raise InvalidArgumentError(
-                    "Changing the distance function of a collection once it is created is not "
-                    "supported currently.")
-            state.spec.metadata = metadata
-        if new_name is not None and new_name != name:
-            validate_collection_name(new_name)
-            self.catalog.rename(name, new_name)
-        else:
-            self.catalog.update_spec(state)
-        return state.spec
+        async with self._admin:
+            spec = admin.modify(self.catalog.specs(), name, new_name=new_name,
+                                metadata=metadata)
+            state = await anyio.to_thread.run_sync(self.catalog.install, spec)
+            return state.spec
 
     def _state(self, spec: CollectionSpec) -> CollectionState:
         state = self.catalog.get(spec.name)
@@ -183,7 +156,7 @@ class Engine:
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
                     wait: bool = True) -> None:
-        if self._stopped or self._batcher is None:
+        if self.stopped or self._batcher is None:
             raise InvalidArgumentError("The client is closed")
         pending = _Pending(WriteJob(self._state(spec), request, embedder, loader))
         await self._batcher.put(pending)
@@ -194,7 +167,7 @@ class Engine:
     async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]:
         state = self._state(spec)
         async with self.lock(spec.id):
-            return get_result(state, request)
+            return await anyio.to_thread.run_sync(get_result, state, request)
 
     async def query(self, spec: CollectionSpec, request: QueryRequest, *,
                     embedder: EmbeddingFunction | None,

@@ -7,34 +7,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import anyio
 import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import CommitFailedError
 
+from consumers import admin
 from consumers.catalog import Catalog, CollectionState
+from consumers.lifecycle import Component
 from consumers.query import get_result, query_vectors, search_result
-from consumers.validate import validate_collection_name, validate_metadata
 from schemas.errors import (
     InvalidArgumentError,
     NotFoundError,
     RequestTimeoutError,
     SchemaError,
     StreamerError,
-    UniqueConstraintError,
     error_to_wire,
 )
 from schemas.events import READ_OPS, dumps, encode_result, loads
 from schemas.records import CollectionSpec
 from streamer import metrics
-from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    consumer_kwargs,
+    producer_kwargs,
+    supervise,
+)
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
-from streamer.kafka.wire_checks import check_collection_metadata, checked_get, checked_query
+from streamer.kafka.wire_checks import checked_get, checked_query
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,10 +65,11 @@ async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, byte
     await producer.send(reply_to, value=dumps(payload), headers=[("correlation_id", corr.encode())])
 
 
-class Reader:
+class Reader(Component):
     def __init__(self, settings: Settings, topics: Topics, catalog: Catalog, replica: Replica,
                  runtimes: Runtimes, embed_thread: ThreadPoolExecutor,
                  lock: Callable[[str], anyio.Lock]) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = topics
         self.catalog = catalog
@@ -68,27 +77,18 @@ class Reader:
         self.runtimes = runtimes
         self.embed_thread = embed_thread
         self.lock = lock
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         kw = client_kwargs(self.settings)
-        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
-        await self._replies.start()
-        self._consumer = AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
-                                          enable_auto_commit=False, auto_offset_reset="latest")
-        await self._consumer.start()
-        self._task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
-
-    async def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await cancel(self._task)
-        if hasattr(self, "_consumer"):
-            await self._consumer.stop()
-        if hasattr(self, "_replies"):
-            await self._replies.stop()
+        self._replies = await self.parts.start(
+            AIOKafkaProducer(**kw, **producer_kwargs(self.settings), acks="all",
+                             enable_idempotence=True))
+        self._consumer = await self.parts.start(
+            AIOKafkaConsumer(self.topics.queries, **kw, **consumer_kwargs(self.settings),
+                             group_id=self.topics.readers,
+                             enable_auto_commit=False, auto_offset_reset="latest"))
+        task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
+        self.parts.on_stop(partial(cancel, task))
 
     async def _read_loop(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -98,7 +98,12 @@ class Reader:
                     for rec in records:
                         tg.start_soon(self._answer, rec)
                 if batches:
-                    await self._consumer.commit()
+                    try:
+                        await self._consumer.commit()
+                    except CommitFailedError as exc:
+                        # We stalled past the session and the group moved on: the new owner
+                        # answers these queries again, and the client keeps the first reply.
+                        log.warning("reader offsets not committed (%s); rejoining", exc)
 
     async def _answer(self, rec: ConsumerRecord[bytes, bytes]) -> None:
         started = time.perf_counter()
@@ -138,72 +143,61 @@ class Reader:
             state = self._state(ev)
             request = checked_get(ev)
             async with self.lock(state.spec.id):
-                return encode_result(get_result(state, request))
+                result = await anyio.to_thread.run_sync(get_result, state, request)
+            return encode_result(result)
         if op == "query":
             state = self._state(ev)
-            embedder = self.runtimes.get(state.spec.embedding_function)
+            embedder = await self.runtimes.get(state.spec.embedding_function)
             req = checked_query(ev, self.settings, has_embedding_function=embedder is not None)
-            vectors = await query_vectors(req, embedder, self.runtimes.get(state.spec.data_loader),
-                                          self.embed_thread)
+            loader = await self.runtimes.get(state.spec.data_loader)
+            vectors = await query_vectors(req, embedder, loader, self.embed_thread)
             async with self.lock(state.spec.id):
                 result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
             return encode_result(result)
         return await self._admin(op, ev)
 
     async def _admin(self, op: str, ev: dict[str, Any]) -> Any:
-        if op != "list_collections" and not isinstance(ev.get("name"), str):
-            raise SchemaError(f"Field 'name' must be a string, got {str(ev.get('name'))[:40]}")
-        name = str(ev.get("name"))
+        """The rules are ``consumers.admin``'s (the embedded engine runs the same); a decided
+        spec is published on the collections topic and this waits for the replica to adopt it."""
         if op == "list_collections":
-            return [s.spec.to_dict() for s in self.catalog.collections.values()]
+            return [s.to_dict() for s in admin.listing(self.catalog.specs())]
+        name = ev.get("name")
+        if not isinstance(name, str):
+            raise SchemaError(f"Field 'name' must be a string, got {str(name)[:40]}")
         if op == "get_collection":
-            return self.catalog.get(name).spec.to_dict()
+            return admin.lookup(self.catalog.specs(), name).to_dict()
         if op == "create_collection":
-            validate_collection_name(name)
-            existing = self.catalog.collections.get(name)
-            if existing is not None:
-                if ev.get("get_or_create"):
-                    return existing.spec.to_dict()
-                raise UniqueConstraintError(f"Collection [{name}] already exists")
-            space, dtype = check_collection_metadata(ev.get("metadata"))
-            spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=ev.get("metadata"),
-                                  space=space, dtype=dtype,  # type: ignore[arg-type]
-                                  embedding_function=ev.get("embedding_function"),
-                                  data_loader=ev.get("data_loader"))
-            try:  # built before publishing: a spec every replica fails to rebuild is poison
-                self.runtimes.get(spec.embedding_function)
-                self.runtimes.get(spec.data_loader)
-            except Exception as exc:
-                raise InvalidArgumentError(f"Invalid embedding function or data loader: {exc}") \
-                    from exc
-            await self._publish_spec(name, spec)
-            return spec.to_dict()
+            created = admin.create(self.catalog.specs(), name, metadata=ev.get("metadata"),
+                                   embedding_function=ev.get("embedding_function"),
+                                   data_loader=ev.get("data_loader"),
+                                   get_or_create=bool(ev.get("get_or_create")))
+            if created.new:
+                await self._check_runtimes(created.spec)
+                await self._publish_spec(name, created.spec)
+            return created.spec.to_dict()
         if op == "delete_collection":
-            self.catalog.get(name)
+            admin.lookup(self.catalog.specs(), name)
             await self._replies.send_and_wait(self.topics.collections, key=name.encode(), value=None)
             await self.replica.wait_for(lambda: name not in self.catalog.collections, 10.0)
             return None
         if op == "modify_collection":
-            spec = self.catalog.get(name).spec
-            new_name = ev.get("new_name") or name
-            metadata = ev.get("metadata")
-            validate_metadata(metadata)
-            if metadata is not None and metadata.get("hnsw:space", spec.space) != spec.space:
-                raise InvalidArgumentError(
-                    "Changing the distance function of a collection once it is created is not "
-                    "supported currently.")
-            if new_name != name:
-                validate_collection_name(new_name)
-                if new_name in self.catalog.collections:
-                    raise UniqueConstraintError(f"Collection [{new_name}] already exists")
-            new = CollectionSpec.from_dict({**spec.to_dict(), "name": new_name,
-                                            "metadata": metadata or spec.metadata})
-            await self._publish_spec(new_name, new)
-            if new_name != name:  # the new key first: replicas rename, then drop the old key
+            new = admin.modify(self.catalog.specs(), name, new_name=ev.get("new_name"),
+                               metadata=ev.get("metadata"))
+            await self._publish_spec(new.name, new)
+            if new.name != name:  # the new key first: replicas rename, then drop the old key
                 await self._replies.send_and_wait(self.topics.collections, key=name.encode(),
                                                   value=None)
             return new.to_dict()
         raise SchemaError(f"Unknown op {op!r}")
+
+    async def _check_runtimes(self, spec: CollectionSpec) -> None:
+        """Built before publishing: a spec every replica fails to rebuild is poison."""
+        try:
+            await self.runtimes.get(spec.embedding_function)
+            await self.runtimes.get(spec.data_loader)
+        except Exception as exc:
+            raise InvalidArgumentError(f"Invalid embedding function or data loader: {exc}") \
+                from exc
 
     async def _publish_spec(self, name: str, spec: CollectionSpec) -> None:
         await self._replies.send_and_wait(self.topics.collections, key=name.encode(),

@@ -1,0 +1,93 @@
+"""Collection admin rules, written once for the embedded engine and the Kafka service:
+what create / get / get_or_create / modify / delete / list do, given the collections that
+exist, with Chroma's checks and messages. Each rule is pure: it reads the current specs and
+the caller's arguments and either raises Chroma's error or returns the spec to adopt. The
+caller applies it (the engine installs it in its catalog, the service publishes it on the
+collections topic, and every replica installs it), so both modes refuse and accept exactly
+the same calls. A new rule or argument goes here, once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, get_args
+
+from consumers.validate import validate_collection_name, validate_metadata
+from schemas.errors import InvalidArgumentError, NotFoundError, UniqueConstraintError
+from schemas.records import CollectionSpec, IndexDType, Space
+
+#: The collections as a rule sees them: name -> spec (a catalog snapshot).
+Existing = Mapping[str, CollectionSpec]
+
+SPACES: tuple[str, ...] = get_args(Space)
+DTYPES: tuple[str, ...] = get_args(IndexDType)
+SPACE_CHANGE = ("Changing the distance function of a collection once it is created is not "
+                "supported currently.")
+
+
+@dataclass(frozen=True)
+class Created:
+    """What ``create`` decided: the spec, and whether it is new (to install or publish)."""
+
+    spec: CollectionSpec
+    new: bool
+
+
+def index_settings(metadata: dict[str, Any] | None) -> tuple[Space, IndexDType]:
+    """The distance and index dtype a new collection's metadata asks for."""
+    meta = metadata or {}
+    space, dtype = meta.get("hnsw:space", "cosine"), meta.get("streamer:dtype", "f32")
+    if space not in SPACES:
+        raise InvalidArgumentError(f"Invalid hnsw:space {space!r}: use cosine, l2 or ip")
+    if dtype not in DTYPES:
+        raise InvalidArgumentError(f"Invalid streamer:dtype {dtype!r}: use f32, f16 or i8")
+    return space, dtype
+
+
+def lookup(existing: Existing, name: str) -> CollectionSpec:
+    """``get_collection`` (and the existence check of ``delete_collection``)."""
+    spec = existing.get(name)
+    if spec is None:
+        raise NotFoundError(f"Collection [{name}] does not exist")
+    return spec
+
+
+def listing(existing: Existing) -> list[CollectionSpec]:
+    return list(existing.values())
+
+
+def create(existing: Existing, name: str, *, metadata: dict[str, Any] | None,
+           embedding_function: dict[str, Any] | None, data_loader: dict[str, Any] | None,
+           get_or_create: bool) -> Created:
+    """``create_collection`` / ``get_or_create_collection``: Chroma validates the metadata
+    and the name before it looks at what exists."""
+    validate_metadata(metadata)
+    validate_collection_name(name)
+    current = existing.get(name)
+    if current is not None:
+        if get_or_create:
+            return Created(current, new=False)
+        raise UniqueConstraintError(f"Collection [{name}] already exists")
+    space, dtype = index_settings(metadata)
+    spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=metadata, space=space,
+                          dtype=dtype, embedding_function=embedding_function,
+                          data_loader=data_loader)
+    return Created(spec, new=True)
+
+
+def modify(existing: Existing, name: str, *, new_name: str | None,
+           metadata: dict[str, Any] | None) -> CollectionSpec:
+    """``Collection.modify``: the spec after renaming and replacing the metadata (a copy; the
+    current spec is untouched until the caller installs the result). An empty new name keeps
+    the old one, as in Chroma."""
+    spec = lookup(existing, name)
+    validate_metadata(metadata)
+    if metadata is not None and metadata.get("hnsw:space", spec.space) != spec.space:
+        raise InvalidArgumentError(SPACE_CHANGE)
+    target = new_name or name
+    if target != name:
+        validate_collection_name(target)
+        if target in existing:
+            raise UniqueConstraintError(f"Collection [{target}] already exists")
+    return replace(spec, name=target, metadata=spec.metadata if metadata is None else metadata)
