@@ -13,6 +13,7 @@ __all__ = [
     "DimensionMismatchError",
     "DuplicateIDError",
     "EmbeddingError",
+    "FetchError",
     "InternalError",
     "InvalidArgumentError",
     "InvalidTypeError",
@@ -23,6 +24,7 @@ __all__ = [
     "ResumeExpiredError",
     "SchemaError",
     "StreamerError",
+    "URINotAllowedError",
     "URIOutsideRootsError",
     "UnavailableError",
     "UniqueConstraintError",
@@ -104,6 +106,19 @@ class DataLoaderError(StreamerError, ValueError):
 
 class URIOutsideRootsError(DataLoaderError, PermissionError):
     code = "uri_outside_roots"
+
+
+class URINotAllowedError(DataLoaderError, PermissionError):
+    """A remote URI outside the loader's allowed prefixes or schemes, or an http(s) host that
+    resolves to a loopback, private, link-local or metadata-service address."""
+
+    code = "uri_not_allowed"
+
+
+class FetchError(DataLoaderError):
+    """A remote read failed: not found, denied, timed out, or the server kept failing."""
+
+    code = "fetch_failed"
 
 
 class EmbeddingError(StreamerError):

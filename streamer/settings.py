@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     # Server-side confinement of every collection's data loader (os.pathsep-separated dirs):
     # a client's collection spec names its own roots, so it cannot be what the server trusts.
     data_roots: str | None = None
+    # Remote URIs (consumers/remote.py): off until this lists allowed prefixes, comma-separated
+    # ("s3://catalog/,https://img.example.com/p/"); specs can only narrow it. Store options
+    # as JSON per scheme ({"s3": {"endpoint": ..., "region": ...}}), never credentials (those
+    # come from AWS_*, AZURE_STORAGE_*, GOOGLE_* and profiles); non-public networks http(s)
+    # may reach, comma-separated CIDRs (none by default).
+    remote_allow: str | None = None
+    remote_stores: dict[str, dict[str, str]] | None = None
+    remote_allow_networks: str | None = None
+    remote_timeout_s: float = 30.0
+    remote_retries: int = 3
+    remote_max_in_flight: int = 64  # per process, all collections together
     # gateway
     http_host: str = "127.0.0.1"
     http_port: int = 8765

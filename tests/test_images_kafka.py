@@ -233,11 +233,16 @@ async def test_async_kafka_client(served: Served, photos: Photos, reference: Ref
         await client.close()
 
 
-async def test_websocket_writes_queries_and_live(served: Served, photos: Photos,
-                                                 reference: Reference) -> None:
+def test_websocket_writes_queries_and_live(served: Served, photos: Photos,
+                                           reference: Reference) -> None:
     with served.client() as client:
         cid = client.create_collection(
             "ws-photos", embedding_function=OpenCLIPEmbeddingFunction("streamer-tiny")).id
+    want = [reference.vector(photos.a12), reference.vector(pixels_of(photos.jpeg12))]
+    asyncio.run(_websocket(served, photos, cid, want))
+
+
+async def _websocket(served: Served, photos: Photos, cid: str, want: list[np.ndarray]) -> None:
     jpeg_wire = {"file": base64.b64encode(photos.jpeg12).decode()}
     array_wire = encode_image(compress_array(photos.a12))
     async with ws_client(served.url) as ws:
@@ -256,8 +261,6 @@ async def test_websocket_writes_queries_and_live(served: Served, photos: Photos,
                                   "include": ["embeddings"]})
         assert stored["ids"] == ["ws-a12", "ws-jpeg"]
         vecs = decoded(stored)["embeddings"]
-        want = [await asyncio.to_thread(reference.vector, photos.a12),
-                await asyncio.to_thread(reference.vector, pixels_of(photos.jpeg12))]
         for got_vec, want_vec in zip(vecs, want, strict=True):
             assert cosine(got_vec, want_vec) >= 0.9999
         over = {"file": base64.b64encode(photos.oversize_jpeg).decode()}
@@ -306,15 +309,15 @@ async def _replies(topic: str, n: int) -> dict[str, dict[str, Any]]:
         await consumer.stop()
 
 
-async def test_raw_producer_on_the_requests_topic(served: Served, photos: Photos,
-                                                  reference: Reference) -> None:
+def test_raw_producer_on_the_requests_topic(served: Served, photos: Photos,
+                                            reference: Reference) -> None:
     """An application that holds JPEGs and arrays produces schema-valid events by hand."""
     with served.client() as client:
         cid = client.create_collection(
             "raw-photos", embedding_function=OpenCLIPEmbeddingFunction("streamer-tiny")).id
     schema = orjson.loads((GENERATED / "write-event.schema.json").read_bytes())
     reply_topic = f"{served.prefix}.raw-replies"
-    await _create_topic(reply_topic)  # before the service's first reply, so none is missed
+    asyncio.run(_create_topic(reply_topic))  # before the service's first reply: none is missed
     cases = {
         "raw-jpeg": {"file": base64.b64encode(photos.jpeg12).decode()},
         "raw-array": encode_image(compress_array(photos.a1080)),
@@ -332,8 +335,8 @@ async def test_raw_producer_on_the_requests_topic(served: Served, photos: Photos
         corrs[id_] = uuid.uuid4().hex
         events.append((f"{cid}/{id_}".encode(), orjson.dumps(ev),
                        [("reply_to", reply_topic.encode()), ("correlation_id", corrs[id_].encode())]))
-    await _produce(f"{served.prefix}.requests", events)
-    replies = await _replies(reply_topic, len(events))
+    asyncio.run(_produce(f"{served.prefix}.requests", events))
+    replies = asyncio.run(_replies(reply_topic, len(events)))
     assert replies[corrs["raw-jpeg"]]["ok"] and replies[corrs["raw-array"]]["ok"], replies
     for id_ in ("raw-big", "raw-doc"):
         error = replies[corrs[id_]]["error"]
@@ -345,25 +348,25 @@ async def test_raw_producer_on_the_requests_topic(served: Served, photos: Photos
         assert_stored(col, "raw-array", photos.a1080, reference.vector(photos.a1080))
 
 
-async def test_upstream_mapping_passes_encoded_photos(served: Served, photos: Photos,
-                                                      reference: Reference) -> None:
+def test_upstream_mapping_passes_encoded_photos(served: Served, photos: Photos,
+                                                reference: Reference) -> None:
     def line(id_: str, **fields: Any) -> bytes:
         return orjson.dumps({"id": id_, **fields})
 
     b64 = base64.b64encode
-    await _produce(served.upstream, [
+    asyncio.run(_produce(served.upstream, [
         (b"up-jpeg", line("up-jpeg", image_base64=b64(photos.jpeg12).decode()), []),
         (b"up-png", line("up-png", image_base64=b64(photos.png768).decode()), []),
         (b"up-big", line("up-big", image_base64=b64(photos.oversize_jpeg).decode()), []),
         (b"up-doc", line("up-doc", text="x" * ((1 << 20) + 1)), []),
-    ])
-    dead = await _dead_letters(served.prefix, 2)
+    ]))
+    dead = asyncio.run(_dead_letters(served.prefix, 2))
     assert sorted(d["code"] for d in dead) == ["limit_exceeded", "limit_exceeded"], dead
     with served.client() as client:
         col = client.get_collection("app-documents")
         deadline = time.monotonic() + 120
         while len(col.get(ids=["up-jpeg", "up-png"])["ids"]) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
+            time.sleep(0.5)
         assert_stored(col, "up-jpeg", photos.jpeg12, reference.vector(pixels_of(photos.jpeg12)))
         assert_stored(col, "up-png", photos.png768, reference.vector(pixels_of(photos.png768)))
         assert col.get(ids=["up-big", "up-doc"])["ids"] == []

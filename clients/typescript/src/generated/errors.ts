@@ -41,6 +41,12 @@ export class EmbeddingError extends StreamerError {
   }
 }
 
+export class FetchError extends DataLoaderError {
+  constructor(message = "", code = "fetch_failed", retriable = false) {
+    super(message, code, retriable);
+  }
+}
+
 export class InternalError extends StreamerError {
   constructor(message = "", code = "internal", retriable = false) {
     super(message, code, retriable);
@@ -95,6 +101,12 @@ export class SchemaError extends InvalidArgumentError {
   }
 }
 
+export class URINotAllowedError extends DataLoaderError {
+  constructor(message = "", code = "uri_not_allowed", retriable = false) {
+    super(message, code, retriable);
+  }
+}
+
 export class URIOutsideRootsError extends DataLoaderError {
   constructor(message = "", code = "uri_outside_roots", retriable = false) {
     super(message, code, retriable);
@@ -137,6 +149,7 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message?: string) => St
   "corruption": CorruptionError,
   "data_loader": DataLoaderError,
   "embedding": EmbeddingError,
+  "fetch_failed": FetchError,
   "internal": InternalError,
   "invalid_argument": InvalidArgumentError,
   "invalid_type": InvalidTypeError,
@@ -146,6 +159,7 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message?: string) => St
   "timeout": RequestTimeoutError,
   "resume_expired": ResumeExpiredError,
   "schema": SchemaError,
+  "uri_not_allowed": URINotAllowedError,
   "uri_outside_roots": URIOutsideRootsError,
   "weights": WeightsError,
   "weights_mismatch": WeightsMismatchError,
