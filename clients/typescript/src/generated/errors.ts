@@ -113,6 +113,24 @@ export class URIOutsideRootsError extends DataLoaderError {
   }
 }
 
+export class WeightsError extends EmbeddingError {
+  constructor(message = "", code = "weights", retriable = false) {
+    super(message, code, retriable);
+  }
+}
+
+export class WeightsMismatchError extends WeightsError {
+  constructor(message = "", code = "weights_mismatch", retriable = false) {
+    super(message, code, retriable);
+  }
+}
+
+export class WeightsNotFoundError extends WeightsError {
+  constructor(message = "", code = "weights_not_found", retriable = false) {
+    super(message, code, retriable);
+  }
+}
+
 export class DimensionMismatchError extends InvalidArgumentError {
   constructor(message = "", code = "dimension_mismatch", retriable = false) {
     super(message, code, retriable);
@@ -143,6 +161,9 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message?: string) => St
   "schema": SchemaError,
   "uri_not_allowed": URINotAllowedError,
   "uri_outside_roots": URIOutsideRootsError,
+  "weights": WeightsError,
+  "weights_mismatch": WeightsMismatchError,
+  "weights_not_found": WeightsNotFoundError,
   "dimension_mismatch": DimensionMismatchError,
   "duplicate_id": DuplicateIDError,
 };
