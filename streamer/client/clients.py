@@ -101,8 +101,9 @@ class AsyncClient:
                                 configuration: dict[str, Any] | None = None) -> AsyncCollection:
         validate_collection_metadata(metadata)  # here too: not every metadata can cross a wire
         await self.start()
-        if embedding_function is DEFAULT:
-            embedding_function = OpenCLIPEmbeddingFunction(DEFAULT_MODEL)
+        if embedding_function is DEFAULT:  # its constructor looks up the built-in model's files
+            embedding_function = await anyio.to_thread.run_sync(OpenCLIPEmbeddingFunction,
+                                                                DEFAULT_MODEL)
         # Describing reads the disk (the weights' hash, a loader's roots): off the loop.
         ef_desc = await anyio.to_thread.run_sync(describe, embedding_function)
         loader_desc = await anyio.to_thread.run_sync(describe, data_loader)
