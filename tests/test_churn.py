@@ -179,7 +179,7 @@ def test_broker_restart_mid_server_side_embedding_with_two_writers(
     acked: list[int] = []
     failed: list[BaseException] = []
     client = KafkaClient(private_broker.bootstrap, kafka_topic_prefix=prefix,
-                         kafka_request_timeout_s=10)
+                         kafka_request_timeout_s=60)
     try:
         col = client.create_collection("restart2", embedding_function=tiny())
         col.add(ids=["warm"], documents=["loads the model in the first writer"])
