@@ -20,6 +20,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RequestTimeoutError",
+    "ResumeExpiredError",
     "SchemaError",
     "StreamerError",
     "URIOutsideRootsError",
@@ -116,6 +117,13 @@ class UnavailableError(StreamerError):
 class RequestTimeoutError(StreamerError, TimeoutError):
     code = "timeout"
     retriable = True
+
+
+class ResumeExpiredError(StreamerError):
+    """A live query asked to resume after a sequence this server no longer keeps (or from
+    another server's sequence space): matches may have been missed, so subscribe afresh."""
+
+    code = "resume_expired"
 
 
 class CorruptionError(StreamerError):

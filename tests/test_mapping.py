@@ -14,10 +14,11 @@ import orjson
 import pytest
 from PIL import Image
 
+from consumers.decode import to_pixels
 from consumers.mapping import Mapper, SourceMapping, UpstreamRecord
 from consumers.mapping_expr import ABSENT, Context, compile_field, parse_expr
 from schemas.errors import InvalidArgumentError, LimitExceededError, SchemaError
-from schemas.records import DeleteRequest, Op, WriteRequest
+from schemas.records import DeleteRequest, EncodedImage, Op, WriteRequest
 from streamer.kafka.sources import load_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +197,9 @@ def test_json_lines_map_lines_headers_tombstones_and_image_payloads() -> None:
     (logo,) = mapper.map(UpstreamRecord(b"logo", lines[2]))
     assert isinstance(logo, WriteRequest)
     png = base64.b64decode(orjson.loads(lines[2])["image_base64"])
-    assert np.array_equal(logo.items[0].image, np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
+    assert logo.items[0].image == EncodedImage(png)  # passed on encoded, decoded by the writer
+    assert np.array_equal(to_pixels(logo.items[0].image),
+                          np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
     assert summary(mapper.map(UpstreamRecord(None, lines[3]))) == [
         ("upsert", "diagram", None, "/files/diagrams/flow.png", {"kind": "diagram"})]
     assert summary(mapper.map(UpstreamRecord(None, lines[4])))[0][0] == "add"

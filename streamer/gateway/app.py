@@ -91,8 +91,14 @@ class Gateway(Component):
     def url(self) -> str:
         return f"http://{self.settings.http_host}:{self.port}"
 
+    @property
+    def _frame_bytes(self) -> int:
+        # A frame carries one event as on Kafka, so it must hold the largest image the
+        # limits admit; larger ones are refused by the limits with a typed error.
+        return max(self.settings.ws_max_message_bytes, self.settings.max_message_bytes)
+
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.ws_max_message_bytes)
+        app = web.Application(client_max_size=self._frame_bytes)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/api/v2/heartbeat", self._heartbeat)  # Chroma's liveness path
@@ -145,7 +151,7 @@ class Gateway(Component):
         if not self.ready:
             raise web.HTTPServiceUnavailable(text="shutting down")
         ws = web.WebSocketResponse(protocols=(PROTOCOL,), timeout=10.0, heartbeat=30.0,
-                                   max_msg_size=self.settings.ws_max_message_bytes)
+                                   max_msg_size=self._frame_bytes)
         await ws.prepare(request)
         conn = Connection(ws, request, grant, self.ops, self.settings)
         self.connections.add(conn)

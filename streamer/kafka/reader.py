@@ -32,7 +32,14 @@ from schemas.errors import (
 from schemas.events import READ_OPS, dumps, encode_result, loads
 from schemas.records import CollectionSpec
 from streamer import metrics
-from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    consumer_kwargs,
+    producer_kwargs,
+    supervise,
+)
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
 from streamer.kafka.wire_checks import checked_get, checked_query
@@ -74,9 +81,11 @@ class Reader(Component):
     async def _start(self) -> None:
         kw = client_kwargs(self.settings)
         self._replies = await self.parts.start(
-            AIOKafkaProducer(**kw, acks="all", enable_idempotence=True))
+            AIOKafkaProducer(**kw, **producer_kwargs(self.settings), acks="all",
+                             enable_idempotence=True))
         self._consumer = await self.parts.start(
-            AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
+            AIOKafkaConsumer(self.topics.queries, **kw, **consumer_kwargs(self.settings),
+                             group_id=self.topics.readers,
                              enable_auto_commit=False, auto_offset_reset="latest"))
         task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
         self.parts.on_stop(partial(cancel, task))

@@ -22,7 +22,14 @@ from consumers.lifecycle import Component
 from consumers.log import atomic_write
 from schemas.events import loads, parse_state
 from schemas.records import CollectionSpec, Mutation
-from streamer.kafka.common import Topics, cancel, client_kwargs, partitions, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    consumer_kwargs,
+    partitions,
+    supervise,
+)
 from streamer.metrics import REPLICA_PROGRESS
 from streamer.settings import Settings
 
@@ -68,7 +75,8 @@ class Replica(Component):
             positions = {"progress": positions.get("progress", {})}
         self.progress = {int(k): v for k, v in positions.get("progress", {}).items()}
         self._consumer = await self.parts.start(AIOKafkaConsumer(
-            **client_kwargs(self._settings), enable_auto_commit=False,
+            **client_kwargs(self._settings), **consumer_kwargs(self._settings),
+            enable_auto_commit=False,
             isolation_level="read_committed"))
         tps = [TopicPartition(self._topics.collections, 0)] + [
             TopicPartition(self._topics.state, p)

@@ -49,6 +49,7 @@ from streamer.kafka.common import (
     Topics,
     cancel,
     client_kwargs,
+    consumer_kwargs,
     ensure_topics,
     supervise,
 )
@@ -114,7 +115,7 @@ class Service(Component):
         self._producers = PartitionProducers(self.settings)
         self.parts.on_stop(self._producers.stop)
         session_ms = self.settings.kafka_session_timeout_ms
-        self._writer = AIOKafkaConsumer(**client_kwargs(self.settings),
+        self._writer = AIOKafkaConsumer(**client_kwargs(self.settings), **consumer_kwargs(self.settings),
                                         group_id=self.topics.writers, enable_auto_commit=False,
                                         auto_offset_reset="earliest",
                                         isolation_level="read_committed",

@@ -38,6 +38,7 @@ from streamer.kafka.common import (
     Topics,
     cancel,
     client_kwargs,
+    consumer_kwargs,
     supervise,
     transactional_producer,
 )
@@ -105,7 +106,8 @@ class SourceBridge(Component):
         self._producer = await self.parts.start(transactional_producer(
             self.settings, f"source-{self.mapping.name}-{self.instance}"))
         self._consumer = await self.parts.start(AIOKafkaConsumer(
-            self.mapping.topic, **client_kwargs(self.settings), group_id=self.group,
+            self.mapping.topic, **client_kwargs(self.settings), **consumer_kwargs(self.settings),
+            group_id=self.group,
             enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed"))
         # Stopped first: a batch in flight either commits or aborts (then it is read again
