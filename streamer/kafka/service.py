@@ -190,21 +190,31 @@ class Service(Component):
         transaction says: the exact bar for the replica after a rebalance too."""
         async with self._processing:
             self._committed.clear()
-            await self._producers.assign({tp.partition for tp in assigned})
-            offsets = {tp: await self._writer.committed(tp) for tp in assigned}
-            never = [tp for tp, off in offsets.items() if off is None]
-            if never:
-                offsets.update(await self._writer.beginning_offsets(never))
-            for tp, off in offsets.items():
-                assert off is not None
-                # Every assigned partition restarts at its committed offset: batches fetched
-                # before, or dropped after a fence, come again.
-                self._committed[tp.partition] = off
-                self._writer.seek(tp, off)
-            # Only now: a batch fetched while this ran (from aiokafka's own reset position,
-            # before the seeks above) must be dropped, not processed a second time.
-            self._generation += 1
+            try:
+                await self._start_partitions(assigned)
+            except Exception:
+                # aiokafka only logs a listener's failure: without producers these partitions'
+                # batches are skipped, so ask for another assignment (it seeks them again).
+                log.exception("starting the writer's partitions failed; rejoining")
+                await self._producers.close_all()
+                self._writer._coordinator.request_rejoin()
         log.info("writer partitions (from offsets): %s", dict(sorted(self._committed.items())))
+
+    async def _start_partitions(self, assigned: list[TopicPartition]) -> None:
+        await self._producers.assign({tp.partition for tp in assigned})
+        offsets = {tp: await self._writer.committed(tp) for tp in assigned}
+        never = [tp for tp, off in offsets.items() if off is None]
+        if never:
+            offsets.update(await self._writer.beginning_offsets(never))
+        for tp, off in offsets.items():
+            assert off is not None
+            # Every assigned partition restarts at its committed offset: batches fetched
+            # before, or dropped after a fence, come again.
+            self._committed[tp.partition] = off
+            self._writer.seek(tp, off)
+        # Only now: a batch fetched while this ran (from aiokafka's own reset position,
+        # before the seeks above) must be dropped, not processed a second time.
+        self._generation += 1
 
     async def _fenced(self, tp: TopicPartition) -> None:
         """Another writer owns ``tp`` now (we stalled past the session timeout, or the
