@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # micro-batching
     batch_max_items: int = 64
     batch_max_wait_ms: float = 10.0
+    # A batch of records that need no model (they carry their embeddings) grows past
+    # batch_max_items up to this: fewer transactions and replica applies per record.
+    batch_max_records: int = 512
     # model
     model_threads: int | None = None
     # Where this process finds model weights: the Hugging Face hub cache for pretrained tags
