@@ -22,6 +22,7 @@ __all__ = [
     "RequestTimeoutError",
     "ResumeExpiredError",
     "SchemaError",
+    "ShardUnavailableError",
     "StreamerError",
     "URIOutsideRootsError",
     "UnavailableError",
@@ -112,6 +113,12 @@ class UnavailableError(StreamerError):
 
     code = "unavailable"
     retriable = True
+
+
+class ShardUnavailableError(UnavailableError):
+    """A shard of a sharded deployment has no live replica: no exact answer can be given."""
+
+    code = "shard_unavailable"
 
 
 class RequestTimeoutError(StreamerError, TimeoutError):

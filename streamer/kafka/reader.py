@@ -42,6 +42,7 @@ from streamer.kafka.common import (
 )
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
+from streamer.kafka.shards import Shard
 from streamer.kafka.wire_checks import checked_get, checked_query
 from streamer.settings import Settings
 
@@ -57,11 +58,14 @@ def header(rec: ConsumerRecord[bytes, bytes], name: str) -> str | None:
 
 
 async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, bytes],
-                     payload: dict[str, Any]) -> None:
+                     payload: dict[str, Any], shard: Shard | None = None) -> None:
+    """A sharded reader answers as ``<correlation_id>#<K>``: the caller gathers one per shard."""
     reply_to = header(rec, "reply_to")
     corr = header(rec, "correlation_id")
     if reply_to is None or corr is None:
         return
+    if shard is not None:
+        corr = f"{corr}#{shard.index}"
     await producer.send(reply_to, value=dumps(payload), headers=[("correlation_id", corr.encode())])
 
 
@@ -77,6 +81,7 @@ class Reader(Component):
         self.runtimes = runtimes
         self.embed_thread = embed_thread
         self.lock = lock
+        self.shard = Shard.of(settings)
 
     async def _start(self) -> None:
         kw = client_kwargs(self.settings)
@@ -113,7 +118,11 @@ class Reader(Component):
             op = ev.get("op")
             if op not in READ_OPS:
                 raise SchemaError(f"Unknown op {op!r}; expected one of {', '.join(READ_OPS)}")
-            after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()}
+            target = ev.get("shard")
+            if self.shard is not None and target is not None and target != self.shard.index:
+                return  # an admin op, answered by one shard only (kafka/scatter.py)
+            after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()
+                     if self.shard is None or self.shard.owns(int(p))}
             if after and not await self.replica.wait_for(
                     lambda: self.replica.caught_up(after), self.settings.kafka_request_timeout_s):
                 raise RequestTimeoutError("Timed out waiting for this session's writes to apply")
@@ -126,7 +135,7 @@ class Reader(Component):
         label = op if op in READ_OPS else "unknown"
         metrics.QUERIES.labels(label, "ok" if payload["ok"] else "error").inc()
         metrics.QUERY_SECONDS.labels(label).observe(time.perf_counter() - started)
-        await send_reply(self._replies, rec, payload)
+        await send_reply(self._replies, rec, payload, self.shard)
 
     def _state(self, ev: dict[str, Any]) -> CollectionState:
         state = self.catalog.by_id(str(ev.get("collection")))
