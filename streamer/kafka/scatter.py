@@ -55,11 +55,13 @@ class Scatter:
             if self._admin is None:
                 self._admin = AIOKafkaAdminClient(**client_kwargs(self.backend.settings))
                 await self._admin.start()
-            groups = {reader_group(self.backend.topics.readers, k, self.count): k for k in todo}
-            for resp in await self._admin.describe_consumer_groups(list(groups)):
-                for g in resp.groups:  # (error_code, group, state, protocol_type, protocol, members)
-                    if g[1] in groups:
-                        self._checked[groups[g[1]]] = (now, g[2] not in _EMPTY and bool(g[5]))
+            # One group per request: aiokafka misreads a DescribeGroups answer holding several.
+            answers = await asyncio.gather(*(self._admin.describe_consumer_groups(
+                [reader_group(self.backend.topics.readers, k, self.count)]) for k in todo))
+            for k, [resp] in zip(todo, answers, strict=True):
+                # (error_code, group, state, protocol_type, protocol, members)
+                g = resp.groups[0]
+                self._checked[k] = (now, g[2] not in _EMPTY and bool(g[5]))
         return {k: self._checked.get(k, (now, False))[1] for k in shards}
 
     async def _require(self, shards: list[int], *, fresh: bool) -> None:
