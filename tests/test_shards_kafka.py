@@ -98,7 +98,8 @@ def test_two_shards_two_replicas_match_one_replica_and_fail_typed(
     with KafkaClient(BOOTSTRAP, kafka_topic_prefix=plain, wait_writes=True) as ref_client, \
             KafkaClient(BOOTSTRAP, kafka_topic_prefix=sharded, wait_writes=True,
                         kafka_request_timeout_s=TIMEOUT_S) as client:
-        want = answers(fill(ref_client))
+        ref = fill(ref_client)
+        want = answers(ref)
         col = fill(client)
         assert want["count"] == 60
         assert len(want["query-all"]["ids"][0]) == 7
@@ -121,3 +122,9 @@ def test_two_shards_two_replicas_match_one_replica_and_fail_typed(
 
         start(services, tmp_path, sharded, "s0r2", "0/2")  # fresh: bootstraps from Kafka
         assert_same(answers(col), want)
+
+        # A delete by `where` reaches every shard's writer, each deleting its own matches.
+        for c in (ref, col):
+            c.delete(where={"parity": 1})
+        assert_same(answers(col), answers(ref))
+        assert col.count() == 30

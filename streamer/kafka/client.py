@@ -67,7 +67,7 @@ from streamer.kafka.common import (
     supervise,
 )
 from streamer.kafka.scatter import Scatter
-from streamer.kafka.shards import read_layout
+from streamer.kafka.shards import read_layout, shard_partitions
 from streamer.kafka.wire_checks import check_document, check_image
 from streamer.settings import Settings
 
@@ -296,11 +296,15 @@ class KafkaBackend(Component):
             raise LimitExceededError(f"Cannot submit {size} records at once: the limit is "
                                      f"{self.settings.max_batch_records}; split the call")
         events: list[tuple[bytes, dict[str, Any]]]
+        targets: list[int | None] = []  # explicit partitions, else by key
         if isinstance(request, DeleteRequest):
             events = [(spec.id.encode(), delete_event(spec.id, request))]
             if request.ids and request.where is None and request.where_document is None:
                 events = [(f"{spec.id}/{i}".encode(),
                            delete_event(spec.id, DeleteRequest(ids=[i]))) for i in request.ids]
+            elif self._scatter is not None:  # each shard's writer deletes its own matches
+                targets = [*shard_partitions(self._scatter.count)]
+                events = events * len(targets)
         else:
             for it in request.items:
                 check_document(it.id, it.document, self.settings)
@@ -312,12 +316,13 @@ class KafkaBackend(Component):
             now = time.time_ns()
             events = [(f"{spec.id}/{it.id}".encode(), write_event(request.op, spec.id, it, now, i))
                       for i, it in enumerate(request.items)]
+        targets = targets or [None] * len(events)
         values = [self._sized(dumps(ev), f"Record {ev.get('id', spec.id)}") for _, ev in events]
         sends = []
         waits = []
         try:
             async with self._producing() as producer:
-                for (key, _), value in zip(events, values, strict=True):
+                for (key, _), value, part in zip(events, values, targets, strict=True):
                     headers: list[tuple[str, bytes]] = []
                     if wait:
                         corr, fut = self._expect()
@@ -325,7 +330,8 @@ class KafkaBackend(Component):
                         headers = [("reply_to", self.topics.replies.encode()),
                                    ("correlation_id", corr.encode())]
                     sends.append(await producer.send(self.topics.requests, key=key,
-                                                     value=value, headers=headers))
+                                                     value=value, headers=headers,
+                                                     partition=part))
                 metas = await asyncio.gather(*sends, return_exceptions=True)
                 failure = next((m for m in metas if isinstance(m, BaseException)), None)
                 if failure is not None:
