@@ -95,6 +95,12 @@ export class SchemaError extends InvalidArgumentError {
   }
 }
 
+export class ShardUnavailableError extends UnavailableError {
+  constructor(message = "", code = "shard_unavailable", retriable = true) {
+    super(message, code, retriable);
+  }
+}
+
 export class URIOutsideRootsError extends DataLoaderError {
   constructor(message = "", code = "uri_outside_roots", retriable = false) {
     super(message, code, retriable);
@@ -128,6 +134,7 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message?: string) => St
   "timeout": RequestTimeoutError,
   "resume_expired": ResumeExpiredError,
   "schema": SchemaError,
+  "shard_unavailable": ShardUnavailableError,
   "uri_outside_roots": URIOutsideRootsError,
   "dimension_mismatch": DimensionMismatchError,
   "duplicate_id": DuplicateIDError,

@@ -79,6 +79,11 @@ export class SchemaError extends InvalidArgumentError {
         super(message, code, retriable);
     }
 }
+export class ShardUnavailableError extends UnavailableError {
+    constructor(message = "", code = "shard_unavailable", retriable = true) {
+        super(message, code, retriable);
+    }
+}
 export class URIOutsideRootsError extends DataLoaderError {
     constructor(message = "", code = "uri_outside_roots", retriable = false) {
         super(message, code, retriable);
@@ -109,6 +114,7 @@ export const ERROR_CLASSES = {
     "timeout": RequestTimeoutError,
     "resume_expired": ResumeExpiredError,
     "schema": SchemaError,
+    "shard_unavailable": ShardUnavailableError,
     "uri_outside_roots": URIOutsideRootsError,
     "dimension_mismatch": DimensionMismatchError,
     "duplicate_id": DuplicateIDError,
