@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import numpy as np
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from schemas.errors import (
     RequestTimeoutError,
@@ -52,12 +53,17 @@ class Scatter:
         todo = [k for k in shards
                 if fresh or now - self._checked.get(k, (-1e9, False))[0] > LIVENESS_S]
         if todo:
-            if self._admin is None:
-                self._admin = AIOKafkaAdminClient(**client_kwargs(self.backend.settings))
-                await self._admin.start()
-            # One group per request: aiokafka misreads a DescribeGroups answer holding several.
-            answers = await asyncio.gather(*(self._admin.describe_consumer_groups(
-                [reader_group(self.backend.topics.readers, k, self.count)]) for k in todo))
+            try:
+                if self._admin is None:
+                    admin = AIOKafkaAdminClient(**client_kwargs(self.backend.settings))
+                    await admin.start()
+                    self._admin = admin
+                # One group per request: aiokafka misreads a DescribeGroups answer holding
+                # several.
+                answers = await asyncio.gather(*(self._admin.describe_consumer_groups(
+                    [reader_group(self.backend.topics.readers, k, self.count)]) for k in todo))
+            except KafkaError as exc:
+                raise UnavailableError(f"Kafka is unavailable: {exc!r}") from exc
             for k, [resp] in zip(todo, answers, strict=True):
                 # (error_code, group, state, protocol_type, protocol, members)
                 g = resp.groups[0]
