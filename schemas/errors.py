@@ -13,6 +13,7 @@ __all__ = [
     "DimensionMismatchError",
     "DuplicateIDError",
     "EmbeddingError",
+    "FetchError",
     "InternalError",
     "InvalidArgumentError",
     "InvalidTypeError",
@@ -24,9 +25,13 @@ __all__ = [
     "SchemaError",
     "ShardUnavailableError",
     "StreamerError",
+    "URINotAllowedError",
     "URIOutsideRootsError",
     "UnavailableError",
     "UniqueConstraintError",
+    "WeightsError",
+    "WeightsMismatchError",
+    "WeightsNotFoundError",
     "error_from_wire",
     "error_to_wire",
 ]
@@ -104,8 +109,40 @@ class URIOutsideRootsError(DataLoaderError, PermissionError):
     code = "uri_outside_roots"
 
 
+class URINotAllowedError(DataLoaderError, PermissionError):
+    """A remote URI outside the loader's allowed prefixes or schemes, or an http(s) host that
+    resolves to a loopback, private, link-local or metadata-service address."""
+
+    code = "uri_not_allowed"
+
+
+class FetchError(DataLoaderError):
+    """A remote read failed: not found, denied, timed out, or the server kept failing."""
+
+    code = "fetch_failed"
+
+
 class EmbeddingError(StreamerError):
     code = "embedding"
+
+
+class WeightsError(EmbeddingError):
+    """A model's weights cannot be resolved: an unknown pretrained tag, a missing file."""
+
+    code = "weights"
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """Pretrained weights that are neither cached nor downloadable (offline); the message
+    names the tag, the Hugging Face repository and the file to place where."""
+
+    code = "weights_not_found"
+
+
+class WeightsMismatchError(WeightsError):
+    """The weights this process resolved differ from those the collection's spec records."""
+
+    code = "weights_mismatch"
 
 
 class UnavailableError(StreamerError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas import errors
+from schemas.array_schema import ARRAY_FIELDS, IMAGE
 from schemas.events import SCHEMA_VERSION
 from schemas.where_schema import WHERE, WHERE_DOCUMENT
 
@@ -18,11 +19,8 @@ DEFS = {
     "WireArray": {
         "type": "object", "required": ["dtype", "shape", "b64"], "additionalProperties": False,
         "description": "A typed array: little-endian raw bytes, base64.",
-        "properties": {"dtype": {"enum": ["uint8", "int16", "int32", "int64", "float16",
-                                          "float32", "float64"]},
-                       "shape": {"type": "array", "items": {"type": "integer", "minimum": 0},
-                                 "maxItems": 4},
-                       "b64": {"type": "string"}}},
+        "properties": ARRAY_FIELDS},
+    "WireImage": {**IMAGE, "anyOf": [ARRAY, *IMAGE["anyOf"][1:]]},
     "Metadata": {"type": ["object", "null"], "additionalProperties": {
         "anyOf": [{"type": ["string", "number", "boolean", "null"]},
                   {"type": "array", "minItems": 1,
@@ -46,7 +44,7 @@ WS_REQUEST = {
         "ids": {"type": ["array", "null"], "items": {"type": "string"}},
         "embeddings": {"type": ["array", "null"], "items": ARRAY},
         "texts": {"type": ["array", "null"], "items": {"type": "string"}},
-        "images": {"type": ["array", "null"], "items": ARRAY},
+        "images": {"type": ["array", "null"], "items": {"$ref": "#/$defs/WireImage"}},
         "uris": {"type": ["array", "null"], "items": {"type": "string"}},
         "documents": {"type": ["array", "null"], "items": {"type": "string"}},
         "metadatas": {"type": ["array", "null"], "items": METADATA},

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from consumers.batch import BatchConfig
+from consumers.fetch import set_process_limit
 from streamer.client.engine import Engine
 from streamer.gateway.app import Gateway
 from streamer.kafka.client import KafkaBackend
@@ -45,6 +46,7 @@ async def service_gateway(settings: Settings, service: Service) -> AsyncIterator
 
 async def serve(settings: Settings) -> None:
     """Run the Kafka service, its upstream sources and the gateway until SIGTERM/SIGINT."""
+    set_process_limit(settings.remote_max_in_flight)
     async with AsyncExitStack() as stack:
         service = await stack.enter_async_context(Service(settings))
         await stack.enter_async_context(Sources(settings))

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = 10.0
     # model
     model_threads: int | None = None
+    # Where this process finds model weights: the Hugging Face hub cache for pretrained tags
+    # (default: huggingface_hub's, from HF_HOME) and copies of spec-named weight files.
+    model_cache: str | None = None
     # kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic_prefix: str = "streamer"
@@ -83,6 +86,17 @@ class Settings(BaseSettings):
     # Server-side confinement of every collection's data loader (os.pathsep-separated dirs):
     # a client's collection spec names its own roots, so it cannot be what the server trusts.
     data_roots: str | None = None
+    # Remote URIs (consumers/remote.py): off until this lists allowed prefixes, comma-separated
+    # ("s3://catalog/,https://img.example.com/p/"); specs can only narrow it. Store options
+    # as JSON per scheme ({"s3": {"endpoint": ..., "region": ...}}), never credentials (those
+    # come from AWS_*, AZURE_STORAGE_*, GOOGLE_* and profiles); non-public networks http(s)
+    # may reach, comma-separated CIDRs (none by default).
+    remote_allow: str | None = None
+    remote_stores: dict[str, dict[str, str]] | None = None
+    remote_allow_networks: str | None = None
+    remote_timeout_s: float = 30.0
+    remote_retries: int = 3
+    remote_max_in_flight: int = 64  # per process, all collections together
     # gateway
     http_host: str = "127.0.0.1"
     http_port: int = 8765

@@ -134,11 +134,23 @@ def test_vars_are_substituted_and_can_be_overridden(tmp_path: Path) -> None:
 
 def test_every_shipped_mapping_loads_from_its_file() -> None:
     names = {load_mapping(f).name for f in (ROOT / "compose" / "sources").glob("*.toml")}
-    assert names == {"s3-images", "products-cdc", "app-documents"}
+    assert names == {"s3-images", "s3-images-mount", "products-cdc", "app-documents"}
+
+
+def test_s3_notifications_map_to_s3_uris_without_a_mount() -> None:
+    mapper = shipped("s3-object-created")
+    lines = (DATA / "s3-events.jsonl").read_bytes().splitlines()
+    out = [summary(mapper.map(UpstreamRecord(None, line))) for line in lines]
+    assert out[1] == [("upsert", "photos/cats/tabby cat.png", None, "s3://photos/cats/tabby cat.png",
+                       {"bucket": "photos", "key": "cats/tabby cat.png", "size": 2186,
+                        "etag": "d41d8cd98f00b204e9800998ecf8427e",
+                        "event_time": "2026-11-20T10:00:01.204Z"})]
+    assert out[3][0][3] == "s3://photos/shapes/blue square (1).png"
+    assert out[5] == [("delete", "photos/cats/tabby cat.png")]
 
 
 def test_s3_notifications_map_to_uri_upserts_and_deletes() -> None:
-    mapper = shipped("s3-object-created", root="/mnt/s3")
+    mapper = shipped("s3-object-created-mount", root="/mnt/s3")
     lines = (DATA / "s3-events.jsonl").read_bytes().splitlines()
     out = [summary(mapper.map(UpstreamRecord(None, line))) for line in lines]
     assert out[0] == []  # s3:TestEvent

@@ -141,7 +141,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     # S3 and CDC topics are keyed (per object, per row), so several partitions keep order.
     asyncio.run(_create_topics({topics["s3"]: 2, topics["cdc"]: 3, topics["app"]: 1}))
     checkpoint = None if has_trained_checkpoint() else str(random_checkpoint(tmp))
-    files = [mapping_copy(tmp, "s3-object-created", {"topic": topics["s3"], "root": str(tmp / "s3")},
+    files = [mapping_copy(tmp, "s3-object-created-mount", {"topic": topics["s3"], "root": str(tmp / "s3")},
                           checkpoint),
              mapping_copy(tmp, "debezium-products", {"topic": topics["cdc"],
                                                      "image_root": str(tmp / "products")}, checkpoint),

@@ -11,11 +11,16 @@ from typing import Any
 
 import numpy as np
 import orjson
+from PIL import Image
 
 from streamer.kafka.client import AsyncKafkaClient
 
 
 def _image(obj: dict[str, Any]) -> np.ndarray:
+    """Raw pixels ({shape, b64}) or a file ({path}) decoded here, as an RGB array."""
+    if "path" in obj:
+        with Image.open(obj["path"]) as img:
+            return np.asarray(img.convert("RGB"))
     return np.frombuffer(base64.b64decode(obj["b64"]), dtype=np.uint8).reshape(obj["shape"])
 
 

@@ -101,9 +101,12 @@ class AsyncClient:
         await self.start()
         if embedding_function is DEFAULT:
             embedding_function = OpenCLIPEmbeddingFunction(DEFAULT_MODEL)
+        # Describing reads the disk (the weights' hash, a loader's roots): off the loop.
+        ef_desc = await anyio.to_thread.run_sync(describe, embedding_function)
+        loader_desc = await anyio.to_thread.run_sync(describe, data_loader)
         spec = await self._backend.create_collection(
-            name, metadata=metadata, embedding_function=describe(embedding_function),
-            data_loader=describe(data_loader), get_or_create=get_or_create)
+            name, metadata=metadata, embedding_function=ef_desc,
+            data_loader=loader_desc, get_or_create=get_or_create)
         return AsyncCollection(self._backend, spec, embedding_function, data_loader)
 
     async def get_collection(self, name: str, embedding_function: Any = DEFAULT,

@@ -29,6 +29,7 @@ from aiokafka import (
 )
 
 from consumers.lifecycle import Component
+from consumers.load import reuse_unchanged
 from consumers.local import LocalStore
 from consumers.pipeline import WriteJob
 from schemas.errors import (
@@ -331,7 +332,7 @@ class Service(Component):
         else:
             check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
                         has_loader=loader is not None)
-            request = WriteRequest(op, [payload])
+            request = reuse_unchanged(state.store, WriteRequest(op, [payload]))
         return WriteJob(state, request, embedder=embedder, loader=loader)
 
     async def _dead_letter(self, tx: AIOKafkaProducer, rec: Record, exc: BaseException) -> None:

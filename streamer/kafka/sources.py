@@ -121,7 +121,8 @@ class SourceBridge(Component):
         target = self.mapping.collection
         if not target.create:
             return await backend.get_collection(target.name)
-        ef = target.embedding_function or describe(OpenCLIPEmbeddingFunction(DEFAULT_MODEL))
+        ef = target.embedding_function or await anyio.to_thread.run_sync(
+            describe, OpenCLIPEmbeddingFunction(DEFAULT_MODEL))  # hashes the weights: off the loop
         return await backend.create_collection(
             target.name, metadata=target.metadata, embedding_function=ef,
             data_loader=target.data_loader, get_or_create=True)

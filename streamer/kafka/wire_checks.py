@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from consumers.decode import check_limits
+from consumers.remote import RemotePolicy, confine
 from consumers.validate import (
     ALREADY_EMBEDDED,
     NO_EMBEDDING_FUNCTION,
@@ -118,4 +119,18 @@ def server_loader(desc: dict[str, Any], settings: Settings) -> dict[str, Any]:
         # The intersection of two sets of directory trees: the deeper root of each nested pair.
         config["roots"] = sorted({str(w if w.is_relative_to(a) else a) for w in wanted
                                   for a in allowed if w.is_relative_to(a) or a.is_relative_to(w)})
+    remote = confine(config.pop("remote", None), server_remote(settings))
+    if remote is not None:
+        config["remote"] = remote
     return {**desc, "config": config}
+
+
+def server_remote(settings: Settings) -> RemotePolicy:
+    """The server's remote policy from ``STREAMER_REMOTE_*``."""
+    def items(raw: str | None) -> list[str]:
+        return [p.strip() for p in (raw or "").split(",") if p.strip()]
+    return RemotePolicy.from_config({
+        "allow": items(settings.remote_allow), "stores": settings.remote_stores or {},
+        "allow_networks": items(settings.remote_allow_networks),
+        "timeout_s": settings.remote_timeout_s, "retries": settings.remote_retries,
+        "max_in_flight": settings.remote_max_in_flight})

@@ -1,7 +1,7 @@
 // StreamerClient and Collection: Chroma's collection API over the gateway's websocket.
 import { encodeEmbedding } from "./arrays.js";
 import { InvalidArgumentError } from "./errors.js";
-import type { Builtin, CollectionSpec, WireArray, WireGetResult, WireQueryResult, WsRequest } from "./generated/wire.js";
+import type { Builtin, CollectionSpec, WireGetResult, WireImage, WireQueryResult, WsRequest } from "./generated/wire.js";
 import { encodeImage } from "./images.js";
 import { LiveQuery } from "./live.js";
 import { getResult, queryResult } from "./results.js";
@@ -43,7 +43,7 @@ function wsUrl(url: string): string {
   return u.toString();
 }
 
-async function images(xs: ImageInput[] | undefined): Promise<WireArray[] | undefined> {
+async function images(xs: ImageInput[] | undefined): Promise<WireImage[] | undefined> {
   return xs === undefined ? undefined : Promise.all(xs.map(encodeImage));
 }
 

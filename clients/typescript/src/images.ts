@@ -1,9 +1,9 @@
 // Images to the wire. Pixels (Uint8Array + shape, ImageData, a canvas, an ImageBitmap) travel
-// as a uint8 [h, w, 3] array. A Blob/File holds encoded bytes: in a browser it is decoded
-// here (createImageBitmap), elsewhere it needs a runtime that can decode it.
-import { encodeArray } from "./arrays.js";
+// as a uint8 [h, w, 3] array. A Blob/File holds an encoded file (JPEG, PNG, WebP...): its
+// bytes travel as they are ({ file }) and the server decodes them under its pixel limit.
+import { encodeArray, toBase64 } from "./arrays.js";
 import { InvalidArgumentError } from "./errors.js";
-import type { WireArray } from "./generated/wire.js";
+import type { WireArray, WireImage } from "./generated/wire.js";
 import type { ImageInput, PixelImage } from "./types.js";
 
 interface Pixels { data: Uint8Array | Uint8ClampedArray; width: number; height: number }
@@ -59,21 +59,11 @@ function drawablePixels(src: Drawable): Pixels {
   return { data: ctx.getImageData(0, 0, width, height).data, width, height };
 }
 
-async function fromBlob(blob: Blob): Promise<WireArray> {
-  if (typeof createImageBitmap !== "function" || typeof OffscreenCanvas === "undefined") {
-    throw new InvalidArgumentError(
-      "This runtime cannot decode an encoded image (no createImageBitmap): pass pixels "
-      + "({ data: Uint8Array, shape: [h, w, 3] }) instead");
-  }
-  const bitmap = await createImageBitmap(blob);
-  try {
-    return rgbaToRgb(drawablePixels(bitmap));
-  } finally {
-    bitmap.close();
-  }
+async function fromBlob(blob: Blob): Promise<WireImage> {
+  return { file: toBase64(new Uint8Array(await blob.arrayBuffer())) };
 }
 
-export async function encodeImage(img: ImageInput): Promise<WireArray> {
+export async function encodeImage(img: ImageInput): Promise<WireImage> {
   if (isBlob(img)) return fromBlob(img);
   if (isPixelImage(img)) return fromPixelImage(img);
   if (isImageData(img)) return rgbaToRgb(img);

@@ -40,8 +40,10 @@ export class LiveQuery implements AsyncIterableIterator<LiveMatch>, Subscriber {
       ...frame, op: "subscribe", subscription: this.id,
       ...(resumable ? { stream: this.stream!, resume_after: this.lastSeq } : {}),
     });
+    // Another server (a top-k query subscribes anywhere) numbers its records afresh.
+    const same = this.stream === null || reply.stream === this.stream;
+    this.lastSeq = same ? Math.max(this.lastSeq, reply.seq) : reply.seq;
     this.stream = reply.stream;
-    this.lastSeq = Math.max(this.lastSeq, reply.seq);
     const initial = reply.initial as WireQueryResult | null;
     this.initial = initial === null ? null : queryResult(initial);
   }

@@ -13,7 +13,8 @@ export interface PixelImage {
   shape: [number, number] | [number, number, number];
 }
 
-/** Any image a page or a Node program holds. A Blob/File holds encoded bytes (PNG, JPEG...). */
+/** Any image a page or a Node program holds. A Blob/File holds an encoded file (PNG, JPEG,
+ *  WebP...), sent as is and decoded server-side; in Node, `new Blob([await readFile(path)])`. */
 export type ImageInput = PixelImage | ImageData | HTMLCanvasElement | OffscreenCanvas | ImageBitmap | Blob;
 
 /** A decoded array from the wire (loaded data, embeddings of a query). */

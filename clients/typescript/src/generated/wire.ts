@@ -11,6 +11,23 @@ export type IncludeItem = ("documents" | "embeddings" | "metadatas" | "distances
 export type Metadata = ({
 [k: string]: string | number | boolean | null | (string | number | boolean)[] | undefined
 } | null)
+/**
+ * An image: a pixel array, raw (ARRAY) or compressed losslessly (what the clients send), or an encoded file as its producer holds it.
+ * 
+ * This interface was referenced by `WireFrames`'s JSON-Schema
+ * via the `definition` "WireImage".
+ */
+export type WireImage = (WireArray | {
+b64: string
+codec: ("zstd" | "delta-zstd")
+dtype: ("uint8" | "int16" | "int32" | "int64" | "float16" | "float32" | "float64")
+/**
+ * @maxItems 4
+ */
+shape: number[]
+} | {
+file: string
+})
 
 /**
  * A built-in embedding function or data loader by name + config.
@@ -106,7 +123,7 @@ embedding_function?: (Builtin | null)
 embeddings?: (WireArray[] | null)
 get_or_create?: boolean
 ids?: (string[] | null)
-images?: (WireArray[] | null)
+images?: (WireImage[] | null)
 include?: IncludeItem[]
 limit?: (number | null)
 metadata?: Metadata

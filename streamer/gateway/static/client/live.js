@@ -36,8 +36,10 @@ export class LiveQuery {
             ...frame, op: "subscribe", subscription: this.id,
             ...(resumable ? { stream: this.stream, resume_after: this.lastSeq } : {}),
         });
+        // Another server (a top-k query subscribes anywhere) numbers its records afresh.
+        const same = this.stream === null || reply.stream === this.stream;
+        this.lastSeq = same ? Math.max(this.lastSeq, reply.seq) : reply.seq;
         this.stream = reply.stream;
-        this.lastSeq = Math.max(this.lastSeq, reply.seq);
         const initial = reply.initial;
         this.initial = initial === null ? null : queryResult(initial);
     }

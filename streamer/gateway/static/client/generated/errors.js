@@ -34,6 +34,11 @@ export class EmbeddingError extends StreamerError {
         super(message, code, retriable);
     }
 }
+export class FetchError extends DataLoaderError {
+    constructor(message = "", code = "fetch_failed", retriable = false) {
+        super(message, code, retriable);
+    }
+}
 export class InternalError extends StreamerError {
     constructor(message = "", code = "internal", retriable = false) {
         super(message, code, retriable);
@@ -84,8 +89,28 @@ export class ShardUnavailableError extends UnavailableError {
         super(message, code, retriable);
     }
 }
+export class URINotAllowedError extends DataLoaderError {
+    constructor(message = "", code = "uri_not_allowed", retriable = false) {
+        super(message, code, retriable);
+    }
+}
 export class URIOutsideRootsError extends DataLoaderError {
     constructor(message = "", code = "uri_outside_roots", retriable = false) {
+        super(message, code, retriable);
+    }
+}
+export class WeightsError extends EmbeddingError {
+    constructor(message = "", code = "weights", retriable = false) {
+        super(message, code, retriable);
+    }
+}
+export class WeightsMismatchError extends WeightsError {
+    constructor(message = "", code = "weights_mismatch", retriable = false) {
+        super(message, code, retriable);
+    }
+}
+export class WeightsNotFoundError extends WeightsError {
+    constructor(message = "", code = "weights_not_found", retriable = false) {
         super(message, code, retriable);
     }
 }
@@ -105,6 +130,7 @@ export const ERROR_CLASSES = {
     "corruption": CorruptionError,
     "data_loader": DataLoaderError,
     "embedding": EmbeddingError,
+    "fetch_failed": FetchError,
     "internal": InternalError,
     "invalid_argument": InvalidArgumentError,
     "invalid_type": InvalidTypeError,
@@ -115,7 +141,11 @@ export const ERROR_CLASSES = {
     "resume_expired": ResumeExpiredError,
     "schema": SchemaError,
     "shard_unavailable": ShardUnavailableError,
+    "uri_not_allowed": URINotAllowedError,
     "uri_outside_roots": URIOutsideRootsError,
+    "weights": WeightsError,
+    "weights_mismatch": WeightsMismatchError,
+    "weights_not_found": WeightsNotFoundError,
     "dimension_mismatch": DimensionMismatchError,
     "duplicate_id": DuplicateIDError,
 };
