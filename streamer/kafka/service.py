@@ -59,6 +59,7 @@ from streamer.kafka.producers import FENCED, PartitionProducers
 from streamer.kafka.reader import Reader, send_reply
 from streamer.kafka.replica import PROGRESS, Replica
 from streamer.kafka.runtimes import Runtimes
+from streamer.kafka.shards import assignors, publish_layout
 from streamer.kafka.wire_checks import (
     check_delete,
     check_write,
@@ -109,6 +110,7 @@ class Service(Component):
         """In dependency order; stopping runs it backwards: the write loop and the readers
         stop before the replica, and the store's checkpoint comes last."""
         await ensure_topics(self.settings, self.topics)
+        await publish_layout(self.settings, client_kwargs(self.settings))
         await self.parts.start(self.store)
         await self.parts.start(self.replica)
         await self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
@@ -122,7 +124,8 @@ class Service(Component):
                                         auto_offset_reset="earliest",
                                         isolation_level="read_committed",
                                         session_timeout_ms=session_ms,
-                                        heartbeat_interval_ms=max(100, session_ms // 3))
+                                        heartbeat_interval_ms=max(100, session_ms // 3),
+                                        **assignors(self.settings))
         self._writer.subscribe([self.topics.requests], listener=_Rebalance(self))
         await self.parts.start(self._writer)
         self.reader = await self.parts.start(
