@@ -7,6 +7,7 @@ apply runs in one synchronous step on the event loop's side of the pipeline."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,11 @@ class CollectionStore:
         self.source.update(source)
         final: dict[str, Mutation] = {}
         for m in mutations:
+            prev = final.get(m.id)
+            if m.op == "put" and m.vector is None and prev is not None and prev.vector is not None:
+                # A put without a vector keeps the id's vector: within one batch that is the
+                # vector of the put before it (a replica's batch spans many transactions).
+                m = dataclasses.replace(m, vector=prev.vector)
             final[m.id] = m  # last write wins inside a batch
         put_keys: list[int] = []
         put_vecs: list[Vector] = []

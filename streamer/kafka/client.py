@@ -66,6 +66,8 @@ from streamer.kafka.common import (
     producer_kwargs,
     supervise,
 )
+from streamer.kafka.scatter import Scatter
+from streamer.kafka.shards import read_layout
 from streamer.kafka.wire_checks import check_document, check_image
 from streamer.settings import Settings
 
@@ -85,6 +87,7 @@ class KafkaBackend(Component):
         self._session: dict[int, int] = {}
         self._stale = False
         self._renewing = asyncio.Lock()
+        self._scatter: Scatter | None = None
 
     async def _start(self) -> None:
         try:
@@ -114,6 +117,10 @@ class KafkaBackend(Component):
             await self._consumer.position(tp)
         task = supervise(asyncio.create_task(self._read_replies(), name="replies"))
         self.parts.on_stop(partial(cancel, task))
+        count = await read_layout(self.settings, client_kwargs(self.settings))
+        if count is not None:  # a sharded deployment: reads scatter and gather (kafka/scatter.py)
+            self._scatter = scatter = Scatter(self, count)
+            self.parts.on_stop(scatter.stop)
 
     async def _new_producer(self) -> AIOKafkaProducer:
         # A send gives up after the request timeout instead of aiokafka's 40 s default.
@@ -185,6 +192,8 @@ class KafkaBackend(Component):
 
     async def _rpc(self, payload: dict[str, Any]) -> Any:
         payload = {**payload, "after": {str(p): o for p, o in self._session.items()}}
+        if self._scatter is not None:
+            return await self._scatter.call(payload)
         value = self._sized(dumps(payload), f"The {payload.get('op')} request")
         corr, fut = self._expect()
         # One budget for the whole call, sending included: a call answers or fails in time.

@@ -37,10 +37,14 @@ class Topics:
         """Topic and consumer-group names; groups are per prefix so deployments never mix."""
         prefix = settings.kafka_topic_prefix
         group = settings.kafka_group or f"{prefix}.writers"
+        readers = f"{group}.readers"
+        if settings.shard is not None:  # each shard has its own writer and reader groups
+            k, n = settings.shard.split("/")
+            group, readers = (f"{g}.shard-{k}-of-{n}" for g in (group, readers))
         return cls(requests=f"{prefix}.requests", queries=f"{prefix}.queries",
                    replies=f"{prefix}.replies", state=f"{prefix}.state",
                    collections=f"{prefix}.collections", dlq=f"{prefix}.dlq",
-                   writers=group, readers=f"{group}.readers")
+                   writers=group, readers=readers)
 
 
 

@@ -43,6 +43,7 @@ from streamer.kafka.common import (
 )
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
+from streamer.kafka.shards import Shard
 from streamer.kafka.wire_checks import checked_get, checked_query
 from streamer.settings import Settings
 
@@ -58,11 +59,14 @@ def header(rec: ConsumerRecord[bytes, bytes], name: str) -> str | None:
 
 
 async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, bytes],
-                     payload: dict[str, Any]) -> None:
+                     payload: dict[str, Any], shard: Shard | None = None) -> None:
+    """A sharded reader answers as ``<correlation_id>#<K>``: the caller gathers one per shard."""
     reply_to = header(rec, "reply_to")
     corr = header(rec, "correlation_id")
     if reply_to is None or corr is None:
         return
+    if shard is not None:
+        corr = f"{corr}#{shard.index}"
     await producer.send(reply_to, value=dumps(payload), headers=[("correlation_id", corr.encode())])
 
 
@@ -78,6 +82,7 @@ class Reader(Component):
         self.runtimes = runtimes
         self.embed_thread = embed_thread
         self.lock = lock
+        self.shard = Shard.of(settings)
 
     async def _start(self) -> None:
         kw = client_kwargs(self.settings)
@@ -114,7 +119,11 @@ class Reader(Component):
             op = ev.get("op")
             if op not in READ_OPS:
                 raise SchemaError(f"Unknown op {op!r}; expected one of {', '.join(READ_OPS)}")
-            after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()}
+            target = ev.get("shard")
+            if self.shard is not None and target is not None and target != self.shard.index:
+                return  # an admin op, answered by one shard only (kafka/scatter.py)
+            after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()
+                     if self.shard is None or self.shard.owns(int(p))}
             if after and not await self.replica.wait_for(
                     lambda: self.replica.caught_up(after), self.settings.kafka_request_timeout_s):
                 raise RequestTimeoutError("Timed out waiting for this session's writes to apply")
@@ -128,7 +137,7 @@ class Reader(Component):
         metrics.QUERIES.labels(label, "ok" if payload["ok"] else "error").inc()
         metrics.QUERY_SECONDS.labels(label).observe(time.perf_counter() - started)
         try:
-            await send_reply(self._replies, rec, payload)
+            await send_reply(self._replies, rec, payload, self.shard)
         except MessageSizeTooLargeError:
             # One oversized answer must not stop the reader: the caller gets a typed refusal.
             limit = self.settings.max_message_bytes

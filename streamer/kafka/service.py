@@ -59,6 +59,7 @@ from streamer.kafka.producers import FENCED, PartitionProducers
 from streamer.kafka.reader import Reader, send_reply
 from streamer.kafka.replica import PROGRESS, Replica
 from streamer.kafka.runtimes import Runtimes
+from streamer.kafka.shards import assignors, publish_layout
 from streamer.kafka.wire_checks import (
     check_delete,
     check_write,
@@ -109,6 +110,7 @@ class Service(Component):
         """In dependency order; stopping runs it backwards: the write loop and the readers
         stop before the replica, and the store's checkpoint comes last."""
         await ensure_topics(self.settings, self.topics)
+        await publish_layout(self.settings, client_kwargs(self.settings))
         await self.parts.start(self.store)
         await self.parts.start(self.replica)
         await self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
@@ -122,7 +124,8 @@ class Service(Component):
                                         auto_offset_reset="earliest",
                                         isolation_level="read_committed",
                                         session_timeout_ms=session_ms,
-                                        heartbeat_interval_ms=max(100, session_ms // 3))
+                                        heartbeat_interval_ms=max(100, session_ms // 3),
+                                        **assignors(self.settings))
         self._writer.subscribe([self.topics.requests], listener=_Rebalance(self))
         await self.parts.start(self._writer)
         self.reader = await self.parts.start(
@@ -168,14 +171,25 @@ class Service(Component):
                                                  max_records=cfg.batch_max_items)
             if not batches:
                 continue
+            prepared = await self._prepare(batches)
+            # Records that bring their embeddings cost the model nothing: while the batch is
+            # full of them, take what is already fetched too (a backfill pays per batch:
+            # transactions, replica applies, fsyncs).
+            while (_size(prepared[0]) < cfg.batch_max_records
+                   and _size(batches) == cfg.batch_max_items
+                   and not any(needs_model(job) for _, job in prepared[1])):
+                batches = await self._writer.getmany(timeout_ms=0, max_records=cfg.batch_max_items)
+                if not batches:
+                    break
+                prepared = _merge(prepared, await self._prepare(batches))
             if generation != self._generation:
                 # A rebalance ran while fetching: the records may predate it. Nothing of the
                 # new generation is processed yet, so restart from the offsets it read.
-                for tp in batches:
+                for tp in prepared[0]:
                     if tp.partition in self._committed and tp in self._writer.assignment():
                         self._writer.seek(tp, self._committed[tp.partition])
                 continue
-            await self._ready.put((generation, await self._prepare(batches)))
+            await self._ready.put((generation, prepared))
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Let the in-flight batch commit (or abort) its transactions, and drop prefetched
@@ -192,21 +206,31 @@ class Service(Component):
         transaction says: the exact bar for the replica after a rebalance too."""
         async with self._processing:
             self._committed.clear()
-            await self._producers.assign({tp.partition for tp in assigned})
-            offsets = {tp: await self._writer.committed(tp) for tp in assigned}
-            never = [tp for tp, off in offsets.items() if off is None]
-            if never:
-                offsets.update(await self._writer.beginning_offsets(never))
-            for tp, off in offsets.items():
-                assert off is not None
-                # Every assigned partition restarts at its committed offset: batches fetched
-                # before, or dropped after a fence, come again.
-                self._committed[tp.partition] = off
-                self._writer.seek(tp, off)
-            # Only now: a batch fetched while this ran (from aiokafka's own reset position,
-            # before the seeks above) must be dropped, not processed a second time.
-            self._generation += 1
+            try:
+                await self._start_partitions(assigned)
+            except Exception:
+                # aiokafka only logs a listener's failure: without producers these partitions'
+                # batches are skipped, so ask for another assignment (it seeks them again).
+                log.exception("starting the writer's partitions failed; rejoining")
+                await self._producers.close_all()
+                self._writer._coordinator.request_rejoin()
         log.info("writer partitions (from offsets): %s", dict(sorted(self._committed.items())))
+
+    async def _start_partitions(self, assigned: list[TopicPartition]) -> None:
+        await self._producers.assign({tp.partition for tp in assigned})
+        offsets = {tp: await self._writer.committed(tp) for tp in assigned}
+        never = [tp for tp, off in offsets.items() if off is None]
+        if never:
+            offsets.update(await self._writer.beginning_offsets(never))
+        for tp, off in offsets.items():
+            assert off is not None
+            # Every assigned partition restarts at its committed offset: batches fetched
+            # before, or dropped after a fence, come again.
+            self._committed[tp.partition] = off
+            self._writer.seek(tp, off)
+        # Only now: a batch fetched while this ran (from aiokafka's own reset position,
+        # before the seeks above) must be dropped, not processed a second time.
+        self._generation += 1
 
     async def _fenced(self, tp: TopicPartition) -> None:
         """Another writer owns ``tp`` now (we stalled past the session timeout, or the
@@ -350,3 +374,20 @@ class Service(Component):
         # Events mapped from an upstream topic (streamer/sources.py) name their upstream record.
         headers += [(k, v) for k, v in rec.headers or () if k == "origin"]
         await tx.send(self.topics.dlq, key=rec.key, value=rec.value, headers=headers)
+
+
+def _size(batches: Batches) -> int:
+    return sum(len(records) for records in batches.values())
+
+
+def _merge(a: Prepared, b: Prepared) -> Prepared:
+    batches = {tp: a[0].get(tp, []) + b[0].get(tp, []) for tp in {*a[0], *b[0]}}
+    return batches, a[1] + b[1], a[2] + b[2]
+
+
+def needs_model(job: WriteJob) -> bool:
+    """Whether the job gives the model work (an item without its embedding)."""
+    return (job.embedder is not None and isinstance(job.request, WriteRequest)
+            and any(it.embedding is None and (it.document is not None or it.image is not None
+                                              or it.uri is not None)
+                    for it in job.request.items))

@@ -101,6 +101,12 @@ export class SchemaError extends InvalidArgumentError {
   }
 }
 
+export class ShardUnavailableError extends UnavailableError {
+  constructor(message = "", code = "shard_unavailable", retriable = true) {
+    super(message, code, retriable);
+  }
+}
+
 export class URINotAllowedError extends DataLoaderError {
   constructor(message = "", code = "uri_not_allowed", retriable = false) {
     super(message, code, retriable);
@@ -159,6 +165,7 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message?: string) => St
   "timeout": RequestTimeoutError,
   "resume_expired": ResumeExpiredError,
   "schema": SchemaError,
+  "shard_unavailable": ShardUnavailableError,
   "uri_not_allowed": URINotAllowedError,
   "uri_outside_roots": URIOutsideRootsError,
   "weights": WeightsError,

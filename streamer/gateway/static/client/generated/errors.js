@@ -84,6 +84,11 @@ export class SchemaError extends InvalidArgumentError {
         super(message, code, retriable);
     }
 }
+export class ShardUnavailableError extends UnavailableError {
+    constructor(message = "", code = "shard_unavailable", retriable = true) {
+        super(message, code, retriable);
+    }
+}
 export class URINotAllowedError extends DataLoaderError {
     constructor(message = "", code = "uri_not_allowed", retriable = false) {
         super(message, code, retriable);
@@ -135,6 +140,7 @@ export const ERROR_CLASSES = {
     "timeout": RequestTimeoutError,
     "resume_expired": ResumeExpiredError,
     "schema": SchemaError,
+    "shard_unavailable": ShardUnavailableError,
     "uri_not_allowed": URINotAllowedError,
     "uri_outside_roots": URIOutsideRootsError,
     "weights": WeightsError,
