@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from consumers.tasks import cancel as cancel
 from consumers.tasks import supervise as supervise
@@ -45,6 +46,12 @@ class Topics:
                    collections=f"{prefix}.collections", dlq=f"{prefix}.dlq",
                    writers=group, readers=readers)
 
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (where its record lives)."""
+    index: int = murmur2(key) & 0x7FFFFFFF
+    return index % partitions
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:

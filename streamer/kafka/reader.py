@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
 
 from consumers import admin
 from consumers.catalog import Catalog, CollectionState
@@ -23,6 +23,7 @@ from consumers.lifecycle import Component
 from consumers.query import get_result, query_vectors, search_result
 from schemas.errors import (
     InvalidArgumentError,
+    LimitExceededError,
     NotFoundError,
     RequestTimeoutError,
     SchemaError,
@@ -135,7 +136,14 @@ class Reader(Component):
         label = op if op in READ_OPS else "unknown"
         metrics.QUERIES.labels(label, "ok" if payload["ok"] else "error").inc()
         metrics.QUERY_SECONDS.labels(label).observe(time.perf_counter() - started)
-        await send_reply(self._replies, rec, payload, self.shard)
+        try:
+            await send_reply(self._replies, rec, payload, self.shard)
+        except MessageSizeTooLargeError:
+            # One oversized answer must not stop the reader: the caller gets a typed refusal.
+            limit = self.settings.max_message_bytes
+            await send_reply(self._replies, rec, {"ok": False, "error": error_to_wire(
+                LimitExceededError(f"The reply is over the {limit}-byte message limit; ask "
+                                   "for fewer records or fields"))})
 
     def _state(self, ev: dict[str, Any]) -> CollectionState:
         state = self.catalog.by_id(str(ev.get("collection")))
@@ -169,7 +177,8 @@ class Reader(Component):
         """The rules are ``consumers.admin``'s (the embedded engine runs the same); a decided
         spec is published on the collections topic and this waits for the replica to adopt it."""
         if op == "list_collections":
-            return [s.to_dict() for s in admin.listing(self.catalog.specs())]
+            return [s.to_dict() for s in admin.listing(self.catalog.specs(), ev.get("limit"),
+                                                       ev.get("offset"))]
         name = ev.get("name")
         if not isinstance(name, str):
             raise SchemaError(f"Field 'name' must be a string, got {str(name)[:40]}")
@@ -179,7 +188,8 @@ class Reader(Component):
             created = admin.create(self.catalog.specs(), name, metadata=ev.get("metadata"),
                                    embedding_function=ev.get("embedding_function"),
                                    data_loader=ev.get("data_loader"),
-                                   get_or_create=bool(ev.get("get_or_create")))
+                                   get_or_create=bool(ev.get("get_or_create")),
+                                   space=str(ev.get("space") or "l2"))
             if created.new:
                 await self._check_runtimes(created.spec)
                 await self._publish_spec(name, created.spec)

@@ -125,7 +125,8 @@ class SourceBridge(Component):
             describe, OpenCLIPEmbeddingFunction(DEFAULT_MODEL))  # hashes the weights: off the loop
         return await backend.create_collection(
             target.name, metadata=target.metadata, embedding_function=ef,
-            data_loader=target.data_loader, get_or_create=True)
+            data_loader=target.data_loader, get_or_create=True,
+            space="cosine")  # the built-in OpenCLIP's default_space()
 
     async def _loop(self) -> None:
         assert self._consumer is not None
