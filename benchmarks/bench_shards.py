@@ -87,6 +87,7 @@ def main() -> None:
             for svc in procs:
                 svc.kill()
         rows.append((label, build, rss, recall, p50, p99))
+        print(f"{label}: built in {build:.1f} s", flush=True)
     print(f"\nmachine: {machine()}; {args.n} CLIP-like {args.dim}-d f32 vectors through Kafka, "
           f"{args.queries} single queries, k={K}")
     print("| deployment | build s | resident MiB per process | recall@10 | p50 ms | p99 ms |")

@@ -63,12 +63,6 @@ class Shard:
         return f"shard-{self.index}-of-{self.count}"
 
 
-def shard_partitions(count: int) -> list[int]:
-    """One partition of each shard (partition K is shard K's): where an event every shard's
-    writer must see goes, e.g. a delete by ``where``, which each shard applies to its own ids."""
-    return list(range(count))
-
-
 def reader_group(readers: str, shard: int, count: int) -> str:
     """The reader group of one shard (``Topics.readers`` of an unsharded deployment)."""
     return f"{readers}.{Shard(shard, count).suffix}"
