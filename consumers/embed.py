@@ -2,19 +2,20 @@
 
 Texts and images in one call are grouped by modality and run through the model in batches
 of ``batch_size`` (never one at a time), under ``inference_mode`` with the model in ``eval``
-mode and open_clip's validation transform. Weights come only from local files: a path to an
-open_clip state dict or safetensors file, or a built-in model's shipped checkpoint."""
+mode and open_clip's validation transform. Weights are resolved as Chroma users name them
+(consumers/weights.py): an open_clip pretrained tag through the Hugging Face hub cache, a
+local file, a built-in model's shipped checkpoint, or "random" when asked for."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from consumers import weights as W
 from schemas.errors import EmbeddingError
 from schemas.records import Image, Vector
 
@@ -56,15 +57,28 @@ def as_uint8_rgb(image: Image) -> Image:
 
 
 class OpenCLIPEmbeddingFunction:
-    def __init__(self, model_name: str = "ViT-B-32", checkpoint: str | None = None,
+    """Chroma's constructor and defaults (ViT-B-32, laion2b_s34b_b79k, cpu). ``cache_dir``
+    is the Hugging Face hub cache to use (default: huggingface_hub's, from HF_HOME);
+    ``weights_sha256``, recorded in a collection's spec, makes loading refuse other weights."""
+
+    def __init__(self, model_name: str = "ViT-B-32", checkpoint: str | None = W.DEFAULT_CHECKPOINT,
                  device: str = "cpu", *, batch_size: int = 32, precision: Precision = "fp32",
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, cache_dir: str | None = None,
+                 weights_sha256: str | None = None) -> None:
+        from consumers.models import BUILTIN_MODELS
+
         self.model_name = model_name
-        self.checkpoint = checkpoint
+        # A built-in model has no pretrained tags: Chroma's default tag means its own weights.
+        builtin = model_name in BUILTIN_MODELS and checkpoint in (None, W.DEFAULT_CHECKPOINT)
+        self.checkpoint = model_name if builtin else checkpoint
         self.device = device
         self.batch_size = batch_size
         self.precision = precision
         self.num_threads = num_threads
+        self.cache_dir = cache_dir
+        self.weights_sha256 = weights_sha256
+        #: what load() resolved; None before
+        self.weights: W.Weights | None = None
         self._lock = threading.Lock()
         self._model: Any = None
         self._preprocess: Any = None
@@ -77,9 +91,25 @@ class OpenCLIPEmbeddingFunction:
         return "open_clip"
 
     def get_config(self) -> dict[str, Any]:
+        """The persisted identity; the weights' sha256 when they are on this machine, so
+        that every process embedding for a collection can check it holds the same weights.
+        cache_dir is where, not what: each process brings its own."""
         return {"model_name": self.model_name, "checkpoint": self.checkpoint,
                 "device": self.device, "batch_size": self.batch_size,
-                "precision": self.precision, "num_threads": self.num_threads}
+                "precision": self.precision, "num_threads": self.num_threads,
+                "weights_sha256": self.fingerprint()}
+
+    def fingerprint(self) -> str | None:
+        """sha256 of the weights (or 'random'), without downloading; None if not here."""
+        if self.weights_sha256 is not None:
+            return self.weights_sha256
+        if self.weights is not None:
+            return W.fingerprint(self.weights)
+        try:
+            return W.fingerprint(W.resolve(self.model_name, self.checkpoint, self.cache_dir,
+                                           download=False))
+        except EmbeddingError:
+            return None
 
     @classmethod
     def build_from_config(cls, config: dict[str, Any]) -> OpenCLIPEmbeddingFunction:
@@ -91,20 +121,12 @@ class OpenCLIPEmbeddingFunction:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def _resolve_checkpoint(self) -> str | None:
-        from consumers.models import BUILTIN_MODELS
-
-        builtin = BUILTIN_MODELS.get(self.model_name)
-        if self.checkpoint is None:
-            if builtin is not None:
-                return str(builtin.checkpoint_path)
-            log.warning("OpenCLIP %s has no checkpoint: using random weights", self.model_name)
-            return None
-        if not Path(self.checkpoint).is_file():
-            raise EmbeddingError(
-                f"checkpoint {self.checkpoint!r} is not a local file: streamer never downloads "
-                "weights; pass the path of an open_clip .pt/.bin or .safetensors file")
-        return self.checkpoint
+    def resolve(self) -> W.Weights:
+        """Finds (downloading once if need be) and checks the weights; no model is built."""
+        weights = W.resolve(self.model_name, self.checkpoint, self.cache_dir)
+        assert weights is not None  # only download=False answers None
+        W.check(weights, self.weights_sha256, self.model_name, self.checkpoint)
+        return weights
 
     def load(self) -> None:
         """Load the model now (otherwise the first call does)."""
@@ -117,17 +139,33 @@ class OpenCLIPEmbeddingFunction:
             from consumers.models import register_builtin_configs
 
             register_builtin_configs()
+            weights = self.resolve()
             if self.num_threads:
                 torch.set_num_threads(self.num_threads)
+            # A tag goes to open_clip as a tag, so that it applies the tag's own preprocessing
+            # and activation; the file is already in the cache, so nothing downloads twice.
+            pretrained = weights.tag if weights.source == "pretrained" else \
+                (None if weights.path is None else str(weights.path))
             model, _, preprocess = open_clip.create_model_and_transforms(
-                self.model_name, pretrained=self._resolve_checkpoint(), device=self.device)
+                self.model_name, pretrained=pretrained, device=self.device, cache_dir=self.cache_dir)
             model.eval()
             if self.precision == "bf16":
                 model = model.to(torch.bfloat16)
-            self._tokenizer = open_clip.get_tokenizer(self.model_name)
+            log.info("OpenCLIP %s: %s", self.model_name, weights.label)
             self._preprocess = preprocess
             self._pil_steps, self._normalize = _split_transform(preprocess)
+            self.weights = weights
             self._model = model
+
+    @property
+    def tokenizer(self) -> Any:
+        """Loaded on first use: some models (SigLIP) fetch a Hugging Face tokenizer."""
+        if self._tokenizer is None:
+            import open_clip
+
+            self.load()
+            self._tokenizer = open_clip.get_tokenizer(self.model_name, cache_dir=self.cache_dir)
+        return self._tokenizer
 
     @property
     def model(self) -> Any:
@@ -167,7 +205,7 @@ class OpenCLIPEmbeddingFunction:
         model = self.model
         rows: list[Vector] = []
         for start in range(0, len(texts), self.batch_size):
-            tokens = self._tokenizer(list(texts[start:start + self.batch_size]))
+            tokens = self.tokenizer(list(texts[start:start + self.batch_size]))
             rows.extend(self._run(model.encode_text, tokens))
         return rows
 

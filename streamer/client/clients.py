@@ -101,8 +101,10 @@ class AsyncClient:
         await self.start()
         if embedding_function is DEFAULT:
             embedding_function = OpenCLIPEmbeddingFunction(DEFAULT_MODEL)
+        # Describing hashes the weights file: off the loop.
+        ef_desc = await anyio.to_thread.run_sync(describe, embedding_function)
         spec = await self._backend.create_collection(
-            name, metadata=metadata, embedding_function=describe(embedding_function),
+            name, metadata=metadata, embedding_function=ef_desc,
             data_loader=describe(data_loader), get_or_create=get_or_create)
         return AsyncCollection(self._backend, spec, embedding_function, data_loader)
 

@@ -40,8 +40,16 @@ class Runtimes:
     def _build(self, desc: dict[str, Any]) -> Any:
         if self._settings is not None and desc.get("name") == "image_loader":
             desc = server_loader(desc, self._settings)
+        if self._settings is not None and self._settings.model_cache and desc.get("name") == "open_clip":
+            desc = {**desc, "config": {**desc.get("config", {}), "cache_dir": self._settings.model_cache}}
         return rebuild(desc)
 
     async def warm(self, specs: list[CollectionSpec]) -> None:
+        """Resolves every collection's weights (downloading once if need be) and refuses to
+        start when they differ from the spec's (WeightsMismatchError); then loads the models
+        on the embed thread."""
         for spec in specs:
-            await self.get(spec.embedding_function)
+            runtime = await self.get(spec.embedding_function)
+            resolve = getattr(runtime, "resolve", None)
+            if callable(resolve):
+                await anyio.to_thread.run_sync(resolve)

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import anyio.to_thread
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
@@ -124,7 +125,9 @@ class SourceBridge:
         target = self.mapping.collection
         if not target.create:
             return await backend.get_collection(target.name)
-        ef = target.embedding_function or describe(OpenCLIPEmbeddingFunction(DEFAULT_MODEL))
+        # Describing hashes the weights file: off the loop.
+        ef = target.embedding_function or await anyio.to_thread.run_sync(
+            lambda: describe(OpenCLIPEmbeddingFunction(DEFAULT_MODEL)))
         return await backend.create_collection(
             target.name, metadata=target.metadata, embedding_function=ef,
             data_loader=target.data_loader, get_or_create=True)

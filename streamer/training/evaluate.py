@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from streamer.training.drawn import all_drawings, gallery
 from streamer.training.shapes import (
     ATTRIBUTES,
     Attribute,
@@ -100,4 +101,28 @@ def evaluate(
         "t2i_free_r1": _recall(free @ gallery.T, 1, specs, specs, partial),
         "t2i_free_r5": _recall(free @ gallery.T, 5, specs, specs, partial),
         "i2i_r5": _recall(gallery @ twins.T, 5, specs, specs, everything),
+    }
+
+
+def evaluate_drawn(
+    model: ClipModel, preprocess: Preprocess, tokenizer: Tokenizer, per_pair: int = 3, seed: int = 0
+) -> dict[str, float]:
+    """Plain captions ("a red circle") -> images of the independent renderer (drawn.py):
+    per_pair drawings of each of the 48 colour x shape pairs in one gallery; a hit is a
+    drawing of the caption's pair. top1/r5 over all 48 captions; top1_seen/top1_unseen over
+    the pairs the training split shows and the 12 held-out pairs it never shows."""
+    images, drawings = gallery(per_pair, seed)
+    pairs = all_drawings()
+    captions = embed_texts(model, tokenizer, [p.caption for p in pairs])
+    sims = captions @ embed_images(model, preprocess, images).T
+    top = sims.topk(5, dim=1).indices.tolist()
+    hit1 = [drawings[row[0]] == pair for pair, row in zip(pairs, top)]
+    hit5 = [any(drawings[g] == pair for g in row) for pair, row in zip(pairs, top)]
+    seen = [i for i, p in enumerate(pairs) if not p.heldout]
+    unseen = [i for i, p in enumerate(pairs) if p.heldout]
+    return {
+        "top1": float(np.mean(hit1)),
+        "r5": float(np.mean(hit5)),
+        "top1_seen": float(np.mean([hit1[i] for i in seen])),
+        "top1_unseen": float(np.mean([hit1[i] for i in unseen])),
     }

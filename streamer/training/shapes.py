@@ -60,6 +60,22 @@ _Mask = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
+class Style:
+    """How a rendering departs from the plain one (Style() is the plain one): training draws
+    varied styles so the model does not learn this rasteriser's look."""
+
+    supersample: int = 2  # drawn this many times larger and averaged; 1 leaves jagged edges
+    background: tuple[float, float, float] | None = None  # flat RGB in [0, 1]; None: tinted grey
+    shade: float = 1.0  # brightness of the shape's colour
+    zoom: float = 1.0  # radius factor
+    shift: tuple[float, float] = (0.0, 0.0)  # the group's offset, in frames
+    keep_inside: bool = False  # pull shapes that would cross the border back in
+
+
+PLAIN = Style()
+
+
+@dataclass(frozen=True)
 class ShapeSpec:
     """What one image shows: `count` identical shapes in one region of the frame."""
 
@@ -115,10 +131,6 @@ _ANCHOR: dict[Position, tuple[float, float, bool]] = {
     "bottom": (0.5, 0.78, False),
     "center": (0.5, 0.5, False),
 }
-# Rendering at twice the size and averaging gives anti-aliased edges.
-_SUPERSAMPLE = 2
-
-
 def _star() -> list[tuple[float, float]]:
     angles = -np.pi / 2 + np.arange(10) * np.pi / 5
     radii = np.where(np.arange(10) % 2 == 0, 1.15, 0.48)
@@ -148,7 +160,7 @@ _POLYGONS: dict[Shape, list[tuple[float, float]]] = {
 }
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=32)
 def _grid(pixels: int) -> tuple[_Floats, _Floats]:
     """Pixel-centre coordinates in [0, 1]; cached because every image of a size shares it."""
     axis = (np.arange(pixels) + 0.5) / pixels
@@ -185,16 +197,21 @@ def _texture_mask(texture: Texture, xs: _Floats, ys: _Floats, rng: np.random.Gen
     return np.asarray(gx * gx + gy * gy < 0.27**2)
 
 
-def _centres(spec: ShapeSpec, radius: float, rng: np.random.Generator) -> list[tuple[float, float]]:
+def _centres(
+    spec: ShapeSpec, radius: float, rng: np.random.Generator, style: Style
+) -> list[tuple[float, float]]:
     x0, y0, column = _ANCHOR[spec.position]
-    x0 += rng.uniform(-0.03, 0.03)
-    y0 += rng.uniform(-0.03, 0.03)
+    x0 += rng.uniform(-0.03, 0.03) + style.shift[0]
+    y0 += rng.uniform(-0.03, 0.03) + style.shift[1]
     offsets = (np.arange(spec.count) - (spec.count - 1) / 2) * 2.15 * radius
     out = []
     for off in offsets:
         dx, dy = rng.uniform(-0.015, 0.015, size=2)
         x, y = (x0 + dx, y0 + off + dy) if column else (x0 + off + dx, y0 + dy)
         out.append((float(x), float(y)))
+    if style.keep_inside:
+        edge = min(0.5, 1.2 * radius)
+        out = [(min(max(x, edge), 1 - edge), min(max(y, edge), 1 - edge)) for x, y in out]
     return out
 
 
@@ -203,19 +220,22 @@ def _span(centre: float, radius: float, pixels: int) -> tuple[int, int]:
     return max(0, lo), min(pixels, int((centre + 1.25 * radius) * pixels) + 2)
 
 
-def render(spec: ShapeSpec, size: int, rng: np.random.Generator) -> ImageArray:
+def render(spec: ShapeSpec, size: int, rng: np.random.Generator, style: Style = PLAIN) -> ImageArray:
     """An RGB uint8 image (size x size x 3) showing the spec."""
-    pixels = size * _SUPERSAMPLE
+    supersample = style.supersample
+    pixels = size * supersample
     xs, ys = _grid(pixels)
     # Mid grey with a tint and a gradient: far from every named colour, so white and black
     # shapes stay visible and no background reads as a colour.
     base = rng.uniform(0.3, 0.7) + rng.normal(0.0, 0.04, size=3)
     slope = rng.normal(0.0, 0.08, size=2)
     canvas = base + ((xs - 0.5) * slope[0] + (ys - 0.5) * slope[1])[..., None]
-    colour = np.asarray(_RGB[spec.colour]) / 255.0 + rng.normal(0.0, 0.04, size=3)
-    radius = _RADIUS[spec.size] * rng.uniform(0.9, 1.1)
+    if style.background is not None:
+        canvas = np.broadcast_to(np.asarray(style.background), canvas.shape).copy()
+    colour = (np.asarray(_RGB[spec.colour]) / 255.0 + rng.normal(0.0, 0.04, size=3)) * style.shade
+    radius = _RADIUS[spec.size] * rng.uniform(0.9, 1.1) * style.zoom
     pattern = _texture_mask(spec.texture, xs, ys, rng)
-    for cx, cy in _centres(spec, radius, rng):
+    for cx, cy in _centres(spec, radius, rng, style):
         turn = rng.uniform(-0.2, 0.2)
         # Only the box around the shape is tested: every outline lies within 1.2 radii.
         box = (slice(*_span(cy, radius, pixels)), slice(*_span(cx, radius, pixels)))
@@ -226,7 +246,7 @@ def render(spec: ShapeSpec, size: int, rng: np.random.Generator) -> ImageArray:
         # Textured shapes keep a solid rim so their outline stays as readable as a solid one.
         rim = body & ~_shape_mask(spec.shape, u / 0.72, v / 0.72)
         canvas[box][body & (pattern[box] | rim)] = colour
-    small = canvas.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE, 3).mean(axis=(1, 3))
+    small = canvas.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
     small += rng.normal(0.0, rng.uniform(0.005, 0.04), size=small.shape)
     return np.asarray(np.clip(small * 255.0 + 0.5, 0, 255), dtype=np.uint8)
 

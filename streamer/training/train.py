@@ -20,7 +20,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from consumers.models import BUILTIN_MODELS, register_builtin_configs
-from streamer.training.evaluate import Preprocess, evaluate
+from streamer.training.augment import render_varied
+from streamer.training.evaluate import Preprocess, evaluate, evaluate_drawn
 from streamer.training.shapes import (
     ATTRIBUTES,
     Attribute,
@@ -29,16 +30,24 @@ from streamer.training.shapes import (
     caption_and_attributes,
     make_dataset,
     matches,
+    sample_specs,
 )
 
 MODEL = "streamer-tiny"
 
 
-def _image_pool(preprocess: Preprocess, n: int, seed: int, size: int) -> tuple[torch.Tensor, list[ShapeSpec]]:
+def _image_pool(
+    preprocess: Preprocess, n: int, seed: int, size: int, varied_share: float
+) -> tuple[torch.Tensor, list[ShapeSpec]]:
     """Training images, already through the model's own inference preprocess, so training
-    sees exactly what embedding a user's image produces. Captions are drawn per step."""
-    images, _, specs = make_dataset(n, "train", seed, size)
-    return torch.stack([preprocess(Image.fromarray(im)) for im in images]), specs
+    sees exactly what embedding a user's image produces. Captions are drawn per step. A
+    varied_share of them are varied renderings (augment.py) of further specs."""
+    varied = round(n * varied_share)
+    images, _, specs = make_dataset(n - varied, "train", seed, size)
+    varied_specs = sample_specs(varied, "train", seed + 1)
+    rng = np.random.default_rng([seed, 3])
+    images += [render_varied(spec, rng) for spec in varied_specs]
+    return torch.stack([preprocess(Image.fromarray(im)) for im in images]), specs + varied_specs
 
 
 def _captions(
@@ -87,11 +96,12 @@ def train(args: argparse.Namespace) -> Path:
     """Runs the training loop and writes the fp16 checkpoint; returns its path."""
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model, _, preprocess = open_clip.create_model_and_transforms(MODEL)
+    # Fine-tuning starts from a checkpoint (the shipped one, say) instead of random weights.
+    model, _, preprocess = open_clip.create_model_and_transforms(MODEL, pretrained=args.init)
     tokenizer = open_clip.get_tokenizer(MODEL)
     size = int(open_clip.get_model_config(MODEL)["vision_cfg"]["image_size"])
     started = time.monotonic()
-    pool, pool_specs = _image_pool(preprocess, args.pool, args.seed, size)
+    pool, pool_specs = _image_pool(preprocess, args.pool, args.seed, size, args.varied_share)
     print(f"pool of {len(pool_specs)} images in {time.monotonic() - started:.0f}s", flush=True)
     optimizer = _optimizer(model, args.lr, args.weight_decay)
     warmup = max(1, args.steps // 20)
@@ -120,6 +130,10 @@ def train(args: argparse.Namespace) -> Path:
             print(
                 f"step {step:5d} loss {loss.item():.3f} scale {scale.item():5.1f} {elapsed:5.0f}s", flush=True
             )
+        if args.eval_every and step % args.eval_every == args.eval_every - 1:
+            model.eval()
+            print(f"step {step:5d} drawn.py {evaluate_drawn(model, preprocess, tokenizer)}", flush=True)
+            model.train()
     out = Path(args.out) / BUILTIN_MODELS[MODEL].checkpoint_path.name
     # fp16 halves the file; open_clip's loader copies into the fp32 model, casting back.
     # BatchNorm's integer batch counters stay as they are.
@@ -148,6 +162,12 @@ def report(checkpoint: Path, n: int, seed: int) -> None:
     print(f"{'':22}" + "".join(f"{name:>13}" for name in names))
     for label, metrics in rows.items():
         print(f"{label:22}" + "".join(f"{metrics[name]:13.3f}" for name in names))
+    drawn = {"trained, drawn.py": evaluate_drawn(trained.eval(), preprocess, tokenizer, seed=seed),
+             "random, drawn.py": evaluate_drawn(untrained.eval(), preprocess, tokenizer, seed=seed)}
+    names = list(next(iter(drawn.values())))
+    print(f"{'':22}" + "".join(f"{name:>13}" for name in names))
+    for label, metrics in drawn.items():
+        print(f"{label:22}" + "".join(f"{metrics[name]:13.3f}" for name in names))
 
 
 def main() -> None:
@@ -162,6 +182,9 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--pool", type=int, default=20000, help="distinct training images")
     parser.add_argument("--canonical-share", type=float, default=0.3, help="captions in canonical wording")
+    parser.add_argument("--varied-share", type=float, default=0.5, help="varied renderings in the pool")
+    parser.add_argument("--init", default=None, help="checkpoint to fine-tune from (default: random)")
+    parser.add_argument("--eval-every", type=int, default=0, help="steps between drawn.py checks")
     parser.add_argument("--eval-n", type=int, default=200, help="distinct specs in the eval gallery")
     args = parser.parse_args()
     torch.set_num_threads(2)
