@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         asyncio.run(serve_embedded(settings))
         return 0
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, role=args.role))
     return 0
 
 
@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", metavar="FILE",
                    help="an upstream source mapping (.toml/.json, see compose/sources/); "
                         "repeatable (default: STREAMER_SOURCES)")
+    p.add_argument("--role", choices=("all", "writer", "reader"), default="all",
+                   help="all: ingest and answer queries; writer: only ingest; reader: only "
+                        "answer queries, so queries never wait behind ingestion (default: all)")
     p.set_defaults(func=_serve)
     p = sub.add_parser("demo", help="embedded demo: index generated images, search by text",
                        description="Generate shape images, index them with the built-in model "
