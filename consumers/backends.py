@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -173,7 +175,11 @@ def export_key(model: Model, runtime: str, version: str) -> str:
 
 
 def export_openvino(model: Model) -> tuple[Path, bool]:
-    """The IR directory for this model, exported once; True when it came from the cache."""
+    """The IR directory for this model, exported once; True when it came from the cache.
+
+    The export runs in a child process: torch.jit.trace, which OpenVINO's converter uses,
+    crawls for minutes in a process that has loaded usearch's OpenMP runtime (every server
+    has), and a child also returns the converter's memory when it exits."""
     import openvino as ov
     import torch
 
@@ -184,17 +190,18 @@ def export_openvino(model: Model) -> tuple[Path, bool]:
     tmp = model.cache_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        size, ctx = model.image_size, model.context_length
-        with torch.no_grad():
-            image = ov.convert_model(_tower(model.module, "image"),
-                                     example_input=torch.zeros(2, 3, size, size),
-                                     input=[((-1, 3, size, size), ov.Type.f32)])
-            text = ov.convert_model(_tower(model.module, "text"),
-                                    example_input=torch.zeros(2, ctx, dtype=torch.int64),
-                                    input=[((-1, ctx), ov.Type.i64)])
-        # f32 IR: the precision is chosen at compile time, so one export serves f32 and bf16.
-        ov.save_model(image, str(tmp / "image.xml"), compress_to_fp16=False)
-        ov.save_model(text, str(tmp / "text.xml"), compress_to_fp16=False)
+        torch.save(model.module.state_dict(), tmp / "state.pt")
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        done = subprocess.run(
+            [sys.executable, "-m", "consumers.backends", model.name, str(tmp),
+             str(model.image_size), str(model.context_length)],
+            env=env, capture_output=True, text=True, check=False)
+        (tmp / "state.pt").unlink()
+        if done.returncode != 0:
+            raise EmbeddingError(f"OpenVINO export of {model.name} failed: "
+                                 f"{done.stderr.strip()[-2000:]}")
         (tmp / "done").write_text(json.dumps({"model": model.name, "weights": model.weights}))
         for f in tmp.iterdir():
             _fsync(f)
@@ -208,6 +215,30 @@ def export_openvino(model: Model) -> tuple[Path, bool]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final, False
+
+
+def _export_child(name: str, directory: Path, size: int, ctx: int) -> None:
+    """In the child: rebuild the model from the saved state and write both towers' IR."""
+    import open_clip
+    import openvino as ov
+    import torch
+
+    from consumers.models import register_builtin_configs
+
+    register_builtin_configs()
+    module = open_clip.create_model(name, pretrained=None)
+    module.load_state_dict(torch.load(directory / "state.pt", weights_only=True))
+    module.eval()
+    with torch.no_grad():
+        image = ov.convert_model(_tower(module, "image"),
+                                 example_input=torch.zeros(2, 3, size, size),
+                                 input=[((-1, 3, size, size), ov.Type.f32)])
+        text = ov.convert_model(_tower(module, "text"),
+                                example_input=torch.zeros(2, ctx, dtype=torch.int64),
+                                input=[((-1, ctx), ov.Type.i64)])
+    # f32 IR: the precision is chosen at compile time, so one export serves f32 and bf16.
+    ov.save_model(image, str(directory / "image.xml"), compress_to_fp16=False)
+    ov.save_model(text, str(directory / "text.xml"), compress_to_fp16=False)
 
 
 def _fsync(path: Path) -> None:
@@ -364,3 +395,7 @@ def select(module: Any, name: str, weights: str | None, device: str, backend: st
              device, choice.reason, choice.load_s, ", export cached" if choice.cached else "")
     publish(name, choice)
     return runner, choice
+
+
+if __name__ == "__main__":
+    _export_child(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
