@@ -1,5 +1,12 @@
-"""Pipeline stages in data-flow order: intake, batch, load, embed, log, index, query, reply.
-The embedded client and the Kafka service run these same stages."""
+"""The pipeline stages, shared by the embedded client and the Kafka service: validation
+(``validate``, ``where``, ``admin``), intake (``batch``), loading (``load``), embedding
+(``embed``), the write pipeline (``pipeline``: prepare, embed, resolve), durability and
+indexing (``log``, ``checkpoint``, ``index``, ``backfill``, ``store``, ``catalog``), reads
+(``query``), upstream mappings (``mapping``), a process's local store (``local``) and the
+lifecycle every long-lived component shares (``lifecycle``). Nothing here speaks Kafka or
+HTTP, and nothing here imports ``streamer``. The package holds no Kafka consumers: the name
+stays because the design card fixes it (stages *consume* records, from a topic or from an
+in-process queue alike), and renaming it would break every import that the card documents."""
 
 import contextlib
 

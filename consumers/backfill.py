@@ -6,46 +6,36 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from types import TracebackType
 
 import anyio
 import anyio.to_thread
 
 from consumers.catalog import Catalog
+from consumers.lifecycle import Component
 from consumers.tasks import supervise
 
 #: Vectors per step: about a quarter second of graph insertion, the longest a query waits.
 STEP = 512
 
 
-class IndexBackfill:
+class IndexBackfill(Component):
     def __init__(self, catalog: Catalog, locks: Callable[[str], anyio.Lock], *,
                  step: int = STEP, idle_s: float = 0.5) -> None:
+        super().__init__()
         self._catalog = catalog
         self._locks = locks
         self._step = step
         self._idle_s = idle_s
-        self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = supervise(asyncio.create_task(self._run(), name="index-backfill"))
+    async def _start(self) -> None:
+        task = supervise(asyncio.create_task(self._run(), name="index-backfill"))
 
-    async def stop(self) -> None:
-        """Waits for a step in flight: its thread must not race the closing checkpoint."""
-        task, self._task = self._task, None
-        if task is not None:
+        async def finish() -> None:
+            """Waits for a step in flight: its thread must not race the closing checkpoint."""
             self._stopping.set()
             await task
-
-    async def __aenter__(self) -> IndexBackfill:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
+        self.parts.on_stop(finish)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

@@ -8,6 +8,7 @@ import gc
 import logging
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ class CollectionState:
         self._since_checkpoint = 0
         self.listeners: list[CommitListener] = []
         self.rejected_checkpoints: list[str] = []
+        #: Names this state's sequence space: a seq means the same mutation only within one
+        #: stream (a live query resumes by (stream, seq)). Kept on disk with the log.
+        self.stream = uuid.uuid4().hex
 
     @property
     def damaged(self) -> bool:
@@ -85,6 +89,11 @@ class CollectionState:
             self._since_checkpoint += len(batch.mutations)
         # Never number new entries at or below what a checkpoint already covers.
         self.log.last_seq = max(self.log.last_seq, self.store.applied_seq)
+        stream_file = self.directory / "stream"
+        if stream_file.exists() and not self.damaged:
+            self.stream = stream_file.read_text().strip()
+        else:  # a cut log may renumber what clients already saw: a new sequence space
+            atomic_write(stream_file, self.stream.encode(), fsync=self._fsync)
 
     def commit(self, mutations: list[Mutation], meta: dict[str, Any] | None = None) -> int:
         """Durably log then apply one batch; returns its last sequence number."""

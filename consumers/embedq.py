@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from consumers.decode import to_pixels
 from schemas.errors import EmbeddingError
-from schemas.records import Vector
+from schemas.records import EncodedImage, Vector
 
 T = TypeVar("T")
 
@@ -136,6 +137,7 @@ def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:
 
 
 def call_embedder(embedder: Any, inputs: list[Any]) -> list[Vector]:
+    inputs = [to_pixels(x) if isinstance(x, EncodedImage) else x for x in inputs]
     out = embedder(inputs)
     if len(out) != len(inputs):
         raise EmbeddingError(

@@ -1,20 +1,34 @@
 """The load stage: ``ImageLoader``, Chroma's data loader protocol (``__call__(uris)``) with
-concurrent reads, ``file://`` URIs, and confinement to configured roots."""
+concurrent reads, ``file://`` URIs, confinement to configured roots, and remote URIs
+(``s3://``, ``gs://``, ``az://``/``abfs://``, ``http(s)://``) when its remote policy allows
+them (``consumers/remote.py``, fetched by ``consumers/fetch.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
 
+from consumers.fetch import Fetcher
+from consumers.remote import RemotePolicy, redact, scheme_of
 from schemas.errors import DataLoaderError, LimitExceededError, URIOutsideRootsError
-from schemas.records import Image
+from schemas.records import Image, Op, WriteRequest
+
+if TYPE_CHECKING:
+    from consumers.store import CollectionStore
+
+#: Metadata keys that name an object's version (an S3 notification's eTag and versionId).
+VERSION_KEYS = ("etag", "version_id")
 
 
 def uri_to_path(uri: str) -> Path:
@@ -29,7 +43,7 @@ def uri_to_path(uri: str) -> Path:
             raise DataLoaderError(f"URI contains a NUL byte: {uri!r}")
         return Path(path)
     if "://" in uri:
-        raise DataLoaderError(f"Unsupported URI scheme: {uri}")
+        raise DataLoaderError(f"Unsupported URI scheme: {redact(uri)}")
     return Path(uri)
 
 
@@ -37,15 +51,22 @@ class ImageLoader:
     """Loads images by local path or ``file://`` URI into RGB numpy arrays.
 
     With ``roots`` set, a URI is read only if its real path (``..`` and symlinks resolved)
-    lies under one of them; anything else raises ``URIOutsideRootsError``."""
+    lies under one of them; anything else raises ``URIOutsideRootsError``. ``remote`` (see
+    ``RemotePolicy``: ``allow`` prefixes, ``stores`` options, ``allow_networks``,
+    ``timeout_s``, ``retries``, ``max_in_flight``) switches remote URIs on; without it every
+    remote URI is refused."""
 
     def __init__(self, max_workers: int = os.cpu_count() or 2,
                  roots: Sequence[str | os.PathLike[str]] | None = None,
-                 max_pixels: int = 64_000_000, max_bytes: int = 64 << 20) -> None:
+                 max_pixels: int = 64_000_000, max_bytes: int = 64 << 20,
+                 remote: Mapping[str, Any] | None = None) -> None:
         self._max_workers = max_workers
         self.roots = None if roots is None else [Path(r).resolve() for r in roots]
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
+        self.remote = RemotePolicy.from_config(remote)
+        self._fetcher: Fetcher | None = None
+        self._fetcher_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="loader")
 
     @staticmethod
@@ -53,9 +74,14 @@ class ImageLoader:
         return "image_loader"
 
     def get_config(self) -> dict[str, Any]:
-        return {"max_workers": self._max_workers,
-                "roots": None if self.roots is None else [str(r) for r in self.roots],
-                "max_pixels": self.max_pixels, "max_bytes": self.max_bytes}
+        config: dict[str, Any] = {
+            "max_workers": self._max_workers,
+            "roots": None if self.roots is None else [str(r) for r in self.roots],
+            "max_pixels": self.max_pixels, "max_bytes": self.max_bytes}
+        remote = self.remote.to_config()
+        if remote is not None:  # absent when off: specs written before remote URIs stay equal
+            config["remote"] = remote
+        return config
 
     @classmethod
     def build_from_config(cls, config: dict[str, Any]) -> ImageLoader:
@@ -79,22 +105,101 @@ class ImageLoader:
         path = self.resolve(uri)
         try:
             size = path.stat().st_size
-            if size > self.max_bytes:
-                raise LimitExceededError(
-                    f"Image {uri} is {size} bytes, over the limit of {self.max_bytes}")
-            with PILImage.open(path) as img:
+        except OSError as exc:
+            raise DataLoaderError(f"Could not load {uri}: {exc}") from exc
+        if size > self.max_bytes:
+            raise LimitExceededError(
+                f"Image {uri} is {size} bytes, over the limit of {self.max_bytes}")
+        return self._decode(uri, path)
+
+    def _decode(self, uri: str, source: Path | io.BytesIO) -> Image:
+        try:
+            with PILImage.open(source) as img:
                 if img.width * img.height > self.max_pixels:
                     raise LimitExceededError(
-                        f"Image {uri} has {img.width * img.height} pixels, over the limit "
-                        f"of {self.max_pixels}")
+                        f"Image {redact(uri)} has {img.width * img.height} pixels, over the "
+                        f"limit of {self.max_pixels}")
                 return np.asarray(img.convert("RGB"))
+        except UnidentifiedImageError:
+            raise DataLoaderError(f"Could not load {redact(uri)}: not an image") from None
         except (OSError, PILImage.DecompressionBombError) as exc:
-            raise DataLoaderError(f"Could not load {uri}: {exc}") from exc
+            raise DataLoaderError(f"Could not load {redact(uri)}: {exc}") from exc
+
+    def fetcher(self) -> Fetcher:
+        with self._fetcher_lock:
+            if self._fetcher is None:
+                self._fetcher = Fetcher(self.remote, self.max_bytes, self.max_pixels)
+            return self._fetcher
+
+    def _remote(self, uri: str) -> tuple[Future[bytes], Future[Image | None]]:
+        """Fetch on the fetch loop, then decode on a loader thread once the bytes are in: no
+        loader thread waits on the network."""
+        decoded: Future[Image | None] = Future()
+
+        def decode(data: bytes) -> None:
+            if decoded.set_running_or_notify_cancel():
+                try:
+                    decoded.set_result(self._decode(uri, io.BytesIO(data)))
+                except BaseException as exc:
+                    decoded.set_exception(exc)
+
+        def arrived(done: Future[bytes]) -> None:  # runs on the fetch loop: must not block
+            if done.cancelled() or decoded.done():
+                decoded.cancel()
+            elif (exc := done.exception()) is not None:
+                if decoded.set_running_or_notify_cancel():
+                    decoded.set_exception(exc)
+            else:
+                try:
+                    self._pool.submit(decode, done.result())
+                except RuntimeError as exc:  # the pool was shut down meanwhile
+                    if decoded.set_running_or_notify_cancel():
+                        decoded.set_exception(exc)
+
+        fetching = self.fetcher().submit(uri)
+        fetching.add_done_callback(arrived)
+        return fetching, decoded
 
     def __call__(self, uris: Sequence[str | None]) -> list[Image | None]:
-        return list(self._pool.map(self._load, uris))
+        # Remote reads start at once on the fetch loop (bounded there); the loader threads
+        # read local files and decode whatever has arrived.
+        pending: list[Future[Any]] = []
+        try:
+            results: list[Future[Image | None]] = []
+            for uri in uris:
+                if uri is not None and scheme_of(uri) is not None:
+                    fetching, decoded = self._remote(uri)
+                    pending += [fetching, decoded]
+                    results.append(decoded)
+                else:
+                    results.append(self._pool.submit(self._load, uri))
+                    pending.append(results[-1])
+            return [r.result() for r in results]
+        finally:
+            for f in pending:
+                f.cancel()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ImageLoader) and other.get_config() == self.get_config()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def reuse_unchanged(store: CollectionStore, request: WriteRequest) -> WriteRequest:
+    """An upsert or update by URI of an object that has not changed (same URI, and the same
+    ``etag``/``version_id`` in its metadata as the stored record) carries the stored vector,
+    so it is neither fetched nor embedded again; a new ETag re-embeds. Checked against the
+    applied state, so a repeat inside the batches still in flight is simply embedded again."""
+    if request.op not in (Op.UPSERT, Op.UPDATE):
+        return request
+    items = list(request.items)
+    for n, it in enumerate(items):
+        if it.uri is None or it.embedding is not None or not it.metadata:
+            continue
+        version = {k: it.metadata[k] for k in VERSION_KEYS if it.metadata.get(k) is not None}
+        rec = store.records.get(it.id)
+        if not version or rec is None or rec.uri != it.uri or not rec.metadata \
+                or any(rec.metadata.get(k) != v for k, v in version.items()):
+            continue
+        items[n] = dataclasses.replace(it, embedding=store.vectors([it.id])[0])
+    return WriteRequest(request.op, items)

@@ -100,7 +100,8 @@ class MutationLog:
         for i, seg in enumerate(segments):
             if i + 1 < len(segments) and int(segments[i + 1].stem) - 1 <= after:
                 continue  # every frame of it is covered: not even read
-            good_end, batches = self._scan(seg, after)
+            good_end, batches, last = self._scan(seg, after)
+            self.last_seq = max(self.last_seq, last)
             yield from batches
             size = seg.stat().st_size
             if good_end < size:
@@ -123,11 +124,13 @@ class MutationLog:
         else:
             self._new_segment()
 
-    def _scan(self, seg: Path, after: int) -> tuple[int, list[CommittedBatch]]:
+    def _scan(self, seg: Path, after: int) -> tuple[int, list[CommittedBatch], int]:
+        """(end of the last whole batch, the batches past ``after``, the last committed seq)."""
         data = seg.read_bytes()
         pos = good_end = 0
         pending: list[Mutation] = []
         batches: list[CommittedBatch] = []
+        last = 0
         while pos + _HEAD.size <= len(data):
             magic, length, crc, seq = _HEAD.unpack_from(data, pos)
             end = pos + _HEAD.size + length
@@ -137,7 +140,7 @@ class MutationLog:
                 # Covered by the checkpoint, which only ever ends on a commit frame: skipped
                 # undecoded (a torn tail is always past the checkpoint).
                 pos = good_end = end
-                self.last_seq = seq
+                last = seq
                 continue
             body = data[pos + _HEAD.size:end]
             if zlib.crc32(body, zlib.crc32(_SEQ.pack(seq))) != crc:
@@ -152,8 +155,17 @@ class MutationLog:
                 batches.append(CommittedBatch(seq, pending, meta))
                 pending = []
                 good_end = pos
-                self.last_seq = seq
-        return good_end, batches
+                last = seq
+        return good_end, batches, last
+
+    def read_after(self, after: int) -> Iterator[CommittedBatch]:
+        """The committed batches past ``after``, read-only (no cut, no reopen): for a reader
+        holding the collection lock, so no append is in progress."""
+        segments = self._segments()
+        for i, seg in enumerate(segments):
+            if i + 1 < len(segments) and int(segments[i + 1].stem) - 1 <= after:
+                continue
+            yield from self._scan(seg, after)[1]
 
     def _new_segment(self) -> None:
         if self._file is not None:

@@ -12,20 +12,18 @@ the id (e.g. a product's image path set to NULL)."""
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-import numpy as np
 import orjson
-from PIL import Image as PILImage
 
+from consumers.decode import check_limits
 from consumers.mapping_expr import ABSENT, FILTERS, Context, Field, compile_field
 from consumers.validate import prepare_write
-from schemas.errors import InvalidArgumentError, LimitExceededError, SchemaError
-from schemas.records import DeleteRequest, Image, Op, WriteRequest
+from schemas.errors import InvalidArgumentError, SchemaError
+from schemas.records import DeleteRequest, EncodedImage, Op, WriteRequest
 
 OPS = ("add", "upsert", "update", "delete", "skip")
 Missing = Literal["error", "skip", "delete"]
@@ -290,21 +288,18 @@ class Mapper:
             return value
         return {k: v for k, f in spec.items() if (v := f.eval(ctx)) is not ABSENT}
 
-    def _image(self, payload: Any, id_: str) -> Image:
-        """Decodes an encoded image file (PNG, JPEG...) given as bytes or base64 text."""
+    def _image(self, payload: Any, id_: str) -> EncodedImage:
+        """An encoded image file (PNG, JPEG...) given as bytes or base64 text, checked from
+        its header and passed on as it is: the writer decodes it where it embeds it."""
         data = payload if isinstance(payload, bytes) else None
         if isinstance(payload, str):
             data = FILTERS["base64"](payload)
         if data is None:
             raise SchemaError(f"Record {id_}: image must be base64 text, got {type(payload).__name__}")
-        if len(data) > self.max_image_bytes:
-            raise LimitExceededError(f"Record {id_}: image of {len(data)} bytes is over the limit "
-                                     f"of {self.max_image_bytes}")
+        image = EncodedImage(data)
         try:
-            with PILImage.open(io.BytesIO(data)) as img:
-                if img.width * img.height > self.max_image_pixels:
-                    raise LimitExceededError(f"Record {id_}: image of {img.width}x{img.height} "
-                                             "pixels is over the limit")
-                return np.asarray(img.convert("RGB"))
-        except (OSError, PILImage.DecompressionBombError) as exc:
+            check_limits(image, max_pixels=self.max_image_pixels, max_bytes=self.max_image_bytes,
+                         what=f"Record {id_}")
+        except SchemaError as exc:
             raise SchemaError(f"Record {id_}: image payload is not a readable image: {exc}") from None
+        return image

@@ -19,12 +19,20 @@ import anyio
 import anyio.to_thread
 
 from consumers.catalog import CollectionState
+from consumers.decode import to_pixels
 from consumers.embed import EmbeddingFunction, PreparingEmbeddingFunction
 from consumers.embedq import call_embedder as call_embedder  # re-exported for the clients
 from consumers.embedq import embed_steps
 from consumers.validate import NO_LOADER
 from schemas.errors import DataLoaderError, EmbeddingError, StreamerError
-from schemas.records import DeleteRequest, Image, Mutation, Vector, WriteRequest
+from schemas.records import (
+    DeleteRequest,
+    Image,
+    ImageInput,
+    Mutation,
+    Vector,
+    WriteRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +107,11 @@ class Pipeline:
     async def _prepare_images(self, jobs: list[WriteJob]) -> None:
         loop = asyncio.get_running_loop()
 
-        async def prepare(job: WriteJob, i: int, image: Image) -> None:
+        async def prepare(job: WriteJob, i: int, image: ImageInput) -> None:
             assert isinstance(job.embedder, PreparingEmbeddingFunction)
             try:
                 job.prepared[i] = await loop.run_in_executor(
-                    self._prep_pool, job.embedder.prepare_image, image)
+                    self._prep_pool, _decode_and_prepare, job.embedder, image)
             except Exception as exc:
                 job.error = exc if isinstance(exc, StreamerError) else \
                     EmbeddingError(f"Could not preprocess image {i}: {exc}")
@@ -164,7 +172,7 @@ class Pipeline:
     async def _embed_group(self, embedder: EmbeddingFunction, jobs: list[WriteJob]) -> None:
         """One model call per modality for the whole group: the model sees full batches."""
         texts: list[tuple[WriteJob, int, str]] = []
-        images: list[tuple[WriteJob, int, Image]] = []
+        images: list[tuple[WriteJob, int, ImageInput]] = []
         prepared: list[tuple[WriteJob, int, Any]] = []
         for job in jobs:
             assert isinstance(job.request, WriteRequest)
@@ -236,6 +244,11 @@ def _pending_dims(pending: dict[str, Mutation | None]) -> list[Vector]:
         if m is not None and m.vector is not None:
             return [m.vector]
     return []
+
+
+def _decode_and_prepare(embedder: PreparingEmbeddingFunction, image: ImageInput) -> Any:
+    # Decoded here, on a prepare thread, so a batch holds full-size pixels only transiently.
+    return embedder.prepare_image(to_pixels(image))
 
 
 def call_prepared(embedder: EmbeddingFunction, inputs: list[Any]) -> list[Vector]:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from consumers.decode import encoded
 from consumers.where import validate_where, validate_where_document
 from schemas.errors import (
     DuplicateIDError,
@@ -23,7 +24,9 @@ from schemas.records import (
     DEFAULT_QUERY_INCLUDE,
     INCLUDE_ITEMS,
     DeleteRequest,
+    EncodedImage,
     GetRequest,
+    ImageInput,
     IncludeItem,
     Op,
     QueryRequest,
@@ -37,6 +40,8 @@ NO_LOADER = "You must set a data loader on the collection if loading from URIs."
 NO_EMBEDDING_FUNCTION = ("You must provide an embedding function to compute embeddings."
                          "https://docs.trychroma.com/guides/embeddings")
 _EMBEDDABLE = "documents, images, uris"  # Chroma joins a set here; we fix the order
+ONE_SOURCE = f"Exactly one of {_EMBEDDABLE} must be provided"
+ALREADY_EMBEDDED = "Attempting to embed a record that already has embeddings."
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
 
 
@@ -180,10 +185,13 @@ def _check_documents(documents: list[Any], nullable: bool) -> None:
             raise InvalidArgumentError(f"Expected document to be a str, got {doc}")
 
 
-def _check_images(images: list[Any]) -> None:
+def _check_images(images: list[Any]) -> list[ImageInput]:
+    """Numpy arrays as Chroma takes them, or an image file's bytes (JPEG, PNG, WebP) kept
+    encoded until the model needs the pixels."""
     for image in images:
-        if not isinstance(image, np.ndarray):
+        if not isinstance(image, np.ndarray | bytes | bytearray | memoryview | EncodedImage):
             raise InvalidArgumentError(f"Expected image to be a numpy array, got {image}")
+    return [encoded(image) for image in images]
 
 
 def _check_uris(uris: list[Any]) -> None:
@@ -194,7 +202,7 @@ def _check_uris(uris: list[Any]) -> None:
 
 def _exactly_one(*fields: list[Any] | None) -> None:
     if sum(f is not None for f in fields) != 1:
-        raise InvalidArgumentError(f"Exactly one of {_EMBEDDABLE} must be provided")
+        raise InvalidArgumentError(ONE_SOURCE)
 
 
 def prepare_write(op: Op, *, ids: Any, embeddings: Any = None, metadatas: Any = None,
@@ -213,7 +221,7 @@ def prepare_write(op: Op, *, ids: Any, embeddings: Any = None, metadatas: Any = 
         if docs is not None:
             _check_documents(docs, nullable=vecs is not None)
         if imgs is not None:
-            _check_images(imgs)
+            imgs = _check_images(imgs)
         if uri_list is not None:
             _check_uris(uri_list)
         validated_ids = validate_ids(id_list)
@@ -222,9 +230,9 @@ def prepare_write(op: Op, *, ids: Any, embeddings: Any = None, metadatas: Any = 
                 validate_metadata(m)
         # One modality per record: never two sources, whether or not we embed them.
         if sum(f is not None for f in (docs, imgs, uri_list)) > 1:
-            raise InvalidArgumentError(f"Exactly one of {_EMBEDDABLE} must be provided")
+            raise InvalidArgumentError(ONE_SOURCE)
         if vecs is not None and imgs is not None:
-            raise InvalidArgumentError("Attempting to embed a record that already has embeddings.")
+            raise InvalidArgumentError(ALREADY_EMBEDDED)
         # A metadata-only update embeds nothing; everything else needs one source to embed.
         metadata_only = op is Op.UPDATE and docs is None and imgs is None and uri_list is None
         if vecs is None and not metadata_only:
@@ -321,7 +329,7 @@ def prepare_query(*, query_embeddings: Any = None, query_texts: Any = None,
         if texts is not None:
             _check_documents(texts, nullable=False)
         if imgs is not None:
-            _check_images(imgs)
+            imgs = _check_images(imgs)
         if uri_list is not None:
             _check_uris(uri_list)
         validate_filters(where, where_document)

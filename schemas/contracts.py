@@ -10,18 +10,14 @@ from typing import Any
 
 import orjson
 
+from schemas.array_schema import ARRAY, IMAGE
 from schemas.events import READ_OPS, SCHEMA_VERSION
 from schemas.where_schema import WHERE, WHERE_DOCUMENT
+from schemas.ws_contracts import SCHEMAS as WS_SCHEMAS
+from schemas.ws_contracts import error_classes
 
 GENERATED = Path(__file__).parent / "generated"
 
-ARRAY = {"type": "object", "required": ["dtype", "shape", "b64"], "additionalProperties": False,
-         "description": "A typed array: little-endian raw bytes, base64.",
-         "properties": {"dtype": {"enum": ["uint8", "int16", "int32", "int64", "float16",
-                                            "float32", "float64"]},
-                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0},
-                                  "maxItems": 4},
-                        "b64": {"type": "string"}}}
 METADATA = {"type": ["object", "null"], "additionalProperties": {
     "anyOf": [{"type": ["string", "number", "boolean", "null"]},
               {"type": "array", "minItems": 1, "items": {"type": ["string", "number", "boolean"]}}]}}
@@ -34,7 +30,7 @@ WRITE_RECORD = {
     "description": "One record of an add/update/upsert/delete call. Topic key: '<collection>/<id>'.",
     "properties": {"v": VERSION, "op": {"enum": ["add", "update", "upsert", "delete"]},
                    "collection": {"type": "string"}, "id": {"type": "string"},
-                   "embedding": ARRAY, "document": {"type": "string"}, "image": ARRAY,
+                   "embedding": ARRAY, "document": {"type": "string"}, "image": IMAGE,
                    "uri": {"type": "string"}, "metadata": METADATA,
                    "embedded_from": {"enum": ["image"]},
                    "order": {"type": "array", "items": {"type": "integer"}, "minItems": 2,
@@ -56,7 +52,7 @@ REQUEST = {
                    "after": {"type": "object", "additionalProperties": {"type": "integer"}},
                    "embeddings": {"type": ["array", "null"], "items": ARRAY},
                    "texts": {"type": ["array", "null"], "items": {"type": "string"}},
-                   "images": {"type": ["array", "null"], "items": ARRAY},
+                   "images": {"type": ["array", "null"], "items": IMAGE},
                    "uris": {"type": ["array", "null"], "items": {"type": "string"}},
                    "ids": {"type": ["array", "null"], "items": {"type": "string"}},
                    "n_results": {"type": "integer", "minimum": 1},
@@ -122,6 +118,10 @@ def render() -> dict[str, bytes]:
         {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}, option=opt) + b"\n"
         for name, schema in SCHEMAS.items()}
     files["asyncapi.json"] = orjson.dumps(asyncapi(), option=opt) + b"\n"
+    for name, schema in WS_SCHEMAS.items():
+        files[f"{name}.schema.json"] = orjson.dumps(
+            {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}, option=opt) + b"\n"
+    files["errors.json"] = orjson.dumps(error_classes(), option=opt) + b"\n"
     return files
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "DimensionMismatchError",
     "DuplicateIDError",
     "EmbeddingError",
+    "FetchError",
     "InternalError",
     "InvalidArgumentError",
     "InvalidTypeError",
@@ -20,8 +21,10 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RequestTimeoutError",
+    "ResumeExpiredError",
     "SchemaError",
     "StreamerError",
+    "URINotAllowedError",
     "URIOutsideRootsError",
     "UnavailableError",
     "UniqueConstraintError",
@@ -105,6 +108,19 @@ class URIOutsideRootsError(DataLoaderError, PermissionError):
     code = "uri_outside_roots"
 
 
+class URINotAllowedError(DataLoaderError, PermissionError):
+    """A remote URI outside the loader's allowed prefixes or schemes, or an http(s) host that
+    resolves to a loopback, private, link-local or metadata-service address."""
+
+    code = "uri_not_allowed"
+
+
+class FetchError(DataLoaderError):
+    """A remote read failed: not found, denied, timed out, or the server kept failing."""
+
+    code = "fetch_failed"
+
+
 class EmbeddingError(StreamerError):
     code = "embedding"
 
@@ -138,6 +154,13 @@ class UnavailableError(StreamerError):
 class RequestTimeoutError(StreamerError, TimeoutError):
     code = "timeout"
     retriable = True
+
+
+class ResumeExpiredError(StreamerError):
+    """A live query asked to resume after a sequence this server no longer keeps (or from
+    another server's sequence space): matches may have been missed, so subscribe afresh."""
+
+    code = "resume_expired"
 
 
 class CorruptionError(StreamerError):

@@ -1,7 +1,10 @@
 """Wire contracts: request events, state records and replies, as versioned JSON (orjson).
 
 Arrays cross the wire as ``{"dtype", "shape", "b64"}`` (little-endian raw bytes), so
-images and vectors keep their exact values; URIs are strings. Every payload carries
+images and vectors keep their exact values; URIs are strings. An image may instead be a
+compressed array (the same object plus ``"codec": "zstd" | "delta-zstd"``, what the clients
+send) or an encoded file as its producer holds it (``{"file": <base64 JPEG/PNG/WebP>}``);
+both stay encoded here and are decoded where they are embedded (``consumers.decode``). Every payload carries
 ``"v": SCHEMA_VERSION``; a reader refuses other versions with a ``SchemaError``."""
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import orjson
 from schemas.errors import SchemaError
 from schemas.records import (
     DeleteRequest,
+    EncodedImage,
     GetRequest,
+    ImageInput,
     IncludeItem,
     Modality,
     Mutation,
@@ -29,6 +34,7 @@ WRITE_OPS = ("add", "update", "upsert", "delete")
 READ_OPS = ("query", "get", "count", "create_collection", "get_collection",
             "list_collections", "delete_collection", "modify_collection", "sync")
 _DTYPES = ("uint8", "int16", "int32", "int64", "float16", "float32", "float64")
+IMAGE_CODECS = ("zstd", "delta-zstd")
 MAX_ARRAY_BYTES = 64 << 20
 
 
@@ -38,24 +44,57 @@ def encode_array(arr: np.ndarray[Any, Any]) -> dict[str, Any]:
             "b64": base64.b64encode(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()).decode()}
 
 
-def decode_array(obj: Any) -> np.ndarray[Any, Any]:
+def _b64(raw: Any, what: str) -> bytes:
+    if not isinstance(raw, str) or len(raw) > MAX_ARRAY_BYTES * 4 // 3 + 4:
+        raise SchemaError(f"{what} payload missing or over the size limit")
+    try:
+        return base64.b64decode(raw, validate=True)
+    except ValueError as exc:
+        raise SchemaError(f"{what} payload is not base64: {exc}") from exc
+
+
+def _array_header(obj: Any) -> list[int]:
     if not isinstance(obj, dict) or obj.get("dtype") not in _DTYPES:
         raise SchemaError(f"Expected an array object with dtype in {_DTYPES}, got {str(obj)[:80]}")
     shape = obj.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape) \
+    if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape) \
             or len(shape) > 4:
         raise SchemaError(f"Invalid array shape {shape}")
-    raw = obj.get("b64")
-    if not isinstance(raw, str) or len(raw) > MAX_ARRAY_BYTES * 4 // 3 + 4:
-        raise SchemaError("Array payload missing or over the size limit")
-    try:
-        data = base64.b64decode(raw, validate=True)
-    except ValueError as exc:
-        raise SchemaError(f"Array payload is not base64: {exc}") from exc
+    return shape
+
+
+def decode_array(obj: Any) -> np.ndarray[Any, Any]:
+    shape = _array_header(obj)
+    data = _b64(obj.get("b64"), "Array")
     dtype = np.dtype(obj["dtype"]).newbyteorder("<")
     if len(data) != int(np.prod(shape)) * dtype.itemsize:
         raise SchemaError(f"Array payload has {len(data)} bytes for shape {shape} {obj['dtype']}")
     return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def encode_image(image: ImageInput) -> dict[str, Any]:
+    if isinstance(image, np.ndarray):
+        return encode_array(image)
+    b64 = base64.b64encode(image.data).decode()
+    if image.codec == "file":
+        return {"file": b64}
+    return {"dtype": image.dtype, "shape": list(image.shape or ()), "codec": image.codec, "b64": b64}
+
+
+def decode_image(obj: Any) -> ImageInput:
+    """A wire image: raw arrays are decoded; compressed arrays and files stay encoded."""
+    if isinstance(obj, dict) and "file" in obj:
+        if set(obj) != {"file"}:
+            raise SchemaError("An image file object has only the field 'file'")
+        return EncodedImage(_b64(obj["file"], "Image file"))
+    if isinstance(obj, dict) and "codec" in obj:
+        shape = _array_header(obj)
+        if obj["codec"] not in IMAGE_CODECS:
+            raise SchemaError(f"Unknown image codec {str(obj['codec'])[:40]!r}; expected one of "
+                              f"{', '.join(IMAGE_CODECS)}")
+        return EncodedImage(_b64(obj.get("b64"), "Image"), codec=obj["codec"],
+                            dtype=obj["dtype"], shape=tuple(shape))
+    return decode_array(obj)
 
 
 def dumps(payload: dict[str, Any]) -> bytes:
@@ -85,7 +124,7 @@ def write_event(op: Op, collection_id: str, item: WriteItem, ts: int, index: int
     if item.document is not None:
         ev["document"] = item.document
     if item.image is not None:
-        ev["image"] = encode_array(item.image)
+        ev["image"] = encode_image(item.image)
     if item.uri is not None:
         ev["uri"] = item.uri
     if item.metadata is not None:
@@ -125,7 +164,7 @@ def parse_write(ev: dict[str, Any]) -> tuple[Op, str, WriteItem | DeleteRequest]
     if metadata is not None and not isinstance(metadata, dict):
         raise SchemaError("Field 'metadata' must be an object")
     emb = decode_vector(ev["embedding"]) if "embedding" in ev else None
-    image = decode_array(ev["image"]) if "image" in ev else None
+    image = decode_image(ev["image"]) if "image" in ev else None
     order = ev.get("order")
     if order is not None and not (isinstance(order, list) and len(order) == 2
                                   and all(isinstance(x, int) for x in order)):
@@ -149,7 +188,7 @@ def query_event(collection_id: str, req: QueryRequest) -> dict[str, Any]:
     return {"op": "query", "collection": collection_id,
             "embeddings": None if req.embeddings is None else [encode_array(e) for e in req.embeddings],
             "texts": req.texts,
-            "images": None if req.images is None else [encode_array(i) for i in req.images],
+            "images": None if req.images is None else [encode_image(i) for i in req.images],
             "uris": req.uris, "ids": req.ids, "n_results": req.n_results, "where": req.where,
             "where_document": req.where_document, "include": list(req.include)}
 
@@ -178,7 +217,7 @@ def parse_query(ev: dict[str, Any]) -> QueryRequest:
     return QueryRequest(
         embeddings=None if embeddings is None else [decode_vector(e) for e in embeddings],
         texts=_opt_list(ev, "texts"),
-        images=None if images is None else [decode_array(i) for i in images],
+        images=None if images is None else [decode_image(i) for i in images],
         uris=_opt_list(ev, "uris"), ids=_opt_list(ev, "ids"), n_results=n_results,
         where=ev.get("where"), where_document=ev.get("where_document"), include=include)
 

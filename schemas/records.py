@@ -26,6 +26,23 @@ DEFAULT_QUERY_INCLUDE: tuple[IncludeItem, ...] = ("metadatas", "documents", "dis
 DEFAULT_GET_INCLUDE: tuple[IncludeItem, ...] = ("metadatas", "documents")
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    """An image still in its compact wire form, decoded only where it is embedded
+    (``consumers.decode``): an encoded file (JPEG, PNG, WebP...; ``codec`` "file") or a
+    losslessly compressed pixel array (``codec`` "zstd" or "delta-zstd", with its dtype
+    and shape)."""
+
+    data: bytes
+    codec: str = "file"
+    dtype: str | None = None
+    shape: tuple[int, ...] | None = None
+
+
+#: What a caller may pass as an image: pixels, or an image file's bytes kept encoded.
+ImageInput = Image | EncodedImage
+
+
 class Op(StrEnum):
     ADD = "add"
     UPDATE = "update"
@@ -52,7 +69,7 @@ class WriteItem:
     id: str
     embedding: Vector | None = None
     document: str | None = None
-    image: Image | None = None
+    image: ImageInput | None = None
     uri: str | None = None
     metadata: Metadata | None = None
     #: (client clock ns, position in the call): insertion order across Kafka partitions
@@ -105,7 +122,7 @@ class QueryRequest:
 
     embeddings: list[Vector] | None = None
     texts: list[str] | None = None
-    images: list[Image] | None = None
+    images: list[ImageInput] | None = None
     uris: list[str] | None = None
     ids: list[str] | None = None
     n_results: int = 10

@@ -11,3 +11,5 @@ QUERY_SECONDS = Histogram("streamer_query_seconds", "RPC latency in the service"
 LAG = Gauge("streamer_consumer_lag", "Records behind the log end", ["topic", "partition"])
 REPLICA_PROGRESS = Gauge("streamer_replica_progress", "Request offset applied by the replica",
                          ["partition"])
+FENCED = Counter("streamer_writer_fenced_total",
+                 "Writer batches dropped because another writer took their partition")

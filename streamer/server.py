@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from consumers.batch import BatchConfig
+from consumers.fetch import set_process_limit
 from streamer.client.engine import Engine
 from streamer.gateway.app import Gateway
 from streamer.kafka.client import KafkaBackend
@@ -38,17 +39,15 @@ async def _until_signal() -> None:
 async def service_gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
     """The gateway of ``streamer serve``: requests go through Kafka like any client's,
     live queries hook this process's replica, models are shared with the writer."""
-    async with AsyncExitStack() as stack:
-        backend = KafkaBackend(settings)
-        await backend.start()
-        stack.push_async_callback(backend.close)
-        yield await stack.enter_async_context(
-            Gateway(settings, backend, service, runtimes=service.runtimes))
+    async with KafkaBackend(settings) as backend, \
+            Gateway(settings, backend, service, runtimes=service.runtimes) as gateway:
+        yield gateway
 
 
 async def serve(settings: Settings, role: str = "all") -> None:
     """Run the Kafka service, its upstream sources and the gateway until SIGTERM/SIGINT;
     ``role`` (all, writer, reader) says which halves of the service this process runs."""
+    set_process_limit(settings.remote_max_in_flight)
     async with AsyncExitStack() as stack:
         service = await stack.enter_async_context(Service(settings, role=role))
         await stack.enter_async_context(Sources(settings))

@@ -4,12 +4,10 @@ the only module that reads the environment."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "STREAMER_"
 
@@ -32,8 +30,13 @@ def with_runtime_env(*, force: bool = False) -> dict[str, str] | None:
     return {**env, **wanted}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
+class Settings(BaseSettings):
+    """Every field reads ``STREAMER_<FIELD>`` (pydantic-settings: typed parsing, errors that
+    name the variable); keyword arguments win over the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid",
+                                      env_ignore_empty=True, env_parse_none_str="none")
+
     # storage
     data_dir: str | None = None
     fsync: bool = True
@@ -58,51 +61,60 @@ class Settings:
     # which fences its dead predecessor and aborts its open transaction at once.
     instance_id: str = "0"
     kafka_transaction_timeout_ms: int = 15_000
+    # The writers' group: a writer silent this long loses its partitions (and, through its
+    # per-partition transactional ids, any right to commit for them: kafka/producers.py).
+    kafka_session_timeout_ms: int = 10_000
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
+    # Producer compression: zstd takes back most of base64's third on image payloads, which
+    # lz4 (no entropy coding) cannot; "none" turns it off.
+    kafka_compression: str = "zstd"
     # upstream sources for `streamer serve`: mapping files, comma-separated (streamer/sources.py)
     sources: str | None = None
     # limits
     max_batch_records: int = 4096
     max_n_results: int = 10_000
     max_document_bytes: int = 1 << 20
-    max_image_bytes: int = 32 << 20
+    # One image as sent: an encoded file or a (compressed) pixel array; 40 MiB holds even an
+    # uncompressed 12-megapixel RGB array (36.6 MB). Decoded pixels are bounded by pixels.
+    max_image_bytes: int = 40 << 20
     max_image_pixels: int = 40_000_000
     # Server-side confinement of every collection's data loader (os.pathsep-separated dirs):
     # a client's collection spec names its own roots, so it cannot be what the server trusts.
     data_roots: str | None = None
+    # Remote URIs (consumers/remote.py): off until this lists allowed prefixes, comma-separated
+    # ("s3://catalog/,https://img.example.com/p/"); specs can only narrow it. Store options
+    # as JSON per scheme ({"s3": {"endpoint": ..., "region": ...}}), never credentials (those
+    # come from AWS_*, AZURE_STORAGE_*, GOOGLE_* and profiles); non-public networks http(s)
+    # may reach, comma-separated CIDRs (none by default).
+    remote_allow: str | None = None
+    remote_stores: dict[str, dict[str, str]] | None = None
+    remote_allow_networks: str | None = None
+    remote_timeout_s: float = 30.0
+    remote_retries: int = 3
+    remote_max_in_flight: int = 64  # per process, all collections together
     # gateway
     http_host: str = "127.0.0.1"
     http_port: int = 8765
     auth_tokens: str | None = None
     ws_max_in_flight: int = 64  # requests per socket; more waits (TCP backpressure)
     ws_send_buffer_bytes: int = 8 << 20  # queued replies/pushes per socket before closing it
-    ws_max_message_bytes: int = 16 << 20
+    ws_max_message_bytes: int = 16 << 20  # raised to max_message_bytes: a frame holds an event
     ws_max_subscriptions: int = 32
+    # A live query resuming after a reconnect replays at most this many logged mutations.
+    ws_resume_max_records: int = 10_000
     log_level: str = "INFO"
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest event the limits admit, which sizes the topics (``max.message.bytes``),
+        the producers, the consumers' fetches and the websocket frames: one image in base64,
+        a document (JSON escaping can double it) and 1 MiB for ids, metadata and envelope."""
+        return self.max_image_bytes * 4 // 3 + 2 * self.max_document_bytes + (1 << 20)
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        env = os.environ if env is None else env
-        hints = get_type_hints(cls)
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(PREFIX + f.name.upper())
-            if raw is not None:
-                values[f.name] = _parse(hints[f.name], raw)
-        values.update(overrides)
-        return cls(**values)
-
-
-def _parse(tp: Any, raw: str) -> Any:
-    if get_origin(tp) in (Union, types.UnionType):
-        if raw == "" or raw.lower() == "none":
-            return None
-        tp = next(a for a in get_args(tp) if a is not type(None))
-    if tp is bool:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if tp in (int, float):
-        return tp(raw)
-    return raw
+    def from_env(cls, **overrides: Any) -> Settings:
+        """The environment's settings with ``overrides`` on top."""
+        return cls(**overrides)

@@ -13,7 +13,12 @@ from PIL import Image
 
 import streamer
 from streamer.data_loaders import ImageLoader
-from streamer.errors import DataLoaderError, LimitExceededError, URIOutsideRootsError
+from streamer.errors import (
+    DataLoaderError,
+    LimitExceededError,
+    URINotAllowedError,
+    URIOutsideRootsError,
+)
 from tests.helpers import HashEmbedding, random_image, write_png
 
 
@@ -73,6 +78,8 @@ def test_file_uris(root: Path) -> None:
     with pytest.raises(DataLoaderError, match="Only local file:// URIs"):
         loader([f"file://example.com{quote(str(path))}"])
     with pytest.raises(DataLoaderError, match="Unsupported URI scheme"):
+        loader(["ftp://example.com/a.png"])
+    with pytest.raises(URINotAllowedError, match="Remote URIs are off"):  # until allowed
         loader(["https://example.com/a.png"])
 
 

@@ -29,6 +29,19 @@ class Recorder:
         return [np.full(4, float(len(str(x))), dtype=np.float32) for x in inputs]
 
 
+async def _running(pool: EmbedExecutor, gate: threading.Event) -> asyncio.Future[Any]:
+    """A job that holds the model thread until ``gate`` is set, once it is running."""
+    started = threading.Event()
+
+    def hold() -> None:
+        started.set()
+        gate.wait()
+
+    busy = asyncio.wrap_future(pool.submit(hold))
+    await asyncio.to_thread(started.wait)
+    return busy
+
+
 async def _until_queued(pool: EmbedExecutor, n: int) -> None:
     while len(pool._heap) < n:  # white box: wait for the submissions, not for time
         await asyncio.sleep(0.001)
@@ -39,8 +52,7 @@ async def test_a_query_runs_ahead_of_queued_ingestion() -> None:
     gate = threading.Event()
     model = Recorder()
     try:
-        busy = asyncio.wrap_future(pool.submit(gate.wait))  # the step now running
-        await asyncio.sleep(0)
+        busy = await _running(pool, gate)  # the step now running
         photos = [f"photo-{i}" for i in range(3 * INGEST_STEP)]
         ingest = asyncio.ensure_future(embed_steps(pool, call_embedder, model, photos))
         await _until_queued(pool, 3)
@@ -65,7 +77,7 @@ async def test_a_bad_query_fails_alone() -> None:
     gate = threading.Event()
     model = Recorder()
     try:
-        busy = asyncio.wrap_future(pool.submit(gate.wait))
+        busy = await _running(pool, gate)
         good = asyncio.ensure_future(embed_query(pool, model, ["fine"]))
         bad = asyncio.ensure_future(embed_query(pool, model, ["boom"]))
         await _until_queued(pool, 2)

@@ -17,6 +17,7 @@ import streamer
 from schemas.errors import error_from_wire
 from schemas.events import (
     delete_event,
+    encode_array,
     get_event,
     query_event,
     write_event,
@@ -272,3 +273,38 @@ def test_bad_token_configuration_is_refused(tokens: str) -> None:
 
     with pytest.raises(InvalidArgumentError, match="auth_tokens entry 1"):
         parse_tokens(tokens)
+
+
+async def test_collections_and_whole_calls_over_the_socket(tmp_path: Path) -> None:
+    """create/delete_collection and one-frame writes: a bad call writes nothing."""
+    ef = HashEmbedding()
+    async with embedded_gateway(tmp_path / "store", ef) as (engine, gw), ws_client(gw.url) as ws, \
+            ws_client(gw.url, token="docs-only") as docs_only:
+        spec = await ws.result({"op": "create_collection", "name": "made", "metadata": {"a": 1},
+                                "data_loader": {"name": "image_loader", "config": {"roots": [str(tmp_path)]}}})
+        assert spec["embedding_function"]["name"] == "open_clip"
+        assert spec["embedding_function"]["config"]["model_name"] == "streamer-tiny"
+        assert spec["data_loader"]["config"]["roots"] == [str(tmp_path)] and spec["metadata"] == {"a": 1}
+        again = await ws.result({"op": "create_collection", "name": "made", "get_or_create": True})
+        assert again["id"] == spec["id"]
+        for frame, code in [({"name": "made"}, "already_exists"),
+                            ({"name": "other", "embedding_function": {"name": "mystery"}}, "invalid_argument"),
+                            ({"name": "other", "data_loader": {"name": "image_loader",
+                                                               "config": {"nope": 1}}}, "invalid_argument"),
+                            ({"name": 5}, "schema")]:
+            reply = await ws.call({"op": "create_collection", **frame})
+            assert reply["error"]["code"] == code, (frame, reply)
+        reply = await docs_only.call({"op": "create_collection", "name": "not-docs"})
+        assert reply["error"]["code"] == "permission_denied"
+        col = await streamer.AsyncClient(backend=engine).get_collection("made", embedding_function=ef)
+        await ws.result({"op": "add", "collection": spec["id"], "ids": ["a", "b"],
+                         "documents": ["one", "two"], "metadatas": [{"n": 1}, None]})
+        await ws.result({"op": "upsert", "name": "made", "ids": ["b", "c"],
+                         "images": [encode_array(random_image(1)), encode_array(random_image(2))]})
+        reply = await ws.call({"op": "add", "name": "made", "ids": ["d", "d"], "documents": ["x", "y"]})
+        assert reply["error"]["code"] == "duplicate_id"
+        got = await col.get()
+        assert got["ids"] == ["a", "b", "c"] and got["documents"] == ["one", None, None]
+        assert got["metadatas"] == [{"n": 1}, None, None]
+        await ws.result({"op": "delete_collection", "name": "made"})
+        assert (await ws.call({"op": "get_collection", "name": "made"}))["error"]["code"] == "not_found"

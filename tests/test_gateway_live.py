@@ -175,3 +175,84 @@ async def test_live_queries_by_text_and_image_use_the_collection_embedder(tmp_pa
         reply = await ws.call({"op": "subscribe", "name": "modal", "top_k": 1,
                                "embeddings": [encode_array(np.ones(3, dtype=np.float32))]})
         assert reply["error"]["code"] == "invalid_argument" and "dimension" in reply["error"]["message"]
+
+
+def _seen(pushes: list[dict[str, Any]]) -> list[tuple[str, int, str | None]]:
+    return [(p["id"], p["seq"], p.get("document")) for p in pushes]
+
+
+async def test_a_resumed_live_query_misses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+    ef = HashEmbedding()
+    # Cosine distances are at most 2: every record matches, so the pushes are countable.
+    target = {"embeddings": [encode_array(ef.vector("target"))], "threshold": 2.5}
+    async with embedded_gateway(tmp_path / "store", ef, ws_resume_max_records=40) as (engine, gw), \
+            ws_client(gw.url) as ref:
+        col = await streamer.AsyncClient(backend=engine).create_collection("resume", embedding_function=ef)
+        await col.add(ids=["seed"], documents=["seed"])
+        # A reference subscription that never disconnects sees what the resumed one must see.
+        await ref.result({"op": "subscribe", "name": "resume", **target})
+        docs = [f"doc {i}" for i in range(60)]
+        async with ws_client(gw.url) as first:
+            sub = await first.result({"op": "subscribe", "name": "resume", "subscription": "mine",
+                                      **target})
+            assert sub["subscription"] == "mine" and sub["seq"] > 0 and sub["stream"]
+            await col.add(ids=[f"a{i}" for i in range(20)], documents=docs[:20])
+            before = await drain(first.pushes, 20)
+            last = before[-1]["seq"]
+        # Disconnected: adds, an update of a delivered id, a delete, an update back into range.
+        await col.add(ids=[f"b{i}" for i in range(20)], documents=docs[20:40])
+        await col.update(ids=["a0", "a1"], documents=["target", "changed"])
+        await col.delete(ids=["a2"])
+        async with ws_client(gw.url) as second:
+            resumed = await second.result({"op": "subscribe", "name": "resume", **target,
+                                           "subscription": "mine", "stream": sub["stream"],
+                                           "resume_after": last})
+            await col.add(ids=[f"c{i}" for i in range(20)], documents=docs[40:])
+            ref_all = await drain(ref.pushes, 20 + 20 + 2 + 20)
+            after = await drain(second.pushes, 20 + 2 + 20)
+            await asyncio.sleep(0.3)
+            assert second.pushes.empty() and ref.pushes.empty()
+            assert _seen(before + after) == _seen(ref_all)  # nothing lost, nothing twice
+            assert any(p["id"] == "a0" and p["document"] == "target" for p in after)
+            assert resumed["seq"] >= max(p["seq"] for p in after if p["id"].startswith("b"))
+            # Resume points this server cannot serve get a typed refusal.
+            bad = [({"stream": "another-server", "resume_after": last}, "resume_expired"),
+                   ({"stream": sub["stream"], "resume_after": 10**9}, "resume_expired"),
+                   ({"stream": sub["stream"], "resume_after": -1}, "invalid_argument"),
+                   ({"stream": sub["stream"], "resume_after": 0}, "resume_expired")]  # > 40 since
+            for extra, code in bad:
+                reply = await second.call({"op": "subscribe", "name": "resume", **target, **extra})
+                assert reply["error"]["code"] == code, (extra, reply)
+            reply = await second.call({"op": "subscribe", "name": "resume", "texts": ["t"], "top_k": 2,
+                                       "stream": sub["stream"], "resume_after": last})
+            assert reply["error"]["code"] == "invalid_argument"
+            reply = await second.call({"op": "subscribe", "name": "resume", "subscription": "mine",
+                                       **target})
+            assert reply["error"]["code"] == "invalid_argument"  # the id is taken on this socket
+
+
+async def test_a_quiet_live_query_reports_progress_and_resumes_from_it(tmp_path: Path) -> None:
+    ef = HashEmbedding()
+    target = {"embeddings": [encode_array(ef.vector("target"))], "threshold": 1e-6}
+    async with embedded_gateway(tmp_path / "store", ef, ws_resume_max_records=300) as (engine, gw):
+        col = await streamer.AsyncClient(backend=engine).create_collection("quiet", embedding_function=ef)
+        async with ws_client(gw.url) as first:
+            sub = await first.result({"op": "subscribe", "name": "quiet", **target})
+            for b in range(5):  # 1,250 records, none within the threshold
+                await col.add(ids=[f"r{b}-{i}" for i in range(250)],
+                              documents=[f"noise {b} {i}" for i in range(250)])
+            (progress,) = await drain(first.pushes, 1)
+            assert progress["event"] == "progress" and progress["subscription"] == sub["subscription"]
+            assert sub["seq"] < progress["seq"] <= engine.catalog.get("quiet").store.applied_seq
+            await asyncio.sleep(0.2)
+            assert first.pushes.empty()  # one report per 1,000 quiet records, not per batch
+        async with ws_client(gw.url) as second:
+            # 1,250 records since the subscription; only the 250 after the report are replayed.
+            await second.result({"op": "subscribe", "name": "quiet", **target, "stream": sub["stream"],
+                                 "resume_after": progress["seq"]})
+            await col.add(ids=["hit"], documents=["target"])
+            (push,) = await drain(second.pushes, 1)
+            assert push["event"] == "match" and push["id"] == "hit"
+            reply = await second.call({"op": "subscribe", "name": "quiet", **target,
+                                       "stream": sub["stream"], "resume_after": sub["seq"]})
+            assert reply["error"]["code"] == "resume_expired"

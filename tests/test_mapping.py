@@ -14,10 +14,11 @@ import orjson
 import pytest
 from PIL import Image
 
+from consumers.decode import to_pixels
 from consumers.mapping import Mapper, SourceMapping, UpstreamRecord
 from consumers.mapping_expr import ABSENT, Context, compile_field, parse_expr
 from schemas.errors import InvalidArgumentError, LimitExceededError, SchemaError
-from schemas.records import DeleteRequest, Op, WriteRequest
+from schemas.records import DeleteRequest, EncodedImage, Op, WriteRequest
 from streamer.kafka.sources import load_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,11 +134,23 @@ def test_vars_are_substituted_and_can_be_overridden(tmp_path: Path) -> None:
 
 def test_every_shipped_mapping_loads_from_its_file() -> None:
     names = {load_mapping(f).name for f in (ROOT / "compose" / "sources").glob("*.toml")}
-    assert names == {"s3-images", "products-cdc", "app-documents"}
+    assert names == {"s3-images", "s3-images-mount", "products-cdc", "app-documents"}
+
+
+def test_s3_notifications_map_to_s3_uris_without_a_mount() -> None:
+    mapper = shipped("s3-object-created")
+    lines = (DATA / "s3-events.jsonl").read_bytes().splitlines()
+    out = [summary(mapper.map(UpstreamRecord(None, line))) for line in lines]
+    assert out[1] == [("upsert", "photos/cats/tabby cat.png", None, "s3://photos/cats/tabby cat.png",
+                       {"bucket": "photos", "key": "cats/tabby cat.png", "size": 2186,
+                        "etag": "d41d8cd98f00b204e9800998ecf8427e",
+                        "event_time": "2026-11-20T10:00:01.204Z"})]
+    assert out[3][0][3] == "s3://photos/shapes/blue square (1).png"
+    assert out[5] == [("delete", "photos/cats/tabby cat.png")]
 
 
 def test_s3_notifications_map_to_uri_upserts_and_deletes() -> None:
-    mapper = shipped("s3-object-created", root="/mnt/s3")
+    mapper = shipped("s3-object-created-mount", root="/mnt/s3")
     lines = (DATA / "s3-events.jsonl").read_bytes().splitlines()
     out = [summary(mapper.map(UpstreamRecord(None, line))) for line in lines]
     assert out[0] == []  # s3:TestEvent
@@ -196,7 +209,9 @@ def test_json_lines_map_lines_headers_tombstones_and_image_payloads() -> None:
     (logo,) = mapper.map(UpstreamRecord(b"logo", lines[2]))
     assert isinstance(logo, WriteRequest)
     png = base64.b64decode(orjson.loads(lines[2])["image_base64"])
-    assert np.array_equal(logo.items[0].image, np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
+    assert logo.items[0].image == EncodedImage(png)  # passed on encoded, decoded by the writer
+    assert np.array_equal(to_pixels(logo.items[0].image),
+                          np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
     assert summary(mapper.map(UpstreamRecord(None, lines[3]))) == [
         ("upsert", "diagram", None, "/files/diagrams/flow.png", {"kind": "diagram"})]
     assert summary(mapper.map(UpstreamRecord(None, lines[4])))[0][0] == "add"

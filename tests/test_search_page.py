@@ -1,11 +1,13 @@
 """The search page end to end in headless Chromium (Debian's chromium driven by
 playwright-core; no browser download): a text search shows the expected image first, with
-its thumbnail, and live mode shows a newly ingested match by itself. Screenshots are saved
-under the test's tmp dir."""
+its thumbnail, and live mode shows a newly ingested match by itself; the page runs on the
+TypeScript client the gateway serves, and a second page imports that client, queries with a
+canvas and shows its match. Screenshots are saved under the test's tmp dir."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import subprocess
@@ -112,3 +114,37 @@ async def test_text_search_shows_the_expected_image_first_and_live_matches(
     for shot in shots:
         with Image.open(shot) as img:
             assert img.size[0] >= 1000 and img.size[1] >= 700
+
+
+async def test_a_page_importing_the_client_sends_a_canvas_and_shows_its_match(
+        tmp_path: Path, playwright: Path) -> None:
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    images = {f"{c}-{s}": shape_image(c, s, i) for i, (c, s) in enumerate(SHAPES)}
+    uris = {k: write_png(images_dir / f"{k}.png", v) for k, v in images.items()}
+    if BUILTIN_MODELS["streamer-tiny"].checkpoint_path.exists():
+        ef: Any = OpenCLIPEmbeddingFunction("streamer-tiny")
+    else:
+        pytest.skip("needs the built-in streamer-tiny checkpoint")
+    async with embedded_gateway(tmp_path / "store", ef) as (engine, gw):
+        col = await streamer.AsyncClient(backend=engine).create_collection(
+            "shapes", embedding_function=ef, data_loader=ImageLoader(roots=[images_dir]))
+        await col.add(ids=list(uris), uris=list(uris.values()))
+        shot = tmp_path / "client-page.png"
+        proc = await asyncio.create_subprocess_exec(
+            "node", str(BROWSER_DIR / "client_page.mjs"), gw.url, TOKEN, "shapes",
+            str(tmp_path / "chromium-profile"), str(shot), cwd=BROWSER_DIR,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 180)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        shown = json.loads(out)
+        assert shown["problems"] == [] and shown["id"] == "red-circle", shown
+        # The canvas's pixels give the Python client the same best match and distance.
+        pixels = np.frombuffer(base64.b64decode(shown["b64"]), dtype=np.uint8).reshape(shown["shape"])
+        want = await col.query(query_images=[pixels], n_results=1)
+        assert want["ids"][0][0] == shown["id"]
+        assert abs(want["distances"][0][0] - shown["distance"]) < 1e-4
+        # A PNG of the canvas is lossless: the Blob path finds the same match at the same distance.
+        assert shown["fileId"] == shown["id"] and abs(shown["fileDistance"] - shown["distance"]) < 1e-4
+    with Image.open(shot) as img:
+        assert img.size == (400, 300)

@@ -141,7 +141,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     # S3 and CDC topics are keyed (per object, per row), so several partitions keep order.
     asyncio.run(_create_topics({topics["s3"]: 2, topics["cdc"]: 3, topics["app"]: 1}))
     checkpoint = None if has_trained_checkpoint() else str(random_checkpoint(tmp))
-    files = [mapping_copy(tmp, "s3-object-created", {"topic": topics["s3"], "root": str(tmp / "s3")},
+    files = [mapping_copy(tmp, "s3-object-created-mount", {"topic": topics["s3"], "root": str(tmp / "s3")},
                           checkpoint),
              mapping_copy(tmp, "debezium-products", {"topic": topics["cdc"],
                                                      "image_root": str(tmp / "products")}, checkpoint),
@@ -294,9 +294,11 @@ def test_bridge_component_reports_lag_and_outcomes(upstream: Upstream) -> None:
     def sample(metric: Any, **labels: str) -> float:
         return float(metric.labels(**labels)._value.get())
 
+    mapping = load_mapping(path)
+
     async def run() -> list[float]:
         seen = []
-        async with SourceBridge(settings, load_mapping(path)) as bridge:
+        async with SourceBridge(settings, mapping) as bridge:
             assert bridge.spec is not None and bridge.spec.name == "metrics-docs"
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and (

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from tqdm import tqdm
+
 from consumers.load import ImageLoader
 from schemas.errors import NotFoundError, StreamerError
 from streamer.cli.common import (
@@ -80,42 +82,35 @@ def discover(target: str) -> tuple[Path, list[Item], int]:
 
 
 class Progress:
-    """A one-line progress bar on stderr (items/s, ETA); on a non-terminal, a line per 10%."""
+    """Progress on stderr, drawn by tqdm: a live bar on a terminal; on a pipe or a log file,
+    a line per 10% (tqdm's carriage-return redraws would pile up in a file)."""
+
+    FORMAT = "{desc} {bar:24} {percentage:3.0f}%  {n_fmt}/{total_fmt}  {rate_noinv_fmt}  ETA {remaining}"
 
     def __init__(self, total: int, label: str, stream: TextIO = sys.stderr) -> None:
         self.total, self.label, self.stream = total, label, stream
         self.done = 0
         self.started = time.monotonic()
-        self._drawn = 0.0
-        self._tty = stream.isatty()
-        self._fill = "█" if "utf" in (getattr(stream, "encoding", "") or "").lower() else "#"
         self._last_decile = 0
+        self._bar = tqdm(total=total, desc=label, file=stream, unit="items",
+                         bar_format=self.FORMAT, disable=not stream.isatty())
 
     def advance(self, n: int) -> None:
         self.done += n
-        now = time.monotonic()
-        if self._tty and (now - self._drawn > 0.1 or self.done >= self.total):
-            self._drawn = now
-            self.stream.write("\r" + self.render() + "\x1b[K")
-            self.stream.flush()
-        elif not self._tty and self.done * 10 // self.total > self._last_decile:
+        self._bar.update(n)
+        if self._bar.disable and self.total and self.done * 10 // self.total > self._last_decile:
             self._last_decile = self.done * 10 // self.total
             self.stream.write(self.render() + "\n")
             self.stream.flush()
 
     def render(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = self.done / elapsed
-        frac = self.done / self.total if self.total else 1.0
-        bar = (self._fill * int(frac * 24)).ljust(24, "·" if self._fill == "█" else "-")
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        return (f"{self.label} {bar} {frac:4.0%}  {self.done}/{self.total}  {rate:.1f} items/s  "
-                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+        line: str = tqdm.format_meter(self.done, self.total, time.monotonic() - self.started,
+                                      prefix=self.label, unit="items", bar_format=self.FORMAT,
+                                      ascii=True)
+        return line
 
     def close(self) -> None:
-        if self._tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()
 
 
 def _collection(client: Client, args: argparse.Namespace, base: Path, items: list[Item]) -> Collection:

@@ -15,7 +15,6 @@ import io
 import logging
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio.to_thread
@@ -25,6 +24,7 @@ from PIL import Image as PILImage
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
 import streamer.metrics  # noqa: F401 - registers the service's metrics for /metrics
+from consumers.lifecycle import Component
 from schemas.errors import (
     DataLoaderError,
     InvalidArgumentError,
@@ -71,9 +71,10 @@ def thumbnail_png(image: Image, size: int) -> bytes:
     return out.getvalue()
 
 
-class Gateway:
+class Gateway(Component):
     def __init__(self, settings: Settings, backend: Backend, local: Local, *,
                  runtimes: Runtimes | None = None, resolve: Resolver | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.auth = Authenticator(settings.auth_tokens)
         rt = runtimes or Runtimes(local.embed_thread)
@@ -85,14 +86,19 @@ class Gateway:
         self.ready = False
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
-        self._stopped = False
 
     @property
     def url(self) -> str:
         return f"http://{self.settings.http_host}:{self.port}"
 
+    @property
+    def _frame_bytes(self) -> int:
+        # A frame carries one event as on Kafka, so it must hold the largest image the
+        # limits admit; larger ones are refused by the limits with a typed error.
+        return max(self.settings.ws_max_message_bytes, self.settings.max_message_bytes)
+
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.ws_max_message_bytes)
+        app = web.Application(client_max_size=self._frame_bytes)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/api/v2/heartbeat", self._heartbeat)  # Chroma's liveness path
@@ -107,42 +113,25 @@ class Gateway:
         return app
 
     # ---- lifecycle ----------------------------------------------------------------
-    async def start(self) -> None:
+    async def _start(self) -> None:
         if not self.auth.configured:
             log.warning("no STREAMER_AUTH_TOKENS: the gateway refuses every client")
+        self.parts.on_stop(self.ops.close)  # last: after the sockets closed
         # Built on a thread: aiohttp resolves the static directory on disk.
         app = await anyio.to_thread.run_sync(self.make_app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                      shutdown_timeout=10.0)
         await self._runner.setup()
+        # Stop listening, close sockets with GOING_AWAY (after answering what is in flight).
+        self.parts.on_stop(self._runner.cleanup)
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
-        try:
-            await site.start()
-        except OSError:  # e.g. the port is taken: release the runner, report the bind error
-            await self._runner.cleanup()
-            raise
+        await site.start()  # e.g. the port is taken: the rollback releases the runner
         self.port = int(self._runner.addresses[0][1])
         self.ready = True
         log.info("gateway listening on %s", self.url)
 
-    async def stop(self) -> None:
-        """Stop listening, close sockets with GOING_AWAY (after answering what is in
-        flight), then release the embedding batchers."""
-        if self._stopped:
-            return
-        self._stopped = True
+    async def _stop(self) -> None:
         self.ready = False
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await self.ops.close()
-
-    async def __aenter__(self) -> Gateway:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
 
     async def _close_sockets(self, app: web.Application) -> None:
         await asyncio.gather(*(c.shutdown() for c in list(self.connections)))
@@ -162,7 +151,7 @@ class Gateway:
         if not self.ready:
             raise web.HTTPServiceUnavailable(text="shutting down")
         ws = web.WebSocketResponse(protocols=(PROTOCOL,), timeout=10.0, heartbeat=30.0,
-                                   max_msg_size=self.settings.ws_max_message_bytes)
+                                   max_msg_size=self._frame_bytes)
         await ws.prepare(request)
         conn = Connection(ws, request, grant, self.ops, self.settings)
         self.connections.add(conn)

@@ -3,10 +3,16 @@
 
 - ``query`` (texts | images | uris | embeddings, n_results, where, where_document, include),
   ``get``, ``count``, ``list_collections``, ``get_collection``;
-- per-record write events ``add``/``update``/``upsert``/``delete`` (``wait``: default true);
+- ``create_collection`` (``name``, ``metadata``, built-in ``embedding_function`` /
+  ``data_loader`` as ``{"name", "config"}``, ``get_or_create``), ``delete_collection``;
+- per-record write events ``add``/``update``/``upsert``/``delete`` (``wait``: default true),
+  or one whole call: ``ids`` with the parallel lists ``embeddings, documents, images, uris,
+  metadatas`` (validated together, so a bad call writes nothing, as in the Python client);
 - ``subscribe`` (one query input, ``threshold`` or ``top_k``, optional where/where_document,
-  include among documents/metadatas/uris) -> ``{"subscription", "initial"}``, then pushes
-  ``{"event": "match", "subscription", "id", "seq", "distance", ...}``; ``unsubscribe``.
+  include among documents/metadatas/uris, an optional client-chosen ``subscription`` id, and
+  in threshold mode ``stream`` + ``resume_after`` to resume, see ``gateway.live``) ->
+  ``{"subscription", "initial", "stream", "seq"}``, then pushes ``{"event": "match",
+  "subscription", "id", "seq", "distance", ...}``; ``unsubscribe``.
 
 Replies are ``{"v": 1, "correlation_id", "ok": true, "result"}`` or ``{"ok": false, "error":
 {code, name, message, retriable}}``. A collection is named by ``collection`` (its id, as on
@@ -39,16 +45,19 @@ from schemas.errors import (
     InvalidArgumentError,
     LimitExceededError,
     NotFoundError,
+    ResumeExpiredError,
     SchemaError,
     StreamerError,
 )
-from schemas.events import decode_array, encode_array, encode_result, parse_write
+from schemas.events import decode_array, decode_image, encode_array, encode_result, parse_write
 from schemas.records import CollectionSpec, DeleteRequest, Vector
 from streamer.client.backend import Backend
 from streamer.client.collection import AsyncCollection
+from streamer.gateway.admin import ADMIN_OPS, collection_admin
 from streamer.gateway.auth import Grant, Mode
 from streamer.gateway.live import LIVE_FIELDS, LiveHub, Push, Subscription
 from streamer.kafka.common import supervise
+from streamer.kafka.wire_checks import check_image
 from streamer.settings import Settings
 
 Resolver = Callable[[CollectionSpec],
@@ -56,7 +65,7 @@ Resolver = Callable[[CollectionSpec],
 READ_OPS = ("query", "get", "count", "list_collections", "get_collection", "subscribe",
             "unsubscribe")
 WRITE_OPS = ("add", "update", "upsert", "delete")
-OPS = READ_OPS + WRITE_OPS
+OPS = READ_OPS + WRITE_OPS + ADMIN_OPS
 
 
 class Local(Protocol):
@@ -142,8 +151,9 @@ def _arrays(ev: dict[str, Any], key: str, *, vectors: bool) -> list[Any] | None:
         return None
     if not isinstance(raw, list):
         raise SchemaError(f"Field {key!r} must be a list of array objects")
-    arrays = [decode_array(a) for a in raw]
-    return [a.astype(np.float32).reshape(-1) for a in arrays] if vectors else arrays
+    if not vectors:  # images: compressed arrays and files stay encoded until embedded
+        return [decode_image(a) for a in raw]
+    return [decode_array(a).astype(np.float32).reshape(-1) for a in raw]
 
 
 def _wire(value: Any) -> Any:
@@ -182,7 +192,11 @@ class Operations:
         if op not in OPS:
             raise SchemaError(f"Unknown op {op!r}; expected one of {', '.join(OPS)}")
         if op in WRITE_OPS:
+            if op != "delete" and "ids" in ev:
+                return await self._write_call(ev, session.grant)
             return await self._write(ev, session.grant)
+        if op in ADMIN_OPS:
+            return await collection_admin(self.backend, ev, session.grant)
         if op == "list_collections":
             return [s.to_dict() for s in await self.backend.list_collections()
                     if session.grant.allows("r", s.name)]
@@ -236,8 +250,11 @@ class Operations:
 
     # ---- reads --------------------------------------------------------------------
     def _query_args(self, ev: dict[str, Any]) -> dict[str, Any]:
+        images = _arrays(ev, "images", vectors=False)
+        for i, image in enumerate(images or []):  # before this process decodes any of them
+            check_image(image, self.settings, f"Query image {i}")
         return {"query_embeddings": _arrays(ev, "embeddings", vectors=True),
-                "query_texts": ev.get("texts"), "query_images": _arrays(ev, "images", vectors=False),
+                "query_texts": ev.get("texts"), "query_images": images,
                 "query_uris": ev.get("uris"), "ids": ev.get("ids"),
                 "n_results": ev.get("n_results", 10), "where": ev.get("where"),
                 "where_document": ev.get("where_document"), "include": ev.get("include")}
@@ -264,6 +281,17 @@ class Operations:
         return entry[1]
 
     # ---- writes -------------------------------------------------------------------
+    async def _write_call(self, ev: dict[str, Any], grant: Grant) -> None:
+        coll = await self.collection(ev, grant, "w")
+        for key in ("ids", "documents", "uris", "metadatas"):
+            if ev.get(key) is not None and not isinstance(ev[key], list):
+                raise SchemaError(f"Field {key!r} must be a list")
+        await getattr(coll, ev["op"])(
+            ids=ev["ids"], embeddings=_arrays(ev, "embeddings", vectors=True),
+            metadatas=ev.get("metadatas"), documents=ev.get("documents"),
+            images=_arrays(ev, "images", vectors=False), uris=ev.get("uris"),
+            wait=bool(ev.get("wait", True)))
+
     async def _write(self, ev: dict[str, Any], grant: Grant) -> None:
         coll = await self.collection(ev, grant, "w")
         try:
@@ -301,6 +329,19 @@ class Operations:
         if threshold is not None and (not isinstance(threshold, int | float)
                                       or isinstance(threshold, bool)):
             raise InvalidArgumentError(f"threshold must be a number, got {threshold!r}")
+        resume_after, stream = ev.get("resume_after"), ev.get("stream")
+        if resume_after is not None:
+            if not isinstance(resume_after, int) or isinstance(resume_after, bool) \
+                    or resume_after < 0 or not isinstance(stream, str):
+                raise InvalidArgumentError("resume_after is a seq (an integer >= 0) and needs the "
+                                           "stream it belongs to")
+            if top_k is not None:
+                raise InvalidArgumentError("Only threshold live queries resume; a top-k one "
+                                           "subscribes afresh and gets a new initial top k")
+        sub_id = ev.get("subscription", uuid.uuid4().hex)
+        if not isinstance(sub_id, str) or not 0 < len(sub_id) <= 128 \
+                or sub_id in session.subscriptions:
+            raise InvalidArgumentError("subscription must be a new id of 1 to 128 characters")
         include = ev.get("include", list(LIVE_FIELDS))
         if not isinstance(include, list) or any(i not in LIVE_FIELDS for i in include):
             raise InvalidArgumentError(f"A live query's include is a list of {', '.join(LIVE_FIELDS)}")
@@ -319,11 +360,17 @@ class Operations:
         if dim is not None and vector.shape[0] != dim:
             raise InvalidArgumentError(
                 f"Collection expecting embedding with dimension of {dim}, got {vector.shape[0]}")
+        if resume_after is not None and stream != state.stream:
+            raise ResumeExpiredError(f"Cannot resume stream {stream}: this server's collection "
+                                     f"{coll.name} has stream {state.stream}; subscribe afresh")
         push: Push = session.push
-        sub = Subscription(uuid.uuid4().hex, state, vector, push, asyncio.get_running_loop(),
+        sub = Subscription(sub_id, state, vector, push, asyncio.get_running_loop(),
                            threshold=None if threshold is None else float(threshold),
                            top_k=top_k, where=req.where, where_document=req.where_document,
                            include=tuple(include))
-        initial = await self.live.subscribe(sub)
+        initial, joined = await self.live.subscribe(
+            sub, resume_after=resume_after, max_replay=self.settings.ws_resume_max_records)
         session.subscriptions[sub.id] = sub
-        return {"subscription": sub.id, "initial": None if initial is None else wire_result(initial)}
+        return {"subscription": sub.id, "initial": None if initial is None else wire_result(initial),
+                "stream": state.stream, "seq": joined}
+

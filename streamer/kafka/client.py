@@ -19,13 +19,17 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import anyio
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from consumers.decode import check_limits, compress_array
 from consumers.embed import EmbeddingFunction
+from consumers.lifecycle import Component
 from consumers.pipeline import DataLoader, call_embedder, load_images
 from schemas.errors import (
     LimitExceededError,
@@ -46,6 +50,7 @@ from schemas.records import (
     CollectionSpec,
     DeleteRequest,
     GetRequest,
+    ImageInput,
     Modality,
     QueryRequest,
     WriteRequest,
@@ -55,36 +60,35 @@ from streamer.kafka.common import (
     Topics,
     cancel,
     client_kwargs,
+    consumer_kwargs,
     ensure_topics,
     partitions,
+    producer_kwargs,
     supervise,
 )
+from streamer.kafka.wire_checks import check_document, check_image
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class KafkaBackend:
+class KafkaBackend(Component):
     in_process = False
 
     def __init__(self, settings: Settings, *, wait_writes: bool = False) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = Topics.for_settings(settings)
         self.wait_writes = wait_writes
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._session: dict[int, int] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self._stale = False
         self._renewing = asyncio.Lock()
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         try:
             await self._connect()
         except KafkaError as exc:
-            for client in (getattr(self, "_consumer", None), getattr(self, "_producer", None)):
-                if client is not None:
-                    await client.stop()
             cfg = self.settings
             sasl = f", SASL {cfg.kafka_sasl_mechanism} as {cfg.kafka_sasl_username!r}" \
                 if cfg.kafka_sasl_mechanism else ""
@@ -96,22 +100,24 @@ class KafkaBackend:
 
     async def _connect(self) -> None:
         await ensure_topics(self.settings, self.topics)
-        kw = client_kwargs(self.settings)
         self._producer = await self._new_producer()
-        self._consumer = AIOKafkaConsumer(**kw, enable_auto_commit=False,
-                                          isolation_level="read_committed")
-        await self._consumer.start()
+        self.parts.on_stop(lambda: self._producer.stop())  # the current one: it is renewed
+        self._consumer = await self.parts.start(AIOKafkaConsumer(
+            **client_kwargs(self.settings), **consumer_kwargs(self.settings),
+            enable_auto_commit=False, isolation_level="read_committed"))
         parts = await partitions(self._consumer, self.topics.replies)
         tps = [TopicPartition(self.topics.replies, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the position now so no reply slips past
             await self._consumer.position(tp)
-        self._task = supervise(asyncio.create_task(self._read_replies(), name="replies"))
+        task = supervise(asyncio.create_task(self._read_replies(), name="replies"))
+        self.parts.on_stop(partial(cancel, task))
 
     async def _new_producer(self) -> AIOKafkaProducer:
         # A send gives up after the request timeout instead of aiokafka's 40 s default.
-        producer = AIOKafkaProducer(**client_kwargs(self.settings), acks="all",
+        producer = AIOKafkaProducer(**client_kwargs(self.settings), **producer_kwargs(self.settings),
+                                    acks="all",
                                     enable_idempotence=True, linger_ms=2,
                                     request_timeout_ms=int(self.settings.kafka_request_timeout_s * 1000))
         try:
@@ -138,18 +144,14 @@ class KafkaBackend:
                         await old.stop()
             producer = self._producer
             yield producer
+        except MessageSizeTooLargeError as exc:  # the broker is fine: retrying cannot help
+            raise LimitExceededError(f"Kafka refused the event as too large: {exc}") from exc
         except KafkaError as exc:
             if producer is self._producer:
                 self._stale = True
             raise UnavailableError(f"Kafka is unavailable: {exc!r}") from exc
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await cancel(self._task)
-        await self._consumer.stop()
-        await self._producer.stop()
+    close = Component.stop
 
     async def _read_replies(self) -> None:
         while True:
@@ -181,20 +183,21 @@ class KafkaBackend:
         return reply.get("result")
 
     async def _rpc(self, payload: dict[str, Any]) -> Any:
-        corr, fut = self._expect()
         payload = {**payload, "after": {str(p): o for p, o in self._session.items()}}
+        value = self._sized(dumps(payload), f"The {payload.get('op')} request")
+        corr, fut = self._expect()
         # One budget for the whole call, sending included: a call answers or fails in time.
         deadline = anyio.current_time() + self.settings.kafka_request_timeout_s
         try:
             with anyio.fail_after(self.settings.kafka_request_timeout_s):
                 async with self._producing() as producer:
                     await producer.send_and_wait(
-                        self.topics.queries, value=dumps(payload),
+                        self.topics.queries, value=value,
                         headers=[("reply_to", self.topics.replies.encode()),
                                  ("correlation_id", corr.encode())])
-        except (UnavailableError, TimeoutError) as exc:
+        except (UnavailableError, LimitExceededError, TimeoutError) as exc:
             self._pending.pop(corr, None)
-            if isinstance(exc, UnavailableError):
+            if not isinstance(exc, TimeoutError):
                 raise
             raise UnavailableError("Kafka did not take the request in time") from None
         return await self._await(corr, fut, max(0.0, deadline - anyio.current_time()))
@@ -252,6 +255,29 @@ class KafkaBackend:
                 it.image = None
                 it.embedded_from = Modality.IMAGE
 
+    def _sized(self, value: bytes, what: str) -> bytes:
+        """Refused here, before anything is sent, rather than by the producer or the broker."""
+        limit = self.settings.max_message_bytes
+        if len(value) > limit:
+            raise LimitExceededError(f"{what} is {len(value)} bytes on the wire, over the limit of "
+                                     f"{limit} (max_image_bytes, max_document_bytes)")
+        return value
+
+    async def _compact(self, images: list[tuple[str, ImageInput]]) -> list[ImageInput]:
+        """Pixel arrays compressed losslessly (exact values, a fraction of the bytes), after
+        the pixel limit and before the byte limit; files are sent as they are."""
+        cfg = self.settings
+
+        def one(name: str, image: ImageInput) -> ImageInput:
+            if isinstance(image, np.ndarray):
+                check_limits(image, max_pixels=cfg.max_image_pixels, max_bytes=1 << 62, what=name)
+                image = compress_array(image)
+            check_image(image, cfg, name)
+            return image
+
+        return list(await asyncio.gather(*(anyio.to_thread.run_sync(one, name, image)
+                                           for name, image in images)))
+
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
                     wait: bool) -> None:
@@ -267,15 +293,22 @@ class KafkaBackend:
                 events = [(f"{spec.id}/{i}".encode(),
                            delete_event(spec.id, DeleteRequest(ids=[i]))) for i in request.ids]
         else:
+            for it in request.items:
+                check_document(it.id, it.document, self.settings)
             await self._client_side_embed(spec, request, embedder, loader)
+            images = [(it, image) for it in request.items if (image := it.image) is not None]
+            compact = await self._compact([(f"Record {it.id}", image) for it, image in images])
+            for (it, _), image in zip(images, compact, strict=True):
+                it.image = image
             now = time.time_ns()
             events = [(f"{spec.id}/{it.id}".encode(), write_event(request.op, spec.id, it, now, i))
                       for i, it in enumerate(request.items)]
+        values = [self._sized(dumps(ev), f"Record {ev.get('id', spec.id)}") for _, ev in events]
         sends = []
         waits = []
         try:
             async with self._producing() as producer:
-                for key, ev in events:
+                for (key, _), value in zip(events, values, strict=True):
                     headers: list[tuple[str, bytes]] = []
                     if wait:
                         corr, fut = self._expect()
@@ -283,12 +316,12 @@ class KafkaBackend:
                         headers = [("reply_to", self.topics.replies.encode()),
                                    ("correlation_id", corr.encode())]
                     sends.append(await producer.send(self.topics.requests, key=key,
-                                                     value=dumps(ev), headers=headers))
+                                                     value=value, headers=headers))
                 metas = await asyncio.gather(*sends, return_exceptions=True)
                 failure = next((m for m in metas if isinstance(m, BaseException)), None)
                 if failure is not None:
                     raise failure
-        except UnavailableError:
+        except (UnavailableError, LimitExceededError):
             for corr, _ in waits:
                 self._pending.pop(corr, None)
             raise
@@ -317,6 +350,9 @@ class KafkaBackend:
                 inputs = await load_images(loader, request.uris)
             request.embeddings = await anyio.to_thread.run_sync(call_embedder, embedder, inputs)
             request.texts = request.images = request.uris = None
+        if request.images is not None:
+            request.images = await self._compact([(f"Query image {i}", image)
+                                                  for i, image in enumerate(request.images)])
         result: dict[str, Any] = decode_result(await self._rpc(query_event(spec.id, request)))
         return result
 

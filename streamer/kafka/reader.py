@@ -9,14 +9,17 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from functools import partial
 from typing import Any
 
 import anyio
 import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import CommitFailedError
 
 from consumers import admin
 from consumers.catalog import Catalog, CollectionState
+from consumers.lifecycle import Component
 from consumers.query import get_result, query_vectors, search_result
 from schemas.errors import (
     InvalidArgumentError,
@@ -29,7 +32,14 @@ from schemas.errors import (
 from schemas.events import READ_OPS, dumps, encode_result, loads
 from schemas.records import CollectionSpec
 from streamer import metrics
-from streamer.kafka.common import Topics, cancel, client_kwargs, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    consumer_kwargs,
+    producer_kwargs,
+    supervise,
+)
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
 from streamer.kafka.wire_checks import checked_get, checked_query
@@ -55,10 +65,11 @@ async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, byte
     await producer.send(reply_to, value=dumps(payload), headers=[("correlation_id", corr.encode())])
 
 
-class Reader:
+class Reader(Component):
     def __init__(self, settings: Settings, topics: Topics, catalog: Catalog, replica: Replica,
                  runtimes: Runtimes, embed_thread: Executor,
                  lock: Callable[[str], anyio.Lock]) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = topics
         self.catalog = catalog
@@ -66,27 +77,18 @@ class Reader:
         self.runtimes = runtimes
         self.embed_thread = embed_thread
         self.lock = lock
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         kw = client_kwargs(self.settings)
-        self._replies = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True)
-        await self._replies.start()
-        self._consumer = AIOKafkaConsumer(self.topics.queries, **kw, group_id=self.topics.readers,
-                                          enable_auto_commit=False, auto_offset_reset="latest")
-        await self._consumer.start()
-        self._task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
-
-    async def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await cancel(self._task)
-        if hasattr(self, "_consumer"):
-            await self._consumer.stop()
-        if hasattr(self, "_replies"):
-            await self._replies.stop()
+        self._replies = await self.parts.start(
+            AIOKafkaProducer(**kw, **producer_kwargs(self.settings), acks="all",
+                             enable_idempotence=True))
+        self._consumer = await self.parts.start(
+            AIOKafkaConsumer(self.topics.queries, **kw, **consumer_kwargs(self.settings),
+                             group_id=self.topics.readers,
+                             enable_auto_commit=False, auto_offset_reset="latest"))
+        task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
+        self.parts.on_stop(partial(cancel, task))
 
     async def _read_loop(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -96,7 +98,12 @@ class Reader:
                     for rec in records:
                         tg.start_soon(self._answer, rec)
                 if batches:
-                    await self._consumer.commit()
+                    try:
+                        await self._consumer.commit()
+                    except CommitFailedError as exc:
+                        # We stalled past the session and the group moved on: the new owner
+                        # answers these queries again, and the client keeps the first reply.
+                        log.warning("reader offsets not committed (%s); rejoining", exc)
 
     async def _answer(self, rec: ConsumerRecord[bytes, bytes]) -> None:
         started = time.perf_counter()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,18 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.catalog import Catalog
+from consumers.lifecycle import Component
 from consumers.log import atomic_write
 from schemas.events import loads, parse_state
 from schemas.records import CollectionSpec, Mutation
-from streamer.kafka.common import Topics, cancel, client_kwargs, partitions, supervise
+from streamer.kafka.common import (
+    Topics,
+    cancel,
+    client_kwargs,
+    consumer_kwargs,
+    partitions,
+    supervise,
+)
 from streamer.metrics import REPLICA_PROGRESS
 from streamer.settings import Settings
 
@@ -40,22 +49,21 @@ def insertion_order(mutations: list[Mutation]) -> list[Mutation]:
     return [m for g in sorted(groups.values(), key=first_stamp) for m in g]
 
 
-class Replica:
+class Replica(Component):
     def __init__(self, settings: Settings, topics: Topics, catalog: Catalog,
                  locks: Any) -> None:
+        super().__init__()
         self._settings = settings
         self._topics = topics
         self.catalog = catalog
         self._locks = locks
         self._positions_file = None if catalog.path is None else catalog.path / "replica.json"
         self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
         #: request partition -> next request offset whose effects are applied here
         self.progress: dict[int, int] = {}
         self._changed = asyncio.Condition()
-        self._stopping = False
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         positions = await anyio.to_thread.run_sync(self._load_positions)
         seqs = positions.get("seqs", {})
         behind = [s.spec.name for s in self.catalog.collections.values()
@@ -66,9 +74,10 @@ class Replica:
             log.warning("local replica damaged (%s): re-reading the state topic", behind)
             positions = {"progress": positions.get("progress", {})}
         self.progress = {int(k): v for k, v in positions.get("progress", {}).items()}
-        self._consumer = AIOKafkaConsumer(**client_kwargs(self._settings), enable_auto_commit=False,
-                                          isolation_level="read_committed")
-        await self._consumer.start()
+        self._consumer = await self.parts.start(AIOKafkaConsumer(
+            **client_kwargs(self._settings), **consumer_kwargs(self._settings),
+            enable_auto_commit=False,
+            isolation_level="read_committed"))
         tps = [TopicPartition(self._topics.collections, 0)] + [
             TopicPartition(self._topics.state, p)
             for p in sorted(await partitions(self._consumer, self._topics.state))]
@@ -83,7 +92,8 @@ class Replica:
         ends = await self._consumer.end_offsets(tps)
         while await self._behind(ends):
             await self._poll_once()
-        self._task = supervise(asyncio.create_task(self._loop(), name="replica"))
+        task = supervise(asyncio.create_task(self._loop(), name="replica"))
+        self.parts.on_stop(partial(cancel, task))
 
     async def _behind(self, ends: dict[TopicPartition, int]) -> bool:
         assert self._consumer is not None
@@ -91,14 +101,6 @@ class Replica:
             if await self._consumer.position(tp) < end:
                 return True
         return False
-
-    async def stop(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        await cancel(self._task)
-        if self._consumer is not None:
-            await self._consumer.stop()
 
     async def _loop(self) -> None:
         while True:

@@ -4,7 +4,8 @@ Three loops share one local replica (``Replica``):
 - writer: a consumer group on the requests topic; micro-batches events (``getmany`` closes on
   size or time), runs the shared pipeline stages (load -> embed -> resolve) and produces each
   record's new state to the compacted state topic, the progress marker, replies and dead
-  letters, and the consumed offsets, all in one Kafka transaction (exactly-once);
+  letters, and the consumed offsets in one Kafka transaction per request partition, each by
+  that partition's own transactional producer (exactly-once, zombies fenced: producers.py);
 - replica: reads the state topic into the local log + usearch index (see replica.py);
 - reader (reader.py): a consumer group on the queries topic answering query/get/count/
   admin RPCs once the replica has applied the caller's writes (session consistency)."""
@@ -12,6 +13,7 @@ Three loops share one local replica (``Replica``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -20,12 +22,14 @@ from typing import TypeAlias
 
 from aiokafka import (
     AIOKafkaConsumer,
+    AIOKafkaProducer,
     ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
 )
 
 from consumers.lifecycle import Component
+from consumers.load import reuse_unchanged
 from consumers.local import LocalStore
 from consumers.pipeline import WriteJob
 from schemas.errors import (
@@ -46,10 +50,11 @@ from streamer.kafka.common import (
     Topics,
     cancel,
     client_kwargs,
+    consumer_kwargs,
     ensure_topics,
     supervise,
-    transactional_producer,
 )
+from streamer.kafka.producers import FENCED, PartitionProducers
 from streamer.kafka.reader import Reader, send_reply
 from streamer.kafka.replica import PROGRESS, Replica
 from streamer.kafka.runtimes import Runtimes
@@ -62,6 +67,7 @@ from streamer.settings import Settings
 log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Batches: TypeAlias = dict[TopicPartition, list[Record]]
+Out: TypeAlias = tuple[bytes, bytes | None]
 Prepared: TypeAlias = tuple[Batches, list[tuple[Record, WriteJob]], list[tuple[Record, BaseException]]]
 
 
@@ -124,12 +130,17 @@ class Service(Component):
         log.info("streamer service %s started (role %s)", self.instance, self.role)
 
     async def _start_writer(self) -> None:
-        self._tx = await self.parts.start(
-            transactional_producer(self.settings, f"writer-{self.instance}"))
-        self._writer = AIOKafkaConsumer(**client_kwargs(self.settings),
+        # Stopped after the writer's consumer (parts stop in reverse): its revocation on
+        # leaving the group still finishes the in-flight transactions.
+        self._producers = PartitionProducers(self.settings)
+        self.parts.on_stop(self._producers.stop)
+        session_ms = self.settings.kafka_session_timeout_ms
+        self._writer = AIOKafkaConsumer(**client_kwargs(self.settings), **consumer_kwargs(self.settings),
                                         group_id=self.topics.writers, enable_auto_commit=False,
                                         auto_offset_reset="earliest",
-                                        isolation_level="read_committed")
+                                        isolation_level="read_committed",
+                                        session_timeout_ms=session_ms,
+                                        heartbeat_interval_ms=max(100, session_ms // 3))
         self._writer.subscribe([self.topics.requests], listener=_Rebalance(self))
         await self.parts.start(self._writer)
         writer = supervise(asyncio.create_task(self._write_loop(), name="writer"))
@@ -166,26 +177,65 @@ class Service(Component):
     async def _prefetch_loop(self) -> None:
         cfg = self.settings
         while True:
+            generation = self._generation
             batches = await self._writer.getmany(timeout_ms=int(cfg.batch_max_wait_ms) or 1,
                                                  max_records=cfg.batch_max_items)
-            if batches:
-                generation = self._generation
-                await self._ready.put((generation, await self._prepare(batches)))
+            if not batches:
+                continue
+            if generation != self._generation:
+                # A rebalance ran while fetching: the records may predate it. Nothing of the
+                # new generation is processed yet, so restart from the offsets it read.
+                for tp in batches:
+                    if tp.partition in self._committed and tp in self._writer.assignment():
+                        self._writer.seek(tp, self._committed[tp.partition])
+                continue
+            await self._ready.put((generation, await self._prepare(batches)))
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Let the in-flight batch commit its transaction, and invalidate prefetched ones."""
+        """Let the in-flight batch commit (or abort) its transactions, and drop prefetched
+        batches: none of them is applied after this."""
         async with self._processing:
             self._generation += 1
             self._committed.clear()
+            await self._producers.close_all()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        """The group's committed offset of a partition is what the progress marker of the same
-        (last) transaction says: the exact bar for the replica after a rebalance too."""
-        for tp in assigned:
-            committed = await self._writer.committed(tp)
-            if committed is not None:
-                self._committed[tp.partition] = committed
-        log.info("writer partitions: %s", sorted(tp.partition for tp in assigned))
+        """Fence first, then read: starting each partition's transactional producer aborts
+        or completes its previous owner's open transaction, so the committed offset read
+        afterwards is final. It equals what the progress marker of the same (last)
+        transaction says: the exact bar for the replica after a rebalance too."""
+        async with self._processing:
+            self._committed.clear()
+            await self._producers.assign({tp.partition for tp in assigned})
+            offsets = {tp: await self._writer.committed(tp) for tp in assigned}
+            never = [tp for tp, off in offsets.items() if off is None]
+            if never:
+                offsets.update(await self._writer.beginning_offsets(never))
+            for tp, off in offsets.items():
+                assert off is not None
+                # Every assigned partition restarts at its committed offset: batches fetched
+                # before, or dropped after a fence, come again.
+                self._committed[tp.partition] = off
+                self._writer.seek(tp, off)
+            # Only now: a batch fetched while this ran (from aiokafka's own reset position,
+            # before the seeks above) must be dropped, not processed a second time.
+            self._generation += 1
+        log.info("writer partitions (from offsets): %s", dict(sorted(self._committed.items())))
+
+    async def _fenced(self, tp: TopicPartition) -> None:
+        """Another writer owns ``tp`` now (we stalled past the session timeout, or the
+        transaction timed out): drop its batches and producer, fetch no more of it, and rejoin
+        the group; the next assignment restarts whatever we own from its committed offset."""
+        log.warning("writer fenced on partition %d: dropping its batch and rejoining",
+                    tp.partition)
+        metrics.FENCED.inc()
+        with contextlib.suppress(Exception):  # already unassigned by a rebalance
+            self._writer.pause(tp)
+        await self._producers.drop(tp.partition)
+        # aiokafka has no public call for this; the coordinator's own flag is what a failed
+        # heartbeat sets, so the group rebalances at once instead of after the session.
+        self._writer._coordinator.request_rejoin()
+
 
     async def _finish(self, started: float, batches: Batches, jobs: list[tuple[Record, WriteJob]],
                       failed: list[tuple[Record, BaseException]]) -> None:
@@ -218,6 +268,12 @@ class Service(Component):
 
     async def _process(self, batches: Batches, jobs: list[tuple[Record, WriteJob]],
                        failed: list[tuple[Record, BaseException]]) -> None:
+        # Partitions fenced since this batch was fetched come again after the rejoin.
+        batches = {tp: recs for tp, recs in batches.items() if tp.partition in self._producers}
+        jobs = [(rec, job) for rec, job in jobs if rec.partition in self._producers]
+        failed = [(rec, exc) for rec, exc in failed if rec.partition in self._producers]
+        if not batches:
+            return
         # Resolving needs our previous transactions on these partitions applied locally; the
         # batch is already encoded, so replication of batch k-1 overlapped its encoding.
         first = {tp.partition: recs[0].offset for tp, recs in batches.items()}
@@ -227,27 +283,49 @@ class Service(Component):
         first = {p: min(off, self._committed.get(p, off)) for p, off in first.items()}
         await self.replica.wait_for(partial(self.replica.reached, first),
                                     timeout=self.settings.kafka_request_timeout_s)
-        states = [(self.topics.state, state_key(g.state.spec.id, m.id),
-                   state_record(g.state.spec.id, m))
-                  for g in await self._pipeline.resolve([j for _, j in jobs]) for m in g.mutations]
+        outs: dict[int, list[Out]] = {}
+        for tp in batches:
+            # Resolved per partition so each partition's state records go in its transaction;
+            # ids are co-partitioned (and filtered deletes run on every partition, each writer
+            # deleting its own), so no partition's outcome depends on another's.
+            groups = await self._pipeline.resolve(
+                [j for rec, j in jobs if rec.partition == tp.partition])
+            outs[tp.partition] = [(state_key(g.state.spec.id, m.id),
+                                   state_record(g.state.spec.id, m))
+                                  for g in groups for m in g.mutations]
         failed += [(rec, job.error) for rec, job in jobs if job.error is not None]
         ok = [rec for rec, job in jobs if job.error is None]
         metrics.RECORDS.labels("ok").inc(len(ok))
         metrics.RECORDS.labels("error").inc(len(failed))
-        async with self._tx.transaction():
-            for topic, key, value in states:
-                await self._tx.send(topic, key=key, value=value)
-            for rec in ok:
-                await send_reply(self._tx, rec, {"ok": True, "result": None})
-            for rec, error in failed:
-                await self._dead_letter(rec, error)
-                await send_reply(self._tx, rec, {"ok": False, "error": error_to_wire(error)})
-            offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items()}
-            for tp, nxt in offsets.items():
-                await self._tx.send(self.topics.state, key=f"{PROGRESS}{tp.partition}".encode(),
-                                    value=dumps({"next": nxt}), partition=tp.partition)
-            await self._tx.send_offsets_to_transaction(offsets, self.topics.writers)
-        self._committed.update({tp.partition: nxt for tp, nxt in offsets.items()})
+        await asyncio.gather(*(
+            self._commit(tp, recs[-1].offset + 1, outs[tp.partition],
+                         [r for r in ok if r.partition == tp.partition],
+                         [(r, e) for r, e in failed if r.partition == tp.partition])
+            for tp, recs in batches.items()))
+
+    async def _commit(self, tp: TopicPartition, nxt: int, states: list[Out], ok: list[Record],
+                      failed: list[tuple[Record, BaseException]]) -> None:
+        """One partition's share of the batch, in the transaction of that partition's own
+        producer: a writer fenced on ``tp`` can commit nothing for it."""
+        tx = self._producers.get(tp.partition)
+        if tx is None:
+            return
+        try:
+            async with tx.transaction():
+                for key, value in states:
+                    await tx.send(self.topics.state, key=key, value=value)
+                for rec in ok:
+                    await send_reply(tx, rec, {"ok": True, "result": None})
+                for rec, error in failed:
+                    await self._dead_letter(tx, rec, error)
+                    await send_reply(tx, rec, {"ok": False, "error": error_to_wire(error)})
+                await tx.send(self.topics.state, key=f"{PROGRESS}{tp.partition}".encode(),
+                              value=dumps({"next": nxt}), partition=tp.partition)
+                await tx.send_offsets_to_transaction({tp: nxt}, self.topics.writers)
+        except FENCED:
+            await self._fenced(tp)
+            return
+        self._committed[tp.partition] = nxt
 
     async def _job(self, rec: ConsumerRecord[bytes, bytes]) -> WriteJob:
         ev = loads(rec.value)
@@ -266,12 +344,12 @@ class Service(Component):
         else:
             check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
                         has_loader=loader is not None)
-            request = WriteRequest(op, [payload])
+            request = reuse_unchanged(state.store, WriteRequest(op, [payload]))
         return WriteJob(state, request, embedder=embedder, loader=loader)
 
-    async def _dead_letter(self, rec: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
+    async def _dead_letter(self, tx: AIOKafkaProducer, rec: Record, exc: BaseException) -> None:
         headers = [("reason", str(exc).encode()), ("code", error_to_wire(exc)["code"].encode()),
                    ("source", f"{rec.topic}:{rec.partition}:{rec.offset}".encode())]
         # Events mapped from an upstream topic (streamer/sources.py) name their upstream record.
         headers += [(k, v) for k, v in rec.headers or () if k == "origin"]
-        await self._tx.send(self.topics.dlq, key=rec.key, value=rec.value, headers=headers)
+        await tx.send(self.topics.dlq, key=rec.key, value=rec.value, headers=headers)

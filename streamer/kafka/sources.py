@@ -16,8 +16,8 @@ import socket
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio.to_thread
@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from prometheus_client import Counter, Gauge
 
 from consumers.embed import OpenCLIPEmbeddingFunction
+from consumers.lifecycle import Component
 from consumers.mapping import MappedRequest, Mapper, SourceMapping, UpstreamRecord
 from schemas.errors import InvalidArgumentError, StreamerError, error_to_wire
 from schemas.events import delete_event, dumps, write_event
@@ -37,6 +38,7 @@ from streamer.kafka.common import (
     Topics,
     cancel,
     client_kwargs,
+    consumer_kwargs,
     supervise,
     transactional_producer,
 )
@@ -74,11 +76,12 @@ def source_files(settings: Settings) -> list[str]:
     return [f.strip() for f in (settings.sources or "").split(",") if f.strip()]
 
 
-class SourceBridge:
+class SourceBridge(Component):
     """One upstream topic -> the requests topic, exactly once (see the module doc)."""
 
     def __init__(self, settings: Settings, mapping: SourceMapping, *,
                  instance: str | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.mapping = mapping
         self.topics = Topics.for_settings(settings)
@@ -86,17 +89,8 @@ class SourceBridge:
         self.instance = instance or f"{socket.gethostname()}-{settings.instance_id}"
         self.spec: CollectionSpec | None = None
         self._mapper: Mapper | None = None
-        self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._stopped = False
-
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
 
     async def _start(self) -> None:
         backend = KafkaBackend(self.settings)
@@ -109,15 +103,17 @@ class SourceBridge:
                               has_embedding_function=self.spec.embedding_function is not None,
                               max_image_bytes=self.settings.max_image_bytes,
                               max_image_pixels=self.settings.max_image_pixels)
-        kw = client_kwargs(self.settings)
-        self._producer = transactional_producer(self.settings,
-                                                f"source-{self.mapping.name}-{self.instance}")
-        await self._producer.start()
-        self._consumer = AIOKafkaConsumer(self.mapping.topic, **kw, group_id=self.group,
-                                          enable_auto_commit=False, auto_offset_reset="earliest",
-                                          isolation_level="read_committed")
-        await self._consumer.start()
-        self._task = supervise(asyncio.create_task(self._loop(), name=f"source-{self.mapping.name}"))
+        self._producer = await self.parts.start(transactional_producer(
+            self.settings, f"source-{self.mapping.name}-{self.instance}"))
+        self._consumer = await self.parts.start(AIOKafkaConsumer(
+            self.mapping.topic, **client_kwargs(self.settings), **consumer_kwargs(self.settings),
+            group_id=self.group,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed"))
+        # Stopped first: a batch in flight either commits or aborts (then it is read again
+        # by whoever owns the partitions next).
+        task = supervise(asyncio.create_task(self._loop(), name=f"source-{self.mapping.name}"))
+        self.parts.on_stop(partial(cancel, task))
         log.info("source %s: %s -> collection %s", self.mapping.name, self.mapping.topic,
                  self.spec.name)
 
@@ -131,26 +127,6 @@ class SourceBridge:
         return await backend.create_collection(
             target.name, metadata=target.metadata, embedding_function=ef,
             data_loader=target.data_loader, get_or_create=True)
-
-    async def stop(self) -> None:
-        """Stop consuming; a batch in flight either commits or aborts (then it is read again
-        by whoever owns the partitions next)."""
-        if self._stopped:
-            return
-        self._stopped = True
-        await cancel(self._task)
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()
-
-    async def __aenter__(self) -> SourceBridge:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
 
     async def _loop(self) -> None:
         assert self._consumer is not None
@@ -232,39 +208,22 @@ class SourceBridge:
         LAG.labels(self.mapping.name).set(lag)
 
 
-class Sources:
+class Sources(Component):
     """The sources of one ``streamer serve`` process (``settings.sources``), started after
     the service (they resolve collections through it) and stopped before it."""
 
     def __init__(self, settings: Settings, mappings: Sequence[SourceMapping] | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self._mappings = mappings
         self.bridges: list[SourceBridge] = []
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         mappings = self._mappings if self._mappings is not None else \
-            [load_mapping(f) for f in source_files(self.settings)]
+            await anyio.to_thread.run_sync(
+                lambda: [load_mapping(f) for f in source_files(self.settings)])
         names = [m.name for m in mappings]
         if len(set(names)) != len(names):
             raise InvalidArgumentError(f"Source names must be unique, got {', '.join(names)}")
-        try:
-            for m in mappings:
-                bridge = SourceBridge(self.settings, m)
-                await bridge.start()
-                self.bridges.append(bridge)
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def stop(self) -> None:
-        for bridge in reversed(self.bridges):
-            await bridge.stop()
-        self.bridges = []
-
-    async def __aenter__(self) -> Sources:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
+        for m in mappings:
+            self.bridges.append(await self.parts.start(SourceBridge(self.settings, m)))

@@ -1,6 +1,7 @@
-"""Server-side checks on events from the wire, which is untrusted: Chroma's validation (the
-code the clients run before sending, run again) and the configured limits (``Settings``),
-raised as typed errors before anything is loaded, embedded or written."""
+"""Server-side checks on events from the wire, which is untrusted: Chroma's rules (for a
+write, shaped for the one record an event carries; for reads, the clients' validation run
+again) and the configured limits (``Settings``), raised as typed errors before anything is
+loaded, embedded or written."""
 
 from __future__ import annotations
 
@@ -8,19 +9,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from consumers.decode import check_limits
+from consumers.remote import RemotePolicy, confine
 from consumers.validate import (
+    ALREADY_EMBEDDED,
     NO_EMBEDDING_FUNCTION,
     NO_LOADER,
+    ONE_SOURCE,
+    context,
     prepare_delete,
     prepare_get,
     prepare_query,
-    prepare_write,
+    validate_metadata,
 )
 from schemas.errors import DataLoaderError, InvalidArgumentError, LimitExceededError
 from schemas.events import parse_get, parse_query
-from schemas.records import DeleteRequest, GetRequest, Image, Op, QueryRequest, WriteItem
+from schemas.records import DeleteRequest, GetRequest, ImageInput, Op, QueryRequest, WriteItem
 from streamer.settings import Settings
 
 # Loader presence is checked where it matters (a URI to load), so the include/URI checks of
@@ -28,32 +32,37 @@ from streamer.settings import Settings
 _LOADER_CHECKED_LATER = True
 
 
-def check_image(image: Image, settings: Settings, what: str) -> None:
-    pixels = int(np.prod(image.shape[:2])) if image.ndim >= 2 else int(image.size)
-    if pixels > settings.max_image_pixels:
-        raise LimitExceededError(f"{what}: image of {pixels} pixels is over the limit of "
-                                 f"{settings.max_image_pixels}")
-    if image.nbytes > settings.max_image_bytes:
-        raise LimitExceededError(f"{what}: image of {image.nbytes} bytes is over the limit of "
-                                 f"{settings.max_image_bytes}")
+def check_image(image: ImageInput, settings: Settings, what: str) -> None:
+    """Pixels from the array or file header and bytes as sent; nothing is decoded."""
+    check_limits(image, max_pixels=settings.max_image_pixels,
+                 max_bytes=settings.max_image_bytes, what=what)
+
+
+def check_document(id_: str, document: str | None, settings: Settings) -> None:
+    if document is not None and (size := len(document.encode())) > settings.max_document_bytes:
+        raise LimitExceededError(f"Document of {id_} is {size} bytes, which exceeds "
+                                 f"{settings.max_document_bytes} bytes")
 
 
 def check_write(op: Op, item: WriteItem, settings: Settings, *, has_embedding_function: bool,
                 has_loader: bool) -> None:
-    def one(value: Any) -> list[Any] | None:
-        return None if value is None else [value]
-
-    prepare_write(op, ids=[item.id], embeddings=one(item.embedding), metadatas=one(item.metadata),
-                  documents=one(item.document), images=one(item.image), uris=one(item.uri),
-                  has_loader=_LOADER_CHECKED_LATER, has_embedding_function=True)
-    if item.document is not None and len(item.document.encode()) > settings.max_document_bytes:
-        raise LimitExceededError(
-            f"Document of {item.id} exceeds {settings.max_document_bytes} bytes")
+    """One write event, checked once. ``parse_write`` already refused wrong field types;
+    this is Chroma's per-record rules with Chroma's messages, then the limits, then whether
+    this collection can embed what the record brings."""
+    with context(op.value):
+        validate_metadata(item.metadata)
+        sources = sum(x is not None for x in (item.document, item.image, item.uri))
+        if sources > 1:  # one modality per record, embedded or not
+            raise InvalidArgumentError(ONE_SOURCE)
+        if item.embedding is not None and item.image is not None:
+            raise InvalidArgumentError(ALREADY_EMBEDDED)
+        if item.embedding is None and not sources and op is not Op.UPDATE:
+            raise InvalidArgumentError(ONE_SOURCE)  # only a metadata update embeds nothing
+    check_document(item.id, item.document, settings)
     if item.image is not None:
         check_image(item.image, settings, f"Record {item.id}")
-    source = item.document is not None or item.image is not None or item.uri is not None
-    if item.embedding is None and (source or op is not Op.UPDATE):
-        if item.uri is not None and item.document is None and not has_loader:
+    if item.embedding is None and sources:
+        if item.uri is not None and not has_loader:
             raise DataLoaderError(NO_LOADER)
         if not has_embedding_function:
             raise InvalidArgumentError(NO_EMBEDDING_FUNCTION)
@@ -110,4 +119,18 @@ def server_loader(desc: dict[str, Any], settings: Settings) -> dict[str, Any]:
         # The intersection of two sets of directory trees: the deeper root of each nested pair.
         config["roots"] = sorted({str(w if w.is_relative_to(a) else a) for w in wanted
                                   for a in allowed if w.is_relative_to(a) or a.is_relative_to(w)})
+    remote = confine(config.pop("remote", None), server_remote(settings))
+    if remote is not None:
+        config["remote"] = remote
     return {**desc, "config": config}
+
+
+def server_remote(settings: Settings) -> RemotePolicy:
+    """The server's remote policy from ``STREAMER_REMOTE_*``."""
+    def items(raw: str | None) -> list[str]:
+        return [p.strip() for p in (raw or "").split(",") if p.strip()]
+    return RemotePolicy.from_config({
+        "allow": items(settings.remote_allow), "stores": settings.remote_stores or {},
+        "allow_networks": items(settings.remote_allow_networks),
+        "timeout_s": settings.remote_timeout_s, "retries": settings.remote_retries,
+        "max_in_flight": settings.remote_max_in_flight})

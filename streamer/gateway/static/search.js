@@ -1,83 +1,30 @@
-// The search page: one websocket to /ws speaking the gateway's JSON frames. The token travels
-// as the "bearer.<token>" subprotocol (browsers cannot set headers on a WebSocket) and as an
-// Authorization header on fetches; it can be preset with #token=...&collection=... (a URL
-// fragment never reaches the server or its logs).
-"use strict";
+// The search page, built on the TypeScript client (clients/typescript, served from
+// /static/client/). The token travels as the "bearer.<token>" subprotocol (browsers cannot
+// set headers on a WebSocket) and as an Authorization header on the thumbnail fetches; it can
+// be preset with #token=...&collection=... (a URL fragment never reaches the server or its logs).
+import { StreamerClient } from "/static/client/index.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { ws: null, token: "", collection: "", pending: new Map(), next: 1,
-                image: null, sub: null, n: 12, thumbs: [] };
+const state = { client: null, collection: null, token: "", name: "", image: null, live: null, n: 12, thumbs: [] };
 
 function setStatus(text, phase) {
   $("status").textContent = text;
   if (phase) document.body.dataset.state = phase;
 }
 
-function connect() {
-  return new Promise((resolve, reject) => {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/ws`, ["streamer.v1", `bearer.${state.token}`]);
-    ws.onopen = () => resolve(ws);
-    ws.onerror = () => reject(new Error("websocket refused (wrong token?)"));
-    ws.onclose = (ev) => {
-      if (state.ws === ws) {
-        state.ws = null;
-        state.sub = null;
-        setStatus(`Disconnected (${ev.code}${ev.reason ? ": " + ev.reason : ""}).`, "closed");
-        $("search").disabled = true;
-      }
-      for (const p of state.pending.values()) p.reject(new Error("connection closed"));
-      state.pending.clear();
-    };
-    ws.onmessage = (ev) => onFrame(JSON.parse(ev.data));
-  });
-}
-
-function onFrame(frame) {
-  if (frame.event === "match") {
-    if (state.sub && frame.subscription === state.sub) addLive(frame);
-    return;
-  }
-  const p = state.pending.get(frame.correlation_id);
-  if (!p) return;
-  state.pending.delete(frame.correlation_id);
-  if (frame.ok) p.resolve(frame.result);
-  else p.reject(new Error(`${frame.error.name}: ${frame.error.message}`));
-}
-
-function request(payload) {
-  const id = `p${state.next++}`;
-  return new Promise((resolve, reject) => {
-    state.pending.set(id, { resolve, reject });
-    state.ws.send(JSON.stringify({ v: 1, correlation_id: id, ...payload }));
-  });
-}
-
-function b64(bytes) {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(s);
-}
-
-async function imageArray(file) {
-  // Pixels as the wire's array object: uint8 [h, w, 3], scaled to at most 512 px a side.
+async function imageCanvas(file) {
+  // At most 512 px a side: the model sees 224 px anyway, and a phone photo stays small on the wire.
   const bitmap = await createImageBitmap(file);
   const scale = Math.min(1, 512 / Math.max(bitmap.width, bitmap.height));
-  const w = Math.max(1, Math.round(bitmap.width * scale));
-  const h = Math.max(1, Math.round(bitmap.height * scale));
-  const canvas = new OffscreenCanvas(w, h);
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(bitmap, 0, 0, w, h);
-  const rgba = ctx.getImageData(0, 0, w, h).data;
-  const rgb = new Uint8Array(w * h * 3);
-  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
-    rgb[j] = rgba[i]; rgb[j + 1] = rgba[i + 1]; rgb[j + 2] = rgba[i + 2];
-  }
-  return { dtype: "uint8", shape: [h, w, 3], b64: b64(rgb) };
+  const canvas = new OffscreenCanvas(Math.max(1, Math.round(bitmap.width * scale)),
+                                     Math.max(1, Math.round(bitmap.height * scale)));
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  bitmap.close();
+  return canvas;
 }
 
 async function thumbnail(id, holder) {
-  const params = new URLSearchParams({ collection: state.collection, id, size: "200" });
+  const params = new URLSearchParams({ collection: state.name, id, size: "200" });
   const res = await fetch(`/api/thumbnail?${params}`, { headers: { Authorization: `Bearer ${state.token}` } });
   if (!res.ok) return;
   const url = URL.createObjectURL(await res.blob());
@@ -139,44 +86,44 @@ function addLive(match) {
   setStatus(`${n} results, live: ${match.id} just arrived.`, "live");
 }
 
+async function follow(live) {
+  try {
+    for await (const match of live) addLive(match);
+  } catch (err) {
+    if (state.live === live) setStatus(`Live query ended: ${err.message || err}`, "error");
+  }
+}
+
 async function search(ev) {
   ev.preventDefault();
   const text = $("query").value.trim();
   if (!text && !state.image) return;
   state.n = Math.max(1, Math.min(100, Number($("n").value) || 12));
-  const input = state.image ? { images: [state.image] } : { texts: [text] };
-  const target = { name: state.collection };
+  const input = state.image ? { queryImages: [state.image] } : { queryTexts: [text] };
   setStatus("Searching…", "searching");
   try {
-    if (state.sub) {
-      const old = state.sub;
-      state.sub = null;
-      await request({ op: "unsubscribe", subscription: old });
+    if (state.live) {
+      const old = state.live;
+      state.live = null;
+      await old.return();
     }
     let result;
     if ($("live").checked) {
-      const sub = await request({ op: "subscribe", ...target, ...input, top_k: state.n });
-      state.sub = sub.subscription;
-      result = sub.initial;
+      const live = state.collection.subscribe({ ...input, topK: state.n, include: ["documents", "uris"] });
+      await live.ready;
+      state.live = live;
+      result = live.initial;
+      follow(live);
     } else {
-      result = await request({ op: "query", ...target, ...input, n_results: state.n,
-                               include: ["documents", "distances", "uris"] });
+      result = await state.collection.query({ ...input, nResults: state.n,
+                                              include: ["documents", "distances", "uris"] });
     }
     const n = render(result);
-    setStatus(`${n} results${state.sub ? ", live: new matches appear as they are ingested" : ""}.`,
-              state.sub ? "live" : "done");
+    setStatus(`${n} results${state.live ? ", live: new matches appear as they are ingested" : ""}.`,
+              state.live ? "live" : "done");
   } catch (err) {
-    setStatus(String(err.message || err), "error");
+    setStatus(`${err.name}: ${err.message || err}`, "error");
   }
-}
-
-async function loadCollections() {
-  const res = await fetch("/api/collections", { headers: { Authorization: `Bearer ${state.token}` } });
-  if (!res.ok) throw new Error(res.status === 401 ? "That token was refused." : `HTTP ${res.status}`);
-  const select = $("collection");
-  const wanted = state.collection || select.value;
-  select.replaceChildren(...(await res.json()).map((c) => new Option(c.name, c.name)));
-  if (wanted) select.value = wanted;
 }
 
 async function start(ev) {
@@ -184,21 +131,26 @@ async function start(ev) {
   state.token = $("token").value.trim();
   if (!state.token) return;
   try {
-    await loadCollections();
-    state.collection = $("collection").value;
-    if (!state.collection) throw new Error("This token can read no collection.");
-    if (state.ws) state.ws.close(1000, "reconnecting");
-    state.ws = await connect();
+    state.client?.close();
+    state.client = new StreamerClient({ url: location.origin, token: state.token });
+    const names = (await state.client.listCollections()).map((c) => c.name);
+    const select = $("collection");
+    select.replaceChildren(...names.map((n) => new Option(n, n)));
+    if (state.name && names.includes(state.name)) select.value = state.name;
+    state.name = select.value;
+    if (!state.name) throw new Error("This token can read no collection.");
+    state.collection = await state.client.getCollection({ name: state.name });
     $("search").disabled = false;
-    setStatus(`Connected to ${state.collection}.`, "connected");
+    setStatus(`Connected to ${state.name}.`, "connected");
   } catch (err) {
-    setStatus(String(err.message || err), "error");
+    setStatus(err.code === "unavailable" ? "That token was refused, or the server is down." : String(err.message || err),
+              "error");
   }
 }
 
 async function useImage(file) {
   if (!file || !file.type.startsWith("image/")) return;
-  state.image = await imageArray(file);
+  state.image = await imageCanvas(file);
   $("image-name").textContent = file.name;
   $("image-name").hidden = $("clear-image").hidden = false;
   $("query").value = "";
@@ -214,9 +166,12 @@ function clearImage() {
 function init() {
   const preset = new URLSearchParams(location.hash.slice(1));
   if (preset.get("token")) $("token").value = preset.get("token");
-  if (preset.get("collection")) state.collection = preset.get("collection");
+  if (preset.get("collection")) state.name = preset.get("collection");
   $("connect-form").addEventListener("submit", start);
-  $("collection").addEventListener("change", () => { state.collection = $("collection").value; });
+  $("collection").addEventListener("change", async () => {
+    state.name = $("collection").value;
+    state.collection = await state.client.getCollection({ name: state.name });
+  });
   $("search-form").addEventListener("submit", search);
   $("file").addEventListener("change", (e) => useImage(e.target.files[0]));
   $("clear-image").addEventListener("click", clearImage);

@@ -1,0 +1,97 @@
+"""The TypeScript client (clients/typescript) end to end: its ``node --test`` suites run
+against a real ``streamer serve`` on the local broker (the built-in streamer-tiny model
+server-side), and its generated wire types must match ``schemas/generated``. The package is
+installed from its lockfile (``npm ci``) and built with ``tsc`` once per session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from streamer.training.shapes import ShapeSpec, render
+from tests.gateway_helpers import TOKEN, TOKENS
+from tests.kafka_fixtures import ROOT, ServiceProcess, ensure_broker, new_prefix
+from tests.test_gateway_kafka import free_port
+
+PACKAGE = ROOT / "clients" / "typescript"
+
+
+def _npm(*args: str, timeout: float = 300) -> None:
+    done = subprocess.run(["npm", *args], cwd=PACKAGE, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def package() -> Path:
+    """The built package (npm ci when node_modules is missing, then tsc)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("needs node >= 20 and npm")
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
+    if int(version.lstrip("v").split(".")[0]) < 20:
+        pytest.skip(f"needs node >= 20, found {version.strip()}")
+    if not (PACKAGE / "node_modules" / ".package-lock.json").exists():
+        _npm("ci", "--no-audit", "--no-fund")
+    _npm("run", "build")
+    return PACKAGE
+
+
+@pytest.mark.parametrize("script", ["gen-wire", "vendor"])
+def test_generated_files_are_current(package: Path, script: str) -> None:
+    """Wire types = schemas/generated; the gateway's /static/client = the fresh build."""
+    done = subprocess.run(["node", f"scripts/{script}.mjs", "--check"], cwd=package,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def photos(directory: Path) -> Path:
+    """Photo-sized encoded files the node suites load by URI: PNG and JPEG shapes."""
+    directory.mkdir()
+    for i, (colour, shape, ext) in enumerate([("red", "circle", "png"), ("blue", "square", "jpg"),
+                                              ("green", "triangle", "jpg")]):
+        spec = ShapeSpec(shape=shape, colour=colour, size="large", position="center",  # type: ignore[arg-type]
+                         count=1, texture="solid")
+        pixels = render(spec, 480, np.random.default_rng(i))
+        Image.fromarray(pixels).resize((640, 480)).save(directory / f"{colour}-{shape}.{ext}",
+                                                        quality=90)
+    return directory
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(900)
+async def test_node_suites_against_streamer_serve(package: Path, tmp_path: Path) -> None:
+    ensure_broker()
+    fixtures = photos(tmp_path / "photos")
+    port = free_port()
+    svc = ServiceProcess(new_prefix(), tmp_path / "svc", instance="ts",
+                         extra_env={"STREAMER_HTTP_PORT": str(port), "STREAMER_AUTH_TOKENS": TOKENS})
+    await asyncio.to_thread(svc.start)
+    try:
+        env = {**os.environ, "STREAMER_URL": f"http://127.0.0.1:{port}", "STREAMER_TOKEN": TOKEN,
+               "STREAMER_PREFIX": svc.prefix, "STREAMER_PYTHON": sys.executable,
+               "STREAMER_ROOT": str(ROOT), "PYTHONPATH": str(ROOT), "STREAMER_FIXTURES": str(fixtures)}
+        proc = await asyncio.create_subprocess_exec(
+            "node", "--test", "--test-reporter=tap", "--test-concurrency=1",
+            *sorted(str(p.relative_to(package)) for p in package.glob("test/*.test.mjs")), cwd=package,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 840)
+    finally:
+        svc.kill()
+    text = out.decode()
+    summary = dict(re.findall(r"^# (tests|pass|fail|cancelled|skipped) (\d+)$", text, re.M))
+    assert proc.returncode == 0, text[-12000:]
+    assert summary.get("fail") == "0" and summary.get("cancelled") == "0", text[-6000:]
+    assert int(summary.get("pass", 0)) >= 11 and summary.get("skipped") == "0", summary
+
+
+def test_results_are_typed_by_include(package: Path) -> None:
+    """tsc rejects reading a field the call did not include (test/typing.ts)."""
+    _npm("run", "typecheck")
