@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        checkpoint = args.checkpoint or _random_weights(args.model, work)
+        checkpoint = args.checkpoint or random_weights(args.model, work)
         uris = photo_files(args.images, work / "photos")
         rows, auto = measure(args.model, checkpoint, uris, args.texts, args.batch, args.device)
     print(f"{args.model}, batch {args.batch}, {args.images} photos, {args.texts} texts, "
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     print_rows(rows, auto)
 
 
-def _random_weights(model: str, work: Path) -> str:
+def random_weights(model: str, work: Path) -> str:
     import open_clip
     import torch
 

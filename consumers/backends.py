@@ -298,6 +298,12 @@ def candidates(backend: str, precision: str, device: str) -> list[tuple[str, str
     return out
 
 
+def policy(backend: str, precision: str, device: str) -> str:
+    """What a spec's backend/precision mean on this machine, for ``streamer stats``."""
+    order = " > ".join(f"{r}/{p}" for r, p in candidates(backend, precision, device))
+    return f"{backend}/{precision}: first passing the parity gate of {order}"
+
+
 def _cuda_bf16() -> bool:
     import torch
 
