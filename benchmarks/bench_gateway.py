@@ -121,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     tiny = BUILTIN_MODELS["streamer-tiny"].checkpoint_path.exists()
     model = "streamer-tiny" if tiny else args.model
-    ef = OpenCLIPEmbeddingFunction(model, num_threads=args.threads)
+    ef = OpenCLIPEmbeddingFunction(model, None if tiny else "random", num_threads=args.threads)
     ef.load()
     texts = [f"a photo of thing number {i}" for i in range(args.queries)]
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, \

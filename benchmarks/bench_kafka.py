@@ -67,7 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--model", default="ViT-B-32")
-    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--checkpoint", default="random",
+                        help="weights file, open_clip pretrained tag or 'random' (same compute)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--queries", type=int, default=50)

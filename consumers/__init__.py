@@ -1,5 +1,5 @@
 """The pipeline stages, shared by the embedded client and the Kafka service: validation
-(``validate``, ``where``, ``admin``), intake (``batch``), loading (``load``), embedding
+(``validate``, ``where``, ``admin``), intake (``batch``), loading (``load``, ``decode``), embedding
 (``embed``), the write pipeline (``pipeline``: prepare, embed, resolve), durability and
 indexing (``log``, ``checkpoint``, ``index``, ``backfill``, ``store``, ``catalog``), reads
 (``query``), upstream mappings (``mapping``), a process's local store (``local``) and the

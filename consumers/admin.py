@@ -13,8 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, get_args
 
-from consumers.validate import validate_collection_name, validate_metadata
-from schemas.errors import InvalidArgumentError, NotFoundError, UniqueConstraintError
+from consumers.validate import (
+    validate_collection_metadata,
+    validate_collection_name,
+    validate_metadata,
+)
+from schemas.errors import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    NotFoundError,
+    UniqueConstraintError,
+)
 from schemas.records import CollectionSpec, IndexDType, Space
 
 #: The collections as a rule sees them: name -> spec (a catalog snapshot).
@@ -34,10 +43,24 @@ class Created:
     new: bool
 
 
-def index_settings(metadata: dict[str, Any] | None) -> tuple[Space, IndexDType]:
-    """The distance and index dtype a new collection's metadata asks for."""
+def default_space(configuration: Mapping[str, Any] | None, embedding_function: Any) -> str:
+    """Chroma's space when the metadata names none: the configuration's (``{"hnsw": {"space":
+    ...}}`` or ``spann``), else the embedding function's ``default_space()`` (OpenCLIP's is
+    cosine), else l2."""
+    for section in ("hnsw", "spann"):
+        space = ((configuration or {}).get(section) or {}).get("space")
+        if space is not None:
+            return str(space)
+    named = getattr(embedding_function, "default_space", None)
+    return str(named()) if callable(named) else "l2"
+
+
+def index_settings(metadata: dict[str, Any] | None,
+                   default: str = "l2") -> tuple[Space, IndexDType]:
+    """The distance and index dtype a new collection asks for: its metadata's, else
+    ``default`` (see ``default_space``)."""
     meta = metadata or {}
-    space, dtype = meta.get("hnsw:space", "cosine"), meta.get("streamer:dtype", "f32")
+    space, dtype = meta.get("hnsw:space", default), meta.get("streamer:dtype", "f32")
     if space not in SPACES:
         raise InvalidArgumentError(f"Invalid hnsw:space {space!r}: use cosine, l2 or ip")
     if dtype not in DTYPES:
@@ -53,24 +76,33 @@ def lookup(existing: Existing, name: str) -> CollectionSpec:
     return spec
 
 
-def listing(existing: Existing) -> list[CollectionSpec]:
-    return list(existing.values())
+def listing(existing: Existing, limit: Any = None, offset: Any = None) -> list[CollectionSpec]:
+    """``list_collections(limit, offset)``: a window of the collections, in catalog order."""
+    for label, value in (("limit", limit), ("offset", offset)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise InvalidTypeError(f"{label} must be an integer, got {type(value).__name__}")
+        if value is not None and value < 0:
+            raise InvalidArgumentError(f"{label} must be a non-negative integer, got {value}")
+    start = offset or 0
+    specs = list(existing.values())
+    return specs[start:] if limit is None else specs[start:start + limit]
 
 
 def create(existing: Existing, name: str, *, metadata: dict[str, Any] | None,
            embedding_function: dict[str, Any] | None, data_loader: dict[str, Any] | None,
-           get_or_create: bool) -> Created:
+           get_or_create: bool, space: str = "l2") -> Created:
     """``create_collection`` / ``get_or_create_collection``: Chroma validates the metadata
-    and the name before it looks at what exists."""
-    validate_metadata(metadata)
+    (refusing an empty one) and the name before it looks at what exists. ``space`` is the
+    default when the metadata names none (see ``default_space``)."""
+    validate_collection_metadata(metadata)
     validate_collection_name(name)
     current = existing.get(name)
     if current is not None:
         if get_or_create:
             return Created(current, new=False)
         raise UniqueConstraintError(f"Collection [{name}] already exists")
-    space, dtype = index_settings(metadata)
-    spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=metadata, space=space,
+    chosen, dtype = index_settings(metadata, space)
+    spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=metadata, space=chosen,
                           dtype=dtype, embedding_function=embedding_function,
                           data_loader=data_loader)
     return Created(spec, new=True)

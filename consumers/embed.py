@@ -125,6 +125,15 @@ class OpenCLIPEmbeddingFunction:
     def build_from_config(cls, config: dict[str, Any]) -> OpenCLIPEmbeddingFunction:
         return cls(**config)
 
+    @staticmethod
+    def default_space() -> str:
+        """Chroma's OpenCLIP default (the space of a collection whose metadata names none)."""
+        return "cosine"
+
+    @staticmethod
+    def supported_spaces() -> list[str]:
+        return ["cosine", "l2", "ip"]
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, OpenCLIPEmbeddingFunction) and \
             other.get_config() == self.get_config()

@@ -161,6 +161,9 @@ class VectorIndex:
         raw_counts = getattr(matches, "counts", None)
         counts = np.asarray([keys.shape[1]] if raw_counts is None else raw_counts,
                             dtype=np.int64).reshape(len(queries))
+        if self.space == "cosine":
+            # usearch gives a zero query 0.0 to a zero vector; Chroma (and ``distances``) 1.0.
+            dists[~queries.any(axis=1)] = 1.0
         return keys, dists, counts
 
     def search_among(self, queries: Matrix, keys: Keys, k: int) -> tuple[Keys, Matrix]:

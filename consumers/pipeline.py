@@ -50,6 +50,11 @@ class WriteJob:
     prepared: dict[int, Any] = field(default_factory=dict)
     vectors: dict[int, Vector] = field(default_factory=dict)
     error: BaseException | None = None
+    #: Records a delete removed (Chroma's ``{"deleted": n}``).
+    deleted: int = 0
+    #: The ids this job may touch; the Kafka writer of one partition limits a filtered
+    #: delete to the records of its partition (the client sends one to every partition).
+    scope: Callable[[str], bool] | None = None
 
 
 @dataclass(slots=True)
@@ -226,11 +231,16 @@ class Pipeline:
             if req.where is None and req.where_document is None:
                 ids = req.ids or []
             else:
-                ids = store.select(req.ids, req.where, req.where_document)
-                ids = [i for i in ids if pending.get(i, True) is not None]
+                ids = store.select(req.ids, req.where, req.where_document, pending)
+                if job.scope is not None:
+                    ids = [i for i in ids if job.scope(i)]
                 if req.limit is not None:
                     ids = ids[:req.limit]
-            return store.delete_ids(ids, pending)
+            deleted = store.delete_ids(ids, pending)
+            # Chroma counts the ids a delete names, found or not, and the matches of a filter.
+            filtered = req.where is not None or req.where_document is not None
+            job.deleted = len(deleted) if filtered else len(ids)
+            return deleted
         vectors: list[Vector | None] = []
         for i, it in enumerate(req.items):
             vectors.append(it.embedding if it.embedding is not None else job.vectors.get(i))

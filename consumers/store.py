@@ -7,6 +7,7 @@ apply runs in one synchronous step on the event loop's side of the pipeline."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,11 @@ class CollectionStore:
         self.source.update(source)
         final: dict[str, Mutation] = {}
         for m in mutations:
+            prev = final.get(m.id)
+            if m.op == "put" and m.vector is None and prev is not None and prev.vector is not None:
+                # A put without a vector keeps the id's vector: within one batch that is the
+                # vector of the put before it (a replica's batch spans many transactions).
+                m = dataclasses.replace(m, vector=prev.vector)
             final[m.id] = m  # last write wins inside a batch
         put_keys: list[int] = []
         put_vecs: list[Vector] = []
@@ -170,20 +176,33 @@ class CollectionStore:
         return len(self.records)
 
     def select(self, ids: list[str] | None, where: Metadata | None,
-               where_document: Metadata | None) -> list[str]:
-        """Ids matching the filters, in insertion (key) order, as Chroma returns them."""
+               where_document: Metadata | None,
+               pending: dict[str, Mutation | None] | None = None) -> list[str]:
+        """Ids matching the filters, in insertion (key) order, as Chroma returns them.
+        ``pending`` (a batch's earlier results, see ``resolve``) overlays the table: a
+        filtered delete sees the writes queued before it in the same batch."""
         if ids is not None:
             candidates = sorted((r.key, i) for i in dict.fromkeys(ids)
                                 if (r := self.records.get(i)) is not None)
             chosen = [i for _, i in candidates]
         else:
             chosen = [self.by_key[k] for k in sorted(self.by_key)]
+        fields: dict[str, tuple[Metadata | None, str | None]] = {
+            i: (self.records[i].metadata, self.records[i].document) for i in chosen}
+        if pending:
+            wanted = None if ids is None else set(ids)
+            for i, m in pending.items():
+                if m is None:
+                    fields.pop(i, None)
+                elif wanted is None or i in wanted:
+                    fields[i] = (m.metadata, m.document)
+            chosen = list(fields)
         if where is not None:
             pm = compile_where(where)
-            chosen = [i for i in chosen if pm(self.records[i].metadata)]
+            chosen = [i for i in chosen if pm(fields[i][0])]
         if where_document is not None:
             pd = compile_where_document(where_document)
-            chosen = [i for i in chosen if pd(self.records[i].document)]
+            chosen = [i for i in chosen if pd(fields[i][1])]
         return chosen
 
     def vectors(self, ids: list[str]) -> Matrix:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from consumers.decode import encoded
-from consumers.where import validate_where, validate_where_document
+from consumers.where import RegexSyntaxError, validate_where, validate_where_document
 from schemas.errors import (
     DuplicateIDError,
     InvalidArgumentError,
@@ -51,7 +51,8 @@ def context(method: str) -> Iterator[None]:
     try:
         yield
     except StreamerError as exc:
-        exc.args = (f"{exc.message} in {method}.", *exc.args[1:])
+        if not isinstance(exc, RegexSyntaxError):
+            exc.args = (f"{exc.message} in {method}.", *exc.args[1:])
         raise
 
 
@@ -131,6 +132,16 @@ def validate_ids(ids: Any) -> list[str]:
                    f"{', '.join(ex[:5])}, ..., {', '.join(ex[-5:])}")
         raise DuplicateIDError(msg)
     return ids
+
+
+EMPTY_COLLECTION_METADATA = "Validation error: metadata: Metadata cannot be empty"
+
+
+def validate_collection_metadata(metadata: Any) -> None:
+    """A collection's metadata: None or a valid non-empty dict, with Chroma's message."""
+    if isinstance(metadata, dict) and not metadata:
+        raise InvalidArgumentError(EMPTY_COLLECTION_METADATA)
+    validate_metadata(metadata)
 
 
 def validate_metadata(metadata: Any) -> None:
@@ -348,7 +359,7 @@ def prepare_query(*, query_embeddings: Any = None, query_texts: Any = None,
                 raise InvalidArgumentError(NO_EMBEDDING_FUNCTION)
         inc = _with_uris_for_data(inc, has_loader)
         id_list = one_to_many(ids)
-        if id_list is not None:
+        if id_list:  # Chroma answers a query among no ids with empty results
             validate_ids(id_list)
         return QueryRequest(embeddings=vecs, texts=texts, images=imgs, uris=uri_list,
                             ids=id_list, n_results=n_results, where=where,

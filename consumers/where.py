@@ -7,9 +7,10 @@ that lack the key; bools never equal ints; ints and floats compare numerically; 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
+
+import flpc
 
 from schemas.errors import InvalidArgumentError
 from schemas.records import Metadata
@@ -112,10 +113,21 @@ def validate_where_document(where_document: Any) -> None:
             raise InvalidArgumentError(
                 f"Expected where document operand value for operator {operator} to be a non-empty str")
         elif operator in ("$regex", "$not_regex"):
-            try:
-                re.compile(operand)
-            except re.error as exc:
-                raise InvalidArgumentError(f"Invalid regex {operand!r}: {exc}") from exc
+            _regex(operand)
+
+
+
+class RegexSyntaxError(InvalidArgumentError):
+    """Chroma reports a bad pattern from its executor: no `` in <method>.`` suffix."""
+
+
+def _regex(pattern: str) -> flpc.Pattern:
+    """Chroma evaluates ``$regex`` with Rust's ``regex`` crate, so users write its dialect
+    (inline flag groups like ``(?i)c(?-i)at``, no look-around); flpc binds that crate."""
+    try:
+        return flpc.compile(pattern)
+    except ValueError as exc:
+        raise RegexSyntaxError(f"Regex syntax errror: {exc}") from None
 
 
 def _same_kind(a: object, b: object) -> bool:
@@ -192,7 +204,7 @@ def compile_where_document(where_document: Metadata) -> DocPredicate:
         return lambda d: d is not None and operand in d
     if operator == "$not_contains":
         return lambda d: d is None or operand not in d
-    pattern = re.compile(operand)
+    pattern = _regex(operand)
     if operator == "$regex":
-        return lambda d: d is not None and pattern.search(d) is not None
-    return lambda d: d is None or pattern.search(d) is None
+        return lambda d: d is not None and flpc.search(pattern, d) is not None
+    return lambda d: d is None or flpc.search(pattern, d) is None

@@ -23,6 +23,7 @@ __all__ = [
     "RequestTimeoutError",
     "ResumeExpiredError",
     "SchemaError",
+    "ShardUnavailableError",
     "StreamerError",
     "URINotAllowedError",
     "URIOutsideRootsError",
@@ -149,6 +150,12 @@ class UnavailableError(StreamerError):
 
     code = "unavailable"
     retriable = True
+
+
+class ShardUnavailableError(UnavailableError):
+    """A shard of a sharded deployment has no live replica: no exact answer can be given."""
+
+    code = "shard_unavailable"
 
 
 class RequestTimeoutError(StreamerError, TimeoutError):

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # micro-batching
     batch_max_items: int = 64
     batch_max_wait_ms: float = 10.0
+    # A batch of records that need no model (they carry their embeddings) grows past
+    # batch_max_items up to this: fewer transactions and replica applies per record.
+    batch_max_records: int = 512
     # model
     model_threads: int | None = None
     # Where this process finds model weights: the Hugging Face hub cache for pretrained tags
@@ -61,6 +64,8 @@ class Settings(BaseSettings):
     # which fences its dead predecessor and aborts its open transaction at once.
     instance_id: str = "0"
     kafka_transaction_timeout_ms: int = 15_000
+    # "K/N": serve only shard K of N (state partitions p with p % N == K); see kafka/shards.py
+    shard: str | None = None
     # The writers' group: a writer silent this long loses its partitions (and, through its
     # per-partition transactional ids, any right to commit for them: kafka/producers.py).
     kafka_session_timeout_ms: int = 10_000
@@ -74,7 +79,8 @@ class Settings(BaseSettings):
     # upstream sources for `streamer serve`: mapping files, comma-separated (streamer/sources.py)
     sources: str | None = None
     # limits
-    max_batch_records: int = 4096
+    # Chroma's max batch size (client.get_max_batch_size(); 5461 in chromadb 1.5 locally)
+    max_batch_records: int = 5461
     max_n_results: int = 10_000
     max_document_bytes: int = 1 << 20
     # One image as sent: an encoded file or a (compressed) pixel array; 40 MiB holds even an

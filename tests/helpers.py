@@ -28,6 +28,10 @@ class HashEmbedding:
         self.calls.append(len(input))
         return [self.vector(x) for x in input]
 
+    @staticmethod
+    def default_space() -> str:
+        return "cosine"  # unit vectors, like OpenCLIP's (Chroma's default space otherwise l2)
+
 
 def cosine_topk(query: np.ndarray, ids: list[str], vectors: np.ndarray, k: int) -> tuple[list[str], list[float]]:
     d = 1.0 - (vectors @ query) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))

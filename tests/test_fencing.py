@@ -80,11 +80,11 @@ def assert_same_state(got: tuple[dict[str, tuple[Any, ...]], dict[str, np.ndarra
         (i, records[i][0], float(np.abs(vectors[i] - want_vectors[i]).max())) for i in off[:5]])
 
 
-def progress_markers(prefix: str) -> dict[int, list[int]]:
+def progress_markers(prefix: str, bootstrap: str = BOOTSTRAP) -> dict[int, list[int]]:
     """Every committed progress marker on the state topic, per partition, in log order."""
     async def read() -> dict[int, list[int]]:
         topics = Topics.for_settings(Settings(kafka_topic_prefix=prefix))
-        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                     isolation_level="read_committed")
         await consumer.start()
         try:

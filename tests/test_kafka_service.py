@@ -233,19 +233,27 @@ def test_sigterm_under_load_finishes_or_redelivers(tmp_path: Path, prefix: str,
     svc = start(services, tmp_path, prefix, "0", STREAMER_BATCH_MAX_ITEMS="8")
     client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix)
     try:
-        col = client.create_collection("graceful", embedding_function=None)
-        vecs = np.random.default_rng(1).standard_normal((800, 4)).astype(np.float32)
-        col.add(ids=[str(i) for i in range(800)], embeddings=vecs)
+        col, vecs = _ingest(client, "graceful", 800, seed=1)
         assert svc.terminate(timeout=60) == 0  # SIGTERM: stop intake, finish the batch, close
         services.remove(svc)
         start(services, tmp_path, prefix, "0")
-        got = col.get(include=["embeddings"])
-        assert len(got["ids"]) == 800
-        order = np.argsort([int(i) for i in got["ids"]])
-        np.testing.assert_array_equal(got["embeddings"][order], vecs)
+        _assert_exactly(col, vecs)
     finally:
         client.close()
 
+
+def _ingest(client: KafkaClient, name: str, n: int, *, seed: int) -> tuple[Any, np.ndarray]:
+    col = client.create_collection(name, embedding_function=None)
+    vecs = np.random.default_rng(seed).standard_normal((n, 4)).astype(np.float32)
+    col.add(ids=[str(i) for i in range(n)], embeddings=vecs)
+    return col, vecs
+
+
+def _assert_exactly(col: Any, vecs: np.ndarray) -> None:
+    got = col.get(include=["embeddings"])
+    assert len(got["ids"]) == len(vecs)
+    order = np.argsort([int(i) for i in got["ids"]])
+    np.testing.assert_array_equal(got["embeddings"][order], vecs)
 
 
 def test_torn_replica_log_is_recovered_from_kafka(tmp_path: Path, prefix: str,
@@ -253,9 +261,7 @@ def test_torn_replica_log_is_recovered_from_kafka(tmp_path: Path, prefix: str,
     svc = start(services, tmp_path, prefix, "0", STREAMER_CHECKPOINT_EVERY="1000000")
     client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix)
     try:
-        col = client.create_collection("torn", embedding_function=None)
-        vecs = np.random.default_rng(2).standard_normal((300, 4)).astype(np.float32)
-        col.add(ids=[str(i) for i in range(300)], embeddings=vecs)
+        col, vecs = _ingest(client, "torn", 300, seed=2)
         assert col.count() == 300
         svc.kill()
         services.remove(svc)
@@ -264,9 +270,6 @@ def test_torn_replica_log_is_recovered_from_kafka(tmp_path: Path, prefix: str,
             size = f.seek(0, 2)
             f.truncate(size - 1500)
         start(services, tmp_path, prefix, "0")
-        got = col.get(include=["embeddings"])
-        assert len(got["ids"]) == 300
-        order = np.argsort([int(i) for i in got["ids"]])
-        np.testing.assert_array_equal(got["embeddings"][order], vecs)
+        _assert_exactly(col, vecs)
     finally:
         client.close()

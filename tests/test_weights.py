@@ -4,6 +4,7 @@ huggingface_hub reads offline), local files, built-in names, and the typed error
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -170,14 +171,34 @@ def test_a_local_file_and_a_built_in_name_still_work(tmp_path: Path) -> None:
     assert_loaded(by_file.model, copy)
 
 
+def seed_word_tokenizer(snapshot: Path, words: list[str]) -> dict[str, int]:
+    """A Hugging Face fast tokenizer (word level) in the snapshot, as SigLIP's text tower
+    loads its tokenizer from the same repository; the real one is a SentencePiece model."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(snapshot / "tokenizer.json"))
+    (snapshot / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
+        "unk_token": "<unk>", "model_max_length": 64}))
+    # transformers reads the repository's config.json first; timm's names the architecture.
+    (snapshot / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_siglip_224"}))
+    return vocab
+
+
 def test_a_siglip_model_loads_its_tag_from_the_hub_cache(tmp_path: Path, offline: None) -> None:
-    """ViT-B-16-SigLIP 'webli' (timm image tower, SigLIP's own preprocessing), seeded as the
-    .bin file open_clip falls back to when the repository has no safetensors."""
+    """ViT-B-16-SigLIP 'webli' (timm image tower, SigLIP's own preprocessing and Hugging Face
+    tokenizer), seeded as the .bin file open_clip falls back to without a safetensors file."""
     seeded = seed_hub(tmp_path, SIGLIP_REPO, "open_clip_pytorch_model.bin", "ViT-B-16-SigLIP", seed=2)
+    vocab = seed_word_tokenizer(seeded.parent, ["a", "red", "circle"])
     ef = OpenCLIPEmbeddingFunction("ViT-B-16-SigLIP", checkpoint="webli", cache_dir=str(tmp_path))
     rng = np.random.default_rng(1)
-    [vec] = ef([rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)])
-    assert vec.shape == (768,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+    image, text = ef([rng.integers(0, 255, (300, 200, 3), dtype=np.uint8), "a red circle"])
+    assert image.shape == text.shape == (768,)
+    assert abs(float(np.linalg.norm(image)) - 1.0) < 1e-5 and abs(float(np.linalg.norm(text)) - 1.0) < 1e-5
     assert_loaded(ef.model, seeded)
+    assert ef.tokenizer(["a red circle"])[0, :3].tolist() == [vocab["a"], vocab["red"], vocab["circle"]]
     assert ef._normalize is not None and np.allclose(ef._normalize[0], 0.5)  # the tag's mean, not CLIP's
     assert ef.get_config()["weights_sha256"] is not None

@@ -43,7 +43,16 @@ def _serve(args: argparse.Namespace) -> int:
         if any("," in f for f in args.source):
             raise UsageError("--source: a file name may not contain ','")
         overrides["sources"] = ",".join(args.source)
+    if args.shard:
+        overrides["shard"] = args.shard
     settings = Settings.from_env(**overrides)
+    if settings.shard is not None:
+        from streamer.kafka.shards import Shard
+
+        try:
+            Shard.parse(settings.shard)
+        except InvalidArgumentError as exc:
+            raise UsageError(str(exc)) from None
     if args.embedded and source_files(settings):
         raise UsageError("upstream sources need Kafka: drop --embedded or the sources")
     for f in source_files(settings):
@@ -91,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", metavar="FILE",
                    help="an upstream source mapping (.toml/.json, see compose/sources/); "
                         "repeatable (default: STREAMER_SOURCES)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="serve shard K of N: state partitions p with p %% N == K "
+                        "(default: STREAMER_SHARD; none: every partition)")
     p.add_argument("--role", choices=("all", "writer", "reader"), default="all",
                    help="all: ingest and answer queries; writer: only ingest; reader: only "
                         "answer queries, so queries never wait behind ingestion (default: all)")

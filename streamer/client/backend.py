@@ -13,15 +13,20 @@ from schemas.records import CollectionSpec, DeleteRequest, GetRequest, QueryRequ
 class Backend(Protocol):
     #: True when the backend runs the user's Python embedding function / loader itself.
     in_process: bool
+    #: Records one write may carry (Chroma's ``get_max_batch_size()``).
+    max_batch_size: int
 
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
-                                get_or_create: bool) -> CollectionSpec: ...
+                                get_or_create: bool, space: str = "l2") -> CollectionSpec:
+        """``space`` applies when the metadata names none (``consumers.admin.default_space``)."""
+        ...
 
     async def get_collection(self, name: str) -> CollectionSpec: ...
 
-    async def list_collections(self) -> list[CollectionSpec]: ...
+    async def list_collections(self, limit: int | None = None,
+                               offset: int | None = None) -> list[CollectionSpec]: ...
 
     async def delete_collection(self, name: str) -> None: ...
 
@@ -30,7 +35,9 @@ class Backend(Protocol):
 
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
-                    wait: bool) -> None: ...
+                    wait: bool) -> int:
+        """Apply a write; returns how many records a delete removed (0 otherwise)."""
+        ...
 
     async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]: ...
 

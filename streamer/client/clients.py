@@ -14,11 +14,12 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from consumers.admin import default_space
 from consumers.batch import BatchConfig
 from consumers.embed import EmbeddingFunction, OpenCLIPEmbeddingFunction
 from consumers.load import ImageLoader
 from consumers.pipeline import DataLoader
-from consumers.validate import validate_metadata
+from consumers.validate import validate_collection_metadata
 from schemas.records import CollectionSpec
 from streamer.client.backend import Backend
 from streamer.client.collection import AsyncCollection, Collection
@@ -96,16 +97,19 @@ class AsyncClient:
     async def create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                 data_loader: DataLoader | None = None,
                                 metadata: dict[str, Any] | None = None,
-                                get_or_create: bool = False) -> AsyncCollection:
-        validate_metadata(metadata)  # here too: not every metadata can cross a wire
+                                get_or_create: bool = False, *,
+                                configuration: dict[str, Any] | None = None) -> AsyncCollection:
+        validate_collection_metadata(metadata)  # here too: not every metadata can cross a wire
         await self.start()
         if embedding_function is DEFAULT:
             embedding_function = OpenCLIPEmbeddingFunction(DEFAULT_MODEL)
-        # Describing hashes the weights file: off the loop.
+        # Describing reads the disk (the weights' hash, a loader's roots): off the loop.
         ef_desc = await anyio.to_thread.run_sync(describe, embedding_function)
+        loader_desc = await anyio.to_thread.run_sync(describe, data_loader)
         spec = await self._backend.create_collection(
             name, metadata=metadata, embedding_function=ef_desc,
-            data_loader=describe(data_loader), get_or_create=get_or_create)
+            data_loader=loader_desc, get_or_create=get_or_create,
+            space=default_space(configuration, embedding_function))
         return AsyncCollection(self._backend, spec, embedding_function, data_loader)
 
     async def get_collection(self, name: str, embedding_function: Any = DEFAULT,
@@ -116,14 +120,17 @@ class AsyncClient:
 
     async def get_or_create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                        data_loader: DataLoader | None = None,
-                                       metadata: dict[str, Any] | None = None) -> AsyncCollection:
+                                       metadata: dict[str, Any] | None = None, *,
+                                       configuration: dict[str, Any] | None = None
+                                       ) -> AsyncCollection:
         return await self.create_collection(name, embedding_function, data_loader, metadata,
-                                            get_or_create=True)
+                                            get_or_create=True, configuration=configuration)
 
-    async def list_collections(self) -> list[AsyncCollection]:
+    async def list_collections(self, limit: int | None = None,
+                               offset: int | None = None) -> list[AsyncCollection]:
         await self.start()
         return [await self._wrap(s, DEFAULT, DEFAULT)
-                for s in await self._backend.list_collections()]
+                for s in await self._backend.list_collections(limit, offset)]
 
     async def delete_collection(self, name: str) -> None:
         await self.start()
@@ -131,6 +138,9 @@ class AsyncClient:
 
     async def count_collections(self) -> int:
         return len(await self.list_collections())
+
+    def get_max_batch_size(self) -> int:
+        return self._backend.max_batch_size
 
 
 class Client:
@@ -176,9 +186,11 @@ class Client:
     def create_collection(self, name: str, embedding_function: Any = DEFAULT,
                           data_loader: DataLoader | None = None,
                           metadata: dict[str, Any] | None = None,
-                          get_or_create: bool = False) -> Collection:
+                          get_or_create: bool = False, *,
+                          configuration: dict[str, Any] | None = None) -> Collection:
         return self._sync(self._call(lambda: self._async.create_collection(
-            name, embedding_function, data_loader, metadata, get_or_create)))
+            name, embedding_function, data_loader, metadata, get_or_create,
+            configuration=configuration)))
 
     def get_collection(self, name: str, embedding_function: Any = DEFAULT,
                        data_loader: Any = DEFAULT) -> Collection:
@@ -187,17 +199,24 @@ class Client:
 
     def get_or_create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                  data_loader: DataLoader | None = None,
-                                 metadata: dict[str, Any] | None = None) -> Collection:
-        return self.create_collection(name, embedding_function, data_loader, metadata, True)
+                                 metadata: dict[str, Any] | None = None, *,
+                                 configuration: dict[str, Any] | None = None) -> Collection:
+        return self.create_collection(name, embedding_function, data_loader, metadata, True,
+                                      configuration=configuration)
 
-    def list_collections(self) -> list[Collection]:
-        return [self._sync(c) for c in self._call(self._async.list_collections)]
+    def list_collections(self, limit: int | None = None,
+                         offset: int | None = None) -> list[Collection]:
+        return [self._sync(c) for c in self._call(lambda: self._async.list_collections(limit,
+                                                                                     offset))]
 
     def delete_collection(self, name: str) -> None:
         self._call(lambda: self._async.delete_collection(name))
 
     def count_collections(self) -> int:
         return self._call(self._async.count_collections)
+
+    def get_max_batch_size(self) -> int:
+        return self._async.get_max_batch_size()
 
 
 __all__ = ["AsyncClient", "Client", "EmbeddingFunction"]

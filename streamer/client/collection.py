@@ -7,6 +7,7 @@ through the collection's data loader, client-side, as Chroma does."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import anyio.to_thread
@@ -20,8 +21,15 @@ from consumers.validate import (
     prepare_write,
     validate_metadata,
 )
+from schemas.errors import LimitExceededError
 from schemas.records import CollectionSpec, GetRequest, Op
 from streamer.client.backend import Backend
+
+
+def _check_batch(size: int, backend: Backend) -> None:
+    if size > backend.max_batch_size:
+        raise LimitExceededError(
+            f"Batch size of {size} is greater than max batch size of {backend.max_batch_size}")
 
 
 async def _finish(result: dict[str, Any], include: Sequence[str], loader: DataLoader | None,
@@ -41,7 +49,7 @@ class AsyncCollection:
                  embedding_function: EmbeddingFunction | None,
                  data_loader: DataLoader | None) -> None:
         self._backend = backend
-        self._spec = spec
+        self._spec = replace(spec)  # a snapshot, as Chroma's collection holds its model
         self._embedding_function = embedding_function
         self._data_loader = data_loader
 
@@ -58,6 +66,11 @@ class AsyncCollection:
         return self._spec.metadata
 
     @property
+    def configuration_json(self) -> dict[str, Any]:
+        """Chroma's view of the index configuration (its tests read the space here)."""
+        return {"hnsw": {"space": self._spec.space}}
+
+    @property
     def embedding_function(self) -> EmbeddingFunction | None:
         return self._embedding_function
 
@@ -68,12 +81,28 @@ class AsyncCollection:
     def __repr__(self) -> str:
         return f"Collection(name={self.name})"
 
+    def _value(self) -> tuple[Any, ...]:
+        spec = self._spec
+        # A built-in's description stands for it; any other callable compares itself.
+        ef = spec.embedding_function or self._embedding_function
+        loader = spec.data_loader or self._data_loader
+        return spec.id, spec.name, spec.metadata, spec.space, spec.dtype, ef, loader
+
+    def __eq__(self, other: object) -> bool:
+        """By value, like Chroma's collections: two handles on the same collection, with the
+        same metadata, configuration, embedding function and data loader, are equal."""
+        return isinstance(other, AsyncCollection) and self._value() == other._value()
+
+    def __hash__(self) -> int:
+        return hash(self._spec.id)
+
     async def _write(self, op: Op, ids: Any, embeddings: Any, metadatas: Any, documents: Any,
                      images: Any, uris: Any, wait: bool) -> None:
         request = prepare_write(op, ids=ids, embeddings=embeddings, metadatas=metadatas,
                                 documents=documents, images=images, uris=uris,
                                 has_loader=self._data_loader is not None,
                                 has_embedding_function=self._embedding_function is not None)
+        _check_batch(len(request.items), self._backend)
         await self._backend.write(self._spec, request, embedder=self._embedding_function,
                                   loader=self._data_loader, wait=wait)
 
@@ -93,9 +122,11 @@ class AsyncCollection:
         await self._write(Op.UPSERT, ids, embeddings, metadatas, documents, images, uris, wait)
 
     async def delete(self, ids: Any = None, where: Any = None, where_document: Any = None,
-                     limit: Any = None, *, wait: bool = False) -> None:
+                     limit: Any = None, *, wait: bool = False) -> dict[str, int]:
         request = prepare_delete(ids=ids, where=where, where_document=where_document, limit=limit)
-        await self._backend.write(self._spec, request, embedder=None, loader=None, wait=wait)
+        deleted = await self._backend.write(self._spec, request, embedder=None, loader=None,
+                                            wait=wait)
+        return {"deleted": deleted}
 
     async def get(self, ids: Any = None, where: Any = None, limit: Any = None,
                   offset: Any = None, where_document: Any = None,
@@ -147,6 +178,12 @@ class Collection:
     def __repr__(self) -> str:
         return repr(self._inner)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Collection) and self._inner == other._inner
+
+    def __hash__(self) -> int:
+        return hash(self._inner)
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
         if not callable(attr):
@@ -167,6 +204,10 @@ class Collection:
     @property
     def metadata(self) -> dict[str, Any] | None:
         return self._inner.metadata
+
+    @property
+    def configuration_json(self) -> dict[str, Any]:
+        return self._inner.configuration_json
 
     # Explicit: both are callables, which __getattr__ would wrap as methods.
     @property

@@ -23,6 +23,7 @@ from consumers.pipeline import DataLoader, WriteJob, commit_locally
 from consumers.query import get_result, query_vectors, search_result
 from schemas.errors import InvalidArgumentError, StreamerError
 from schemas.records import CollectionSpec, DeleteRequest, GetRequest, QueryRequest, WriteRequest
+from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class _Pending:
 
 class Engine(Component):
     in_process = True
+    max_batch_size = Settings().max_batch_records
 
     def __init__(self, path: str | Path | None = None, *, fsync: bool = True,
                  checkpoint_every: int = 50_000, batch: BatchConfig | None = None) -> None:
@@ -116,11 +118,12 @@ class Engine(Component):
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
-                                get_or_create: bool) -> CollectionSpec:
+                                get_or_create: bool, space: str = "l2") -> CollectionSpec:
         async with self._admin:
             created = admin.create(self.catalog.specs(), name, metadata=metadata,
                                    embedding_function=embedding_function,
-                                   data_loader=data_loader, get_or_create=get_or_create)
+                                   data_loader=data_loader, get_or_create=get_or_create,
+                                   space=space)
             if not created.new:
                 return created.spec
             state = await anyio.to_thread.run_sync(self.catalog.install, created.spec)
@@ -129,8 +132,9 @@ class Engine(Component):
     async def get_collection(self, name: str) -> CollectionSpec:
         return admin.lookup(self.catalog.specs(), name)
 
-    async def list_collections(self) -> list[CollectionSpec]:
-        return admin.listing(self.catalog.specs())
+    async def list_collections(self, limit: int | None = None,
+                               offset: int | None = None) -> list[CollectionSpec]:
+        return admin.listing(self.catalog.specs(), limit, offset)
 
     async def delete_collection(self, name: str) -> None:
         async with self._admin:
@@ -155,7 +159,7 @@ class Engine(Component):
     # ---- records ------------------------------------------------------------------
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
-                    wait: bool = True) -> None:
+                    wait: bool = True) -> int:
         if self.stopped or self._batcher is None:
             raise InvalidArgumentError("The client is closed")
         pending = _Pending(WriteJob(self._state(spec), request, embedder, loader))
@@ -163,6 +167,7 @@ class Engine(Component):
         await pending.done.wait()
         if pending.job.error is not None:
             raise pending.job.error
+        return pending.job.deleted
 
     async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]:
         state = self._state(spec)

@@ -66,6 +66,8 @@ from streamer.kafka.common import (
     producer_kwargs,
     supervise,
 )
+from streamer.kafka.scatter import Scatter
+from streamer.kafka.shards import read_layout
 from streamer.kafka.wire_checks import check_document, check_image
 from streamer.settings import Settings
 
@@ -78,12 +80,14 @@ class KafkaBackend(Component):
     def __init__(self, settings: Settings, *, wait_writes: bool = False) -> None:
         super().__init__()
         self.settings = settings
+        self.max_batch_size = settings.max_batch_records
         self.topics = Topics.for_settings(settings)
         self.wait_writes = wait_writes
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._session: dict[int, int] = {}
         self._stale = False
         self._renewing = asyncio.Lock()
+        self._scatter: Scatter | None = None
 
     async def _start(self) -> None:
         try:
@@ -113,6 +117,10 @@ class KafkaBackend(Component):
             await self._consumer.position(tp)
         task = supervise(asyncio.create_task(self._read_replies(), name="replies"))
         self.parts.on_stop(partial(cancel, task))
+        count = await read_layout(self.settings, client_kwargs(self.settings))
+        if count is not None:  # a sharded deployment: reads scatter and gather (kafka/scatter.py)
+            self._scatter = scatter = Scatter(self, count)
+            self.parts.on_stop(scatter.stop)
 
     async def _new_producer(self) -> AIOKafkaProducer:
         # A send gives up after the request timeout instead of aiokafka's 40 s default.
@@ -184,6 +192,8 @@ class KafkaBackend(Component):
 
     async def _rpc(self, payload: dict[str, Any]) -> Any:
         payload = {**payload, "after": {str(p): o for p, o in self._session.items()}}
+        if self._scatter is not None:
+            return await self._scatter.call(payload)
         value = self._sized(dumps(payload), f"The {payload.get('op')} request")
         corr, fut = self._expect()
         # One budget for the whole call, sending included: a call answers or fails in time.
@@ -206,17 +216,19 @@ class KafkaBackend(Component):
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
-                                get_or_create: bool) -> CollectionSpec:
+                                get_or_create: bool, space: str = "l2") -> CollectionSpec:
         return CollectionSpec.from_dict(await self._rpc({
             "op": "create_collection", "name": name, "metadata": metadata,
             "embedding_function": embedding_function, "data_loader": data_loader,
-            "get_or_create": get_or_create}))
+            "get_or_create": get_or_create, "space": space}))
 
     async def get_collection(self, name: str) -> CollectionSpec:
         return CollectionSpec.from_dict(await self._rpc({"op": "get_collection", "name": name}))
 
-    async def list_collections(self) -> list[CollectionSpec]:
-        return [CollectionSpec.from_dict(d) for d in await self._rpc({"op": "list_collections"})]
+    async def list_collections(self, limit: int | None = None,
+                               offset: int | None = None) -> list[CollectionSpec]:
+        return [CollectionSpec.from_dict(d) for d in await self._rpc(
+            {"op": "list_collections", "limit": limit, "offset": offset})]
 
     async def delete_collection(self, name: str) -> None:
         await self._rpc({"op": "delete_collection", "name": name})
@@ -280,35 +292,64 @@ class KafkaBackend(Component):
 
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
-                    wait: bool) -> None:
-        wait = wait or self.wait_writes
-        size = len(request.items) if isinstance(request, WriteRequest) else len(request.ids or ())
-        if size > self.settings.max_batch_records:
-            raise LimitExceededError(f"Cannot submit {size} records at once: the limit is "
-                                     f"{self.settings.max_batch_records}; split the call")
-        events: list[tuple[bytes, dict[str, Any]]]
+                    wait: bool) -> int:
         if isinstance(request, DeleteRequest):
-            events = [(spec.id.encode(), delete_event(spec.id, request))]
-            if request.ids and request.where is None and request.where_document is None:
-                events = [(f"{spec.id}/{i}".encode(),
-                           delete_event(spec.id, DeleteRequest(ids=[i]))) for i in request.ids]
-        else:
-            for it in request.items:
-                check_document(it.id, it.document, self.settings)
-            await self._client_side_embed(spec, request, embedder, loader)
-            images = [(it, image) for it in request.items if (image := it.image) is not None]
-            compact = await self._compact([(f"Record {it.id}", image) for it, image in images])
-            for (it, _), image in zip(images, compact, strict=True):
-                it.image = image
-            now = time.time_ns()
-            events = [(f"{spec.id}/{it.id}".encode(), write_event(request.op, spec.id, it, now, i))
-                      for i, it in enumerate(request.items)]
-        values = [self._sized(dumps(ev), f"Record {ev.get('id', spec.id)}") for _, ev in events]
+            return await self._delete(spec, request, wait or self.wait_writes)
+        for it in request.items:
+            check_document(it.id, it.document, self.settings)
+        await self._client_side_embed(spec, request, embedder, loader)
+        images = [(it, image) for it in request.items if (image := it.image) is not None]
+        compact = await self._compact([(f"Record {it.id}", image) for it, image in images])
+        for (it, _), image in zip(images, compact, strict=True):
+            it.image = image
+        now = time.time_ns()
+        await self._send([(f"{spec.id}/{it.id}".encode(), write_event(request.op, spec.id, it, now, i),
+                           None) for i, it in enumerate(request.items)],
+                         wait=wait or self.wait_writes)
+        return 0
+
+    async def _delete(self, spec: CollectionSpec, request: DeleteRequest, wait: bool) -> int:
+        """By ids: one event per id, keyed like its writes (ordered after them). By filter:
+        one event on every partition, each sent after this client's earlier writes there;
+        each partition's writer deletes its own partition's matches, so the delete sees all
+        of them. A filtered delete waits for the writers' verdicts: Chroma returns how many
+        records it matched."""
+        if request.where is None and request.where_document is None:
+            ids = request.ids or []
+            await self._send([(f"{spec.id}/{i}".encode(),
+                               delete_event(spec.id, DeleteRequest(ids=[i])), None) for i in ids],
+                             wait=wait)
+            return len(ids)  # Chroma counts the ids named, found or not
+        async with self._producing() as producer:
+            targets = sorted(await producer.partitions_for(self.topics.requests))
+        key = spec.id.encode()
+        if request.limit is None:
+            ev = delete_event(spec.id, request)
+            replies = await self._send([(key, ev, p) for p in targets], wait=True)
+            return sum(r["deleted"] for r in replies)
+        # A limit spans partitions: ask them one at a time for what is left of it.
+        total = 0
+        for p in targets:
+            left = request.limit - total
+            if left <= 0:
+                break
+            part = DeleteRequest(ids=request.ids, where=request.where,
+                                 where_document=request.where_document, limit=left)
+            total += (await self._send([(key, delete_event(spec.id, part), p)], wait=True))[0][
+                "deleted"]
+        return total
+
+    async def _send(self, events: list[tuple[bytes, dict[str, Any], int | None]],
+                    wait: bool) -> list[Any]:
+        """Produce events (acks=all), remember their offsets for session reads and, with
+        ``wait``, return the writers' results (raising the first error)."""
+        values = [self._sized(dumps(ev), f"Record {ev.get('id', ev['collection'])}")
+                  for _, ev, _ in events]
         sends = []
         waits = []
         try:
             async with self._producing() as producer:
-                for (key, _), value in zip(events, values, strict=True):
+                for (key, _, partition), value in zip(events, values, strict=True):
                     headers: list[tuple[str, bytes]] = []
                     if wait:
                         corr, fut = self._expect()
@@ -316,7 +357,8 @@ class KafkaBackend(Component):
                         headers = [("reply_to", self.topics.replies.encode()),
                                    ("correlation_id", corr.encode())]
                     sends.append(await producer.send(self.topics.requests, key=key,
-                                                     value=value, headers=headers))
+                                                     value=value, partition=partition,
+                                                     headers=headers))
                 metas = await asyncio.gather(*sends, return_exceptions=True)
                 failure = next((m for m in metas if isinstance(m, BaseException)), None)
                 if failure is not None:
@@ -328,14 +370,16 @@ class KafkaBackend(Component):
         for meta in metas:
             assert not isinstance(meta, BaseException)
             self._session[meta.partition] = max(self._session.get(meta.partition, -1), meta.offset)
+        results = []
         errors = []
         for corr, fut in waits:
             try:
-                await self._await(corr, fut)
+                results.append(await self._await(corr, fut))
             except Exception as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        return results
 
     async def get(self, spec: CollectionSpec, request: GetRequest) -> dict[str, Any]:
         result: dict[str, Any] = decode_result(await self._rpc(get_event(spec.id, request)))

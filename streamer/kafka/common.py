@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from consumers.tasks import cancel as cancel
 from consumers.tasks import supervise as supervise
@@ -36,11 +37,21 @@ class Topics:
         """Topic and consumer-group names; groups are per prefix so deployments never mix."""
         prefix = settings.kafka_topic_prefix
         group = settings.kafka_group or f"{prefix}.writers"
+        readers = f"{group}.readers"
+        if settings.shard is not None:  # each shard has its own writer and reader groups
+            k, n = settings.shard.split("/")
+            group, readers = (f"{g}.shard-{k}-of-{n}" for g in (group, readers))
         return cls(requests=f"{prefix}.requests", queries=f"{prefix}.queries",
                    replies=f"{prefix}.replies", state=f"{prefix}.state",
                    collections=f"{prefix}.collections", dlq=f"{prefix}.dlq",
-                   writers=group, readers=f"{group}.readers")
+                   writers=group, readers=readers)
 
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (where its record lives)."""
+    index: int = murmur2(key) & 0x7FFFFFFF
+    return index % partitions
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:

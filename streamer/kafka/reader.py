@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
 
 from consumers import admin
 from consumers.catalog import Catalog, CollectionState
@@ -23,6 +23,7 @@ from consumers.lifecycle import Component
 from consumers.query import get_result, query_vectors, search_result
 from schemas.errors import (
     InvalidArgumentError,
+    LimitExceededError,
     NotFoundError,
     RequestTimeoutError,
     SchemaError,
@@ -42,6 +43,7 @@ from streamer.kafka.common import (
 )
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
+from streamer.kafka.shards import Shard
 from streamer.kafka.wire_checks import checked_get, checked_query
 from streamer.settings import Settings
 
@@ -57,11 +59,14 @@ def header(rec: ConsumerRecord[bytes, bytes], name: str) -> str | None:
 
 
 async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, bytes],
-                     payload: dict[str, Any]) -> None:
+                     payload: dict[str, Any], shard: Shard | None = None) -> None:
+    """A sharded reader answers as ``<correlation_id>#<K>``: the caller gathers one per shard."""
     reply_to = header(rec, "reply_to")
     corr = header(rec, "correlation_id")
     if reply_to is None or corr is None:
         return
+    if shard is not None:
+        corr = f"{corr}#{shard.index}"
     await producer.send(reply_to, value=dumps(payload), headers=[("correlation_id", corr.encode())])
 
 
@@ -77,6 +82,7 @@ class Reader(Component):
         self.runtimes = runtimes
         self.embed_thread = embed_thread
         self.lock = lock
+        self.shard = Shard.of(settings)
 
     async def _start(self) -> None:
         kw = client_kwargs(self.settings)
@@ -113,7 +119,11 @@ class Reader(Component):
             op = ev.get("op")
             if op not in READ_OPS:
                 raise SchemaError(f"Unknown op {op!r}; expected one of {', '.join(READ_OPS)}")
-            after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()}
+            target = ev.get("shard")
+            if self.shard is not None and target is not None and target != self.shard.index:
+                return  # an admin op, answered by one shard only (kafka/scatter.py)
+            after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()
+                     if self.shard is None or self.shard.owns(int(p))}
             if after and not await self.replica.wait_for(
                     lambda: self.replica.caught_up(after), self.settings.kafka_request_timeout_s):
                 raise RequestTimeoutError("Timed out waiting for this session's writes to apply")
@@ -126,7 +136,14 @@ class Reader(Component):
         label = op if op in READ_OPS else "unknown"
         metrics.QUERIES.labels(label, "ok" if payload["ok"] else "error").inc()
         metrics.QUERY_SECONDS.labels(label).observe(time.perf_counter() - started)
-        await send_reply(self._replies, rec, payload)
+        try:
+            await send_reply(self._replies, rec, payload, self.shard)
+        except MessageSizeTooLargeError:
+            # One oversized answer must not stop the reader: the caller gets a typed refusal.
+            limit = self.settings.max_message_bytes
+            await send_reply(self._replies, rec, {"ok": False, "error": error_to_wire(
+                LimitExceededError(f"The reply is over the {limit}-byte message limit; ask "
+                                   "for fewer records or fields"))})
 
     def _state(self, ev: dict[str, Any]) -> CollectionState:
         state = self.catalog.by_id(str(ev.get("collection")))
@@ -160,7 +177,8 @@ class Reader(Component):
         """The rules are ``consumers.admin``'s (the embedded engine runs the same); a decided
         spec is published on the collections topic and this waits for the replica to adopt it."""
         if op == "list_collections":
-            return [s.to_dict() for s in admin.listing(self.catalog.specs())]
+            return [s.to_dict() for s in admin.listing(self.catalog.specs(), ev.get("limit"),
+                                                       ev.get("offset"))]
         name = ev.get("name")
         if not isinstance(name, str):
             raise SchemaError(f"Field 'name' must be a string, got {str(name)[:40]}")
@@ -170,7 +188,8 @@ class Reader(Component):
             created = admin.create(self.catalog.specs(), name, metadata=ev.get("metadata"),
                                    embedding_function=ev.get("embedding_function"),
                                    data_loader=ev.get("data_loader"),
-                                   get_or_create=bool(ev.get("get_or_create")))
+                                   get_or_create=bool(ev.get("get_or_create")),
+                                   space=str(ev.get("space") or "l2"))
             if created.new:
                 await self._check_runtimes(created.spec)
                 await self._publish_spec(name, created.spec)

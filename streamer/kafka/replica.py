@@ -1,5 +1,6 @@
-"""The index replica: every service process reads the whole compacted state topic (and the
-collections topic) into its local catalog -- the modality-overwrite log plus usearch -- and
+"""The index replica: every service process reads the compacted state topic (all of it, or
+its shard's partitions under ``--shard``: kafka/shards.py) and the collections topic into its
+local catalog -- the modality-overwrite log plus usearch -- and
 serves reads from it. Applying a state record is idempotent (full states and tombstones), so
 replaying after a crash is harmless; the positions are saved after each applied batch."""
 
@@ -30,6 +31,7 @@ from streamer.kafka.common import (
     partitions,
     supervise,
 )
+from streamer.kafka.shards import Shard
 from streamer.metrics import REPLICA_PROGRESS
 from streamer.settings import Settings
 
@@ -78,9 +80,11 @@ class Replica(Component):
             **client_kwargs(self._settings), **consumer_kwargs(self._settings),
             enable_auto_commit=False,
             isolation_level="read_committed"))
+        shard = Shard.of(self._settings)
         tps = [TopicPartition(self._topics.collections, 0)] + [
             TopicPartition(self._topics.state, p)
-            for p in sorted(await partitions(self._consumer, self._topics.state))]
+            for p in sorted(await partitions(self._consumer, self._topics.state))
+            if shard is None or shard.owns(p)]
         self._consumer.assign(tps)
         for tp in tps:
             pos = positions.get("offsets", {}).get(f"{tp.topic}:{tp.partition}")

@@ -46,7 +46,7 @@ class Runtimes:
 
     async def warm(self, specs: list[CollectionSpec]) -> None:
         """Resolves every collection's weights (downloading once if need be) and refuses to
-        start when they differ from the spec's (WeightsMismatchError); then loads the models
+        start when they differ from the spec's (WeightsMismatchError); the models then load
         on the embed thread."""
         for spec in specs:
             runtime = await self.get(spec.embedding_function)

@@ -18,7 +18,7 @@ import logging
 import socket
 import time
 from functools import partial
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -52,12 +52,14 @@ from streamer.kafka.common import (
     client_kwargs,
     consumer_kwargs,
     ensure_topics,
+    partition_of,
     supervise,
 )
 from streamer.kafka.producers import FENCED, PartitionProducers
 from streamer.kafka.reader import Reader, send_reply
 from streamer.kafka.replica import PROGRESS, Replica
 from streamer.kafka.runtimes import Runtimes
+from streamer.kafka.shards import assignors, publish_layout
 from streamer.kafka.wire_checks import (
     check_delete,
     check_write,
@@ -118,6 +120,7 @@ class Service(Component):
         """In dependency order; stopping runs it backwards: the write loop and the readers
         stop before the replica, and the store's checkpoint comes last."""
         await ensure_topics(self.settings, self.topics)
+        await publish_layout(self.settings, client_kwargs(self.settings))
         await self.parts.start(self.store)
         await self.parts.start(self.replica)
         await self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
@@ -140,7 +143,8 @@ class Service(Component):
                                         auto_offset_reset="earliest",
                                         isolation_level="read_committed",
                                         session_timeout_ms=session_ms,
-                                        heartbeat_interval_ms=max(100, session_ms // 3))
+                                        heartbeat_interval_ms=max(100, session_ms // 3),
+                                        **assignors(self.settings))
         self._writer.subscribe([self.topics.requests], listener=_Rebalance(self))
         await self.parts.start(self._writer)
         writer = supervise(asyncio.create_task(self._write_loop(), name="writer"))
@@ -182,14 +186,25 @@ class Service(Component):
                                                  max_records=cfg.batch_max_items)
             if not batches:
                 continue
+            prepared = await self._prepare(batches)
+            # Records that bring their embeddings cost the model nothing: while the batch is
+            # full of them, take what is already fetched too (a backfill pays per batch:
+            # transactions, replica applies, fsyncs).
+            while (_size(prepared[0]) < cfg.batch_max_records
+                   and _size(batches) == cfg.batch_max_items
+                   and not any(needs_model(job) for _, job in prepared[1])):
+                batches = await self._writer.getmany(timeout_ms=0, max_records=cfg.batch_max_items)
+                if not batches:
+                    break
+                prepared = _merge(prepared, await self._prepare(batches))
             if generation != self._generation:
                 # A rebalance ran while fetching: the records may predate it. Nothing of the
                 # new generation is processed yet, so restart from the offsets it read.
-                for tp in batches:
+                for tp in prepared[0]:
                     if tp.partition in self._committed and tp in self._writer.assignment():
                         self._writer.seek(tp, self._committed[tp.partition])
                 continue
-            await self._ready.put((generation, await self._prepare(batches)))
+            await self._ready.put((generation, prepared))
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Let the in-flight batch commit (or abort) its transactions, and drop prefetched
@@ -206,21 +221,31 @@ class Service(Component):
         transaction says: the exact bar for the replica after a rebalance too."""
         async with self._processing:
             self._committed.clear()
-            await self._producers.assign({tp.partition for tp in assigned})
-            offsets = {tp: await self._writer.committed(tp) for tp in assigned}
-            never = [tp for tp, off in offsets.items() if off is None]
-            if never:
-                offsets.update(await self._writer.beginning_offsets(never))
-            for tp, off in offsets.items():
-                assert off is not None
-                # Every assigned partition restarts at its committed offset: batches fetched
-                # before, or dropped after a fence, come again.
-                self._committed[tp.partition] = off
-                self._writer.seek(tp, off)
-            # Only now: a batch fetched while this ran (from aiokafka's own reset position,
-            # before the seeks above) must be dropped, not processed a second time.
-            self._generation += 1
+            try:
+                await self._start_partitions(assigned)
+            except Exception:
+                # aiokafka only logs a listener's failure: without producers these partitions'
+                # batches are skipped, so ask for another assignment (it seeks them again).
+                log.exception("starting the writer's partitions failed; rejoining")
+                await self._producers.close_all()
+                self._writer._coordinator.request_rejoin()
         log.info("writer partitions (from offsets): %s", dict(sorted(self._committed.items())))
+
+    async def _start_partitions(self, assigned: list[TopicPartition]) -> None:
+        await self._producers.assign({tp.partition for tp in assigned})
+        offsets = {tp: await self._writer.committed(tp) for tp in assigned}
+        never = [tp for tp, off in offsets.items() if off is None]
+        if never:
+            offsets.update(await self._writer.beginning_offsets(never))
+        for tp, off in offsets.items():
+            assert off is not None
+            # Every assigned partition restarts at its committed offset: batches fetched
+            # before, or dropped after a fence, come again.
+            self._committed[tp.partition] = off
+            self._writer.seek(tp, off)
+        # Only now: a batch fetched while this ran (from aiokafka's own reset position,
+        # before the seeks above) must be dropped, not processed a second time.
+        self._generation += 1
 
     async def _fenced(self, tp: TopicPartition) -> None:
         """Another writer owns ``tp`` now (we stalled past the session timeout, or the
@@ -294,16 +319,19 @@ class Service(Component):
                                    state_record(g.state.spec.id, m))
                                   for g in groups for m in g.mutations]
         failed += [(rec, job.error) for rec, job in jobs if job.error is not None]
-        ok = [rec for rec, job in jobs if job.error is None]
+        # A delete's reply carries its count (Chroma's {"deleted": n}); other writes' None.
+        ok = [(rec, {"deleted": job.deleted} if isinstance(job.request, DeleteRequest) else None)
+              for rec, job in jobs if job.error is None]
         metrics.RECORDS.labels("ok").inc(len(ok))
         metrics.RECORDS.labels("error").inc(len(failed))
         await asyncio.gather(*(
             self._commit(tp, recs[-1].offset + 1, outs[tp.partition],
-                         [r for r in ok if r.partition == tp.partition],
+                         [(r, res) for r, res in ok if r.partition == tp.partition],
                          [(r, e) for r, e in failed if r.partition == tp.partition])
             for tp, recs in batches.items()))
 
-    async def _commit(self, tp: TopicPartition, nxt: int, states: list[Out], ok: list[Record],
+    async def _commit(self, tp: TopicPartition, nxt: int, states: list[Out],
+                      ok: list[tuple[Record, Any]],
                       failed: list[tuple[Record, BaseException]]) -> None:
         """One partition's share of the batch, in the transaction of that partition's own
         producer: a writer fenced on ``tp`` can commit nothing for it."""
@@ -314,8 +342,8 @@ class Service(Component):
             async with tx.transaction():
                 for key, value in states:
                     await tx.send(self.topics.state, key=key, value=value)
-                for rec in ok:
-                    await send_reply(tx, rec, {"ok": True, "result": None})
+                for rec, result in ok:
+                    await send_reply(tx, rec, {"ok": True, "result": result})
                 for rec, error in failed:
                     await self._dead_letter(tx, rec, error)
                     await send_reply(tx, rec, {"ok": False, "error": error_to_wire(error)})
@@ -341,10 +369,18 @@ class Service(Component):
         request: WriteRequest | DeleteRequest
         if isinstance(payload, DeleteRequest):
             request = check_delete(payload, self.settings)
-        else:
-            check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
-                        has_loader=loader is not None)
-            request = reuse_unchanged(state.store, WriteRequest(op, [payload]))
+            if request.where is not None or request.where_document is not None:
+                # The client sends a filtered delete to every partition, after its earlier
+                # writes there; each writer deletes only its partition's records, so the
+                # delete is ordered after every write of those records.
+                n = len(self._writer.partitions_for_topic(self.topics.requests) or ()) or 1
+                part, cid = rec.partition, collection_id
+                return WriteJob(state, request, scope=lambda i: partition_of(
+                    state_key(cid, i), n) == part)
+            return WriteJob(state, request)
+        check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
+                    has_loader=loader is not None)
+        request = reuse_unchanged(state.store, WriteRequest(op, [payload]))
         return WriteJob(state, request, embedder=embedder, loader=loader)
 
     async def _dead_letter(self, tx: AIOKafkaProducer, rec: Record, exc: BaseException) -> None:
@@ -353,3 +389,20 @@ class Service(Component):
         # Events mapped from an upstream topic (streamer/sources.py) name their upstream record.
         headers += [(k, v) for k, v in rec.headers or () if k == "origin"]
         await tx.send(self.topics.dlq, key=rec.key, value=rec.value, headers=headers)
+
+
+def _size(batches: Batches) -> int:
+    return sum(len(records) for records in batches.values())
+
+
+def _merge(a: Prepared, b: Prepared) -> Prepared:
+    batches = {tp: a[0].get(tp, []) + b[0].get(tp, []) for tp in {*a[0], *b[0]}}
+    return batches, a[1] + b[1], a[2] + b[2]
+
+
+def needs_model(job: WriteJob) -> bool:
+    """Whether the job gives the model work (an item without its embedding)."""
+    return (job.embedder is not None and isinstance(job.request, WriteRequest)
+            and any(it.embedding is None and (it.document is not None or it.image is not None
+                                              or it.uri is not None)
+                    for it in job.request.items))

@@ -121,12 +121,12 @@ class SourceBridge(Component):
         target = self.mapping.collection
         if not target.create:
             return await backend.get_collection(target.name)
-        # Describing hashes the weights file: off the loop.
         ef = target.embedding_function or await anyio.to_thread.run_sync(
-            lambda: describe(OpenCLIPEmbeddingFunction(DEFAULT_MODEL)))
+            describe, OpenCLIPEmbeddingFunction(DEFAULT_MODEL))  # hashes the weights: off the loop
         return await backend.create_collection(
             target.name, metadata=target.metadata, embedding_function=ef,
-            data_loader=target.data_loader, get_or_create=True)
+            data_loader=target.data_loader, get_or_create=True,
+            space="cosine")  # the built-in OpenCLIP's default_space()
 
     async def _loop(self) -> None:
         assert self._consumer is not None

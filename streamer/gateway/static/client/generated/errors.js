@@ -84,6 +84,11 @@ export class SchemaError extends InvalidArgumentError {
         super(message, code, retriable);
     }
 }
+export class ShardUnavailableError extends UnavailableError {
+    constructor(message = "", code = "shard_unavailable", retriable = true) {
+        super(message, code, retriable);
+    }
+}
 export class URINotAllowedError extends DataLoaderError {
     constructor(message = "", code = "uri_not_allowed", retriable = false) {
         super(message, code, retriable);
@@ -91,6 +96,21 @@ export class URINotAllowedError extends DataLoaderError {
 }
 export class URIOutsideRootsError extends DataLoaderError {
     constructor(message = "", code = "uri_outside_roots", retriable = false) {
+        super(message, code, retriable);
+    }
+}
+export class WeightsError extends EmbeddingError {
+    constructor(message = "", code = "weights", retriable = false) {
+        super(message, code, retriable);
+    }
+}
+export class WeightsMismatchError extends WeightsError {
+    constructor(message = "", code = "weights_mismatch", retriable = false) {
+        super(message, code, retriable);
+    }
+}
+export class WeightsNotFoundError extends WeightsError {
+    constructor(message = "", code = "weights_not_found", retriable = false) {
         super(message, code, retriable);
     }
 }
@@ -120,8 +140,12 @@ export const ERROR_CLASSES = {
     "timeout": RequestTimeoutError,
     "resume_expired": ResumeExpiredError,
     "schema": SchemaError,
+    "shard_unavailable": ShardUnavailableError,
     "uri_not_allowed": URINotAllowedError,
     "uri_outside_roots": URIOutsideRootsError,
+    "weights": WeightsError,
+    "weights_mismatch": WeightsMismatchError,
+    "weights_not_found": WeightsNotFoundError,
     "dimension_mismatch": DimensionMismatchError,
     "duplicate_id": DuplicateIDError,
 };

@@ -1,0 +1,194 @@
+"""The caller's side of a sharded deployment (kafka/shards.py): a read is published once on
+the queries topic, each shard's reader group answers it (``<correlation_id>#<K>``), and the
+answers merge here -- by distance into the exact top-k (each shard returns its own top-k),
+concatenated for ``get`` (shard by shard, each in insertion order), summed for ``count``.
+Collection admin goes to shard 0 only. A shard whose reader group has no member fails the
+call at once with the retriable ``ShardUnavailableError``; one that loses its last member
+while the call waits fails it at the next liveness check, never with a partial answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import numpy as np
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from schemas.errors import (
+    RequestTimeoutError,
+    ShardUnavailableError,
+    UnavailableError,
+    error_from_wire,
+)
+from schemas.events import decode_array, dumps, encode_array
+from streamer.kafka.common import client_kwargs
+from streamer.kafka.shards import reader_group
+
+if TYPE_CHECKING:
+    from streamer.kafka.client import KafkaBackend
+
+SCATTERED = ("query", "get", "count", "sync")
+#: how long a liveness answer is trusted before a call, and how often a waiting call rechecks
+LIVENESS_S = 1.0
+_EMPTY = ("Empty", "Dead")
+
+
+class Scatter:
+    def __init__(self, backend: KafkaBackend, count: int) -> None:
+        self.backend = backend
+        self.count = count
+        self._admin: AIOKafkaAdminClient | None = None
+        self._checked: dict[int, tuple[float, bool]] = {}
+
+    async def stop(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+
+    async def _live(self, shards: list[int], *, fresh: bool) -> dict[int, bool]:
+        now = time.monotonic()
+        todo = [k for k in shards
+                if fresh or now - self._checked.get(k, (-1e9, False))[0] > LIVENESS_S]
+        if todo:
+            try:
+                if self._admin is None:
+                    admin = AIOKafkaAdminClient(**client_kwargs(self.backend.settings))
+                    await admin.start()
+                    self._admin = admin
+                # One group per request: aiokafka misreads a DescribeGroups answer holding
+                # several.
+                answers = await asyncio.gather(*(self._admin.describe_consumer_groups(
+                    [reader_group(self.backend.topics.readers, k, self.count)]) for k in todo))
+            except KafkaError as exc:
+                raise UnavailableError(f"Kafka is unavailable: {exc!r}") from exc
+            for k, [resp] in zip(todo, answers, strict=True):
+                # (error_code, group, state, protocol_type, protocol, members)
+                g = resp.groups[0]
+                self._checked[k] = (now, g[2] not in _EMPTY and bool(g[5]))
+        return {k: self._checked.get(k, (now, False))[1] for k in shards}
+
+    async def _require(self, shards: list[int], *, fresh: bool) -> None:
+        dead = [k for k, ok in (await self._live(shards, fresh=fresh)).items() if not ok]
+        if dead:
+            raise ShardUnavailableError(
+                f"Shard {dead[0]} of {self.count} has no live replica (reader group "
+                f"{reader_group(self.backend.topics.readers, dead[0], self.count)})")
+
+    async def call(self, payload: dict[str, Any]) -> Any:
+        b = self.backend
+        op = payload.get("op")
+        shards = list(range(self.count)) if op in SCATTERED else [0]
+        sent = dict(payload)
+        if op not in SCATTERED:
+            sent["shard"] = 0
+        elif op == "query" and "distances" not in (sent.get("include") or []):
+            sent["include"] = [*(sent.get("include") or []), "distances"]
+        elif op == "get" and sent.get("limit") is not None:  # the global window, cut after
+            sent["limit"] = int(sent["limit"]) + int(sent.get("offset") or 0)
+            sent["offset"] = None
+        timeout = b.settings.kafka_request_timeout_s
+        deadline = anyio.current_time() + timeout
+        await self._require(shards, fresh=False)
+        value = b._sized(dumps(sent), f"The {op} request")
+        corr = uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        futs: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        for k in shards:
+            futs[k] = loop.create_future()
+            b._pending[f"{corr}#{k}"] = futs[k]
+        try:
+            try:
+                with anyio.fail_after(timeout):
+                    async with b._producing() as producer:
+                        await producer.send_and_wait(
+                            b.topics.queries, value=value,
+                            headers=[("reply_to", b.topics.replies.encode()),
+                                     ("correlation_id", corr.encode())])
+            except TimeoutError:
+                raise UnavailableError("Kafka did not take the request in time") from None
+            replies = await self._gather(futs, deadline)
+        finally:
+            for k in shards:
+                b._pending.pop(f"{corr}#{k}", None)
+        for reply in replies:
+            if not reply.get("ok"):
+                raise error_from_wire(reply.get("error") or {})
+        results: list[Any] = [r.get("result") for r in replies]
+        if op == "count":
+            return sum(int(n) for n in results)
+        if op == "query":
+            return merge_query(results, payload)
+        if op == "get":
+            return merge_get(results, payload)
+        return results[0]
+
+    async def _gather(self, futs: dict[int, asyncio.Future[dict[str, Any]]],
+                      deadline: float) -> list[dict[str, Any]]:
+        while True:
+            pending = [k for k, f in futs.items() if not f.done()]
+            if not pending:
+                return [futs[k].result() for k in sorted(futs)]
+            left = deadline - anyio.current_time()
+            if left <= 0:
+                raise RequestTimeoutError(
+                    f"No reply from shard {pending[0]} of {self.count} in time")
+            await asyncio.wait([futs[k] for k in pending], timeout=min(LIVENESS_S, left))
+            pending = [k for k, f in futs.items() if not f.done()]
+            if pending:
+                await self._require(pending, fresh=True)
+
+
+def _rows(result: dict[str, Any], name: str, i: int | None) -> list[Any] | None:
+    col = result.get(name)
+    if col is None:
+        return None
+    col = col if i is None else col[i]
+    if name == "embeddings":
+        return list(decode_array(col)) if isinstance(col, dict) else list(col)
+    return list(col)
+
+
+def _pack(name: str, rows: list[Any]) -> Any:
+    if name != "embeddings":
+        return rows
+    return encode_array(np.stack(rows) if rows else np.zeros((0, 0), np.float32))
+
+
+FIELDS = ("ids", "embeddings", "documents", "uris", "metadatas", "distances")
+
+
+def merge_query(results: list[dict[str, Any]], payload: dict[str, Any]) -> dict[str, Any]:
+    """Per query, every shard's top-k by distance into the top-k of the whole collection."""
+    k = int(payload.get("n_results") or 10)
+    first = results[0]
+    names = [n for n in FIELDS if first.get(n) is not None]
+    out: dict[str, Any] = {n: [] for n in names}
+    for i in range(len(first["ids"])):
+        hits: list[tuple[float, int, dict[str, Any]]] = []
+        for s, r in enumerate(results):
+            cols = {n: _rows(r, n, i) for n in names}
+            for j, d in enumerate(cols["distances"] or []):
+                hits.append((float(d), s, {n: c[j] for n, c in cols.items() if c is not None}))
+        hits.sort(key=lambda h: (h[0], h[1]))
+        top = [h[2] for h in hits[:k]]
+        for n in names:
+            out[n].append(_pack(n, [t[n] for t in top]))
+    if "distances" not in (payload.get("include") or []):
+        out.pop("distances", None)
+    return {**first, **out, "distances": out.get("distances"),
+            "included": list(payload.get("include") or first.get("included") or [])}
+
+
+def merge_get(results: list[dict[str, Any]], payload: dict[str, Any]) -> dict[str, Any]:
+    first = results[0]
+    names = [n for n in FIELDS if first.get(n) is not None]
+    cols: dict[str, list[Any]] = {n: [] for n in names}
+    for r in results:
+        for n in names:
+            cols[n].extend(_rows(r, n, None) or [])
+    start = int(payload.get("offset") or 0)
+    stop = None if payload.get("limit") is None else start + int(payload["limit"])
+    return {**first, **{n: _pack(n, c[start:stop]) for n, c in cols.items()}}
