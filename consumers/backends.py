@@ -378,10 +378,10 @@ def params_hash(module: Any) -> str:
 def select(module: Any, name: str, weights: str | None, device: str, backend: str,
            precision: str, *, builtin: bool, prepare: Callable[[np.ndarray], Any],
            tokenize: Callable[[list[str]], Any]) -> tuple[Runner, Choice]:
-    """The runner a freshly loaded fp32 model embeds with. A built-in model left on auto runs
-    torch (fp32 without a gate unless a precision is asked for) and is never exported unless
-    a backend is named: it is tiny (a runtime gains nothing measurable) and the test suite
-    loads it everywhere, so it must not pay an OpenVINO export."""
+    """The runner a freshly loaded fp32 model embeds with. A built-in architecture (whatever
+    its weights) left on auto runs torch (fp32 without a gate unless a precision is asked
+    for) and is never exported unless a backend is named: it is tiny (a runtime gains nothing
+    measurable) and the test suite loads it everywhere, so it must not pay an export."""
     start = time.perf_counter()
     if builtin and backend == "auto":
         backend = "torch"

@@ -155,7 +155,7 @@ class OpenCLIPEmbeddingFunction:
             import open_clip
             import torch
 
-            from consumers.models import register_builtin_configs
+            from consumers.models import BUILTIN_MODELS, register_builtin_configs
 
             register_builtin_configs()
             weights = self.resolve()
@@ -173,7 +173,7 @@ class OpenCLIPEmbeddingFunction:
             self._pil_steps, self._normalize = _split_transform(preprocess)
             self._runner, self.choice = B.select(
                 model, self.model_name, W.fingerprint(weights), self.device, self.backend,
-                self.precision, builtin=weights.source == "builtin", prepare=self._transform,
+                self.precision, builtin=self.model_name in BUILTIN_MODELS, prepare=self._transform,
                 tokenize=open_clip.get_tokenizer(self.model_name, cache_dir=self.cache_dir))
             self.weights = weights
             self._model = model
