@@ -187,6 +187,9 @@ def export_openvino(model: Model) -> tuple[Path, bool]:
     if (final / "done").is_file():
         return final, True
     model.cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in model.cache_dir.glob(".tmp-*"):  # left by a process killed mid-export
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = model.cache_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
