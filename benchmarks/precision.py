@@ -49,7 +49,8 @@ def _run(model: str, checkpoint: str, uris: list[str], n_texts: int, batch: int,
          rounds: int) -> PrecisionResult:
     images = [im for im in ImageLoader()(uris) if im is not None]
     captions = texts(n_texts)
-    efs = {p: OpenCLIPEmbeddingFunction(model, checkpoint, batch_size=batch, precision=p)
+    efs = {p: OpenCLIPEmbeddingFunction(model, checkpoint, batch_size=batch, precision=p,
+                                        backend="torch")
            for p in ("fp32", "bf16")}
     tensors = list(efs["fp32"].preprocess(images))
     vecs: dict[str, tuple[list[Any], list[Any]]] = {}

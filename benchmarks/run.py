@@ -28,11 +28,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chroma, paths, precision, report, scale
+from benchmarks import backends, chroma, paths, precision, report, scale
 from benchmarks.common import SIZES, machine, photo_files
 from streamer.settings import RUNTIME_ENV, with_runtime_env
 
-SECTIONS = ("paths", "precision", "index")
+SECTIONS = ("paths", "backends", "precision", "index")
 SIZE = {  # images, text q, image q, throughput q, concurrency, precision items, vectors, rounds
     "small": dict(images=128, text=20, image=10, throughput=16, concurrency=8, prec=48,
                   vectors=100_000, rounds=3),
@@ -78,8 +78,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     p.add_argument("--model", default="ViT-B-32")
     p.add_argument("--checkpoint", default=None, help="open_clip weights file (default: random, seed 0)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="of our paths in sections 1-2 (Chroma has fp32 only)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="of our paths in sections 1-2; auto: the backend and precision that "
+                        "backend='auto' picks here (Chroma has fp32 only)")
     p.add_argument("--batch", type=int, default=32, help="model batch size; also add() chunk size")
     p.add_argument("--images", type=int, help="override the number of photo files")
     p.add_argument("--vectors", type=int, help="override the index size of section 3")
@@ -171,6 +172,11 @@ def _run(args: argparse.Namespace, size: dict[str, int], work: Path, ckpt: str,
             section("ingestion and queries: bare, embedded, Kafka, websocket, Chroma (interleaved)")
             _paths(args, work, ckpt, uris, load, ef_kwargs, results)
             print("\n".join(report.paths_table(results)), flush=True)
+        elif name == "backends":
+            section("bare model per runtime backend and precision (printed, not in results.json)")
+            rows, auto = backends.measure(args.model, ckpt, uris[:size["prec"]], size["prec"],
+                                          args.batch)
+            backends.print_rows(rows, auto)
         elif name == "precision":
             section("precision")
             results.precision = precision.run(args.model, ckpt, uris[:size["prec"]], size["prec"],

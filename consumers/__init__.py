@@ -7,3 +7,10 @@ lifecycle every long-lived component shares (``lifecycle``). Nothing here speaks
 HTTP, and nothing here imports ``streamer``. The package holds no Kafka consumers: the name
 stays because the design card fixes it (stages *consume* records, from a topic or from an
 in-process queue alike), and renaming it would break every import that the card documents."""
+
+import contextlib
+
+# OpenVINO before usearch (consumers.index): loaded after it, OpenVINO's CPU plugin fails to
+# compile any model (an empty "Exception from core.cpp") and the auto backend falls back.
+with contextlib.suppress(ImportError):
+    import openvino  # noqa: F401

@@ -15,13 +15,14 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from consumers import backends as B
 from consumers import weights as W
 from schemas.errors import EmbeddingError
 from schemas.records import Image, Vector
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 @runtime_checkable
@@ -59,10 +60,13 @@ def as_uint8_rgb(image: Image) -> Image:
 class OpenCLIPEmbeddingFunction:
     """Chroma's constructor and defaults (ViT-B-32, laion2b_s34b_b79k, cpu). ``cache_dir``
     is the Hugging Face hub cache to use (default: huggingface_hub's, from HF_HOME);
-    ``weights_sha256``, recorded in a collection's spec, makes loading refuse other weights."""
+    ``weights_sha256``, recorded in a collection's spec, makes loading refuse other weights.
+    ``backend`` and ``precision`` ("auto": the fastest that passes the parity gate here) pick
+    the runtime (consumers/backends.py); ``choice`` says what load() picked and why."""
 
     def __init__(self, model_name: str = "ViT-B-32", checkpoint: str | None = W.DEFAULT_CHECKPOINT,
-                 device: str = "cpu", *, batch_size: int = 32, precision: Precision = "fp32",
+                 device: str = "cpu", *, batch_size: int = 32, precision: Precision = "auto",
+                 backend: str = "auto",
                  num_threads: int | None = None, cache_dir: str | None = None,
                  weights_sha256: str | None = None) -> None:
         from consumers.models import BUILTIN_MODELS
@@ -74,6 +78,11 @@ class OpenCLIPEmbeddingFunction:
         self.device = device
         self.batch_size = batch_size
         self.precision = precision
+        self.backend = backend
+        B.candidates(backend, precision, device)  # a typed error now for an unknown name
+        #: what load() chose; None before
+        self.choice: B.Choice | None = None
+        self._runner: B.Runner | None = None
         self.num_threads = num_threads
         self.cache_dir = cache_dir
         self.weights_sha256 = weights_sha256
@@ -96,7 +105,8 @@ class OpenCLIPEmbeddingFunction:
         cache_dir is where, not what: each process brings its own."""
         return {"model_name": self.model_name, "checkpoint": self.checkpoint,
                 "device": self.device, "batch_size": self.batch_size,
-                "precision": self.precision, "num_threads": self.num_threads,
+                "precision": self.precision, "backend": self.backend,
+                "num_threads": self.num_threads,
                 "weights_sha256": self.fingerprint()}
 
     def fingerprint(self) -> str | None:
@@ -145,7 +155,7 @@ class OpenCLIPEmbeddingFunction:
             import open_clip
             import torch
 
-            from consumers.models import register_builtin_configs
+            from consumers.models import BUILTIN_MODELS, register_builtin_configs
 
             register_builtin_configs()
             weights = self.resolve()
@@ -158,11 +168,13 @@ class OpenCLIPEmbeddingFunction:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.model_name, pretrained=pretrained, device=self.device, cache_dir=self.cache_dir)
             model.eval()
-            if self.precision == "bf16":
-                model = model.to(torch.bfloat16)
             log.info("OpenCLIP %s: %s", self.model_name, weights.label)
             self._preprocess = preprocess
             self._pil_steps, self._normalize = _split_transform(preprocess)
+            self._runner, self.choice = B.select(
+                model, self.model_name, W.fingerprint(weights), self.device, self.backend,
+                self.precision, builtin=self.model_name in BUILTIN_MODELS, prepare=self._transform,
+                tokenize=open_clip.get_tokenizer(self.model_name, cache_dir=self.cache_dir))
             self.weights = weights
             self._model = model
 
@@ -200,30 +212,30 @@ class OpenCLIPEmbeddingFunction:
     def embed_query(self, input: Sequence[str | Image]) -> list[Vector]:
         return self(input)
 
-    def _run(self, encode: Any, batch: Any) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            if self.precision == "bf16" and batch.is_floating_point():
-                batch = batch.to(torch.bfloat16)
-            feats = encode(batch.to(self.device)).float()
-            feats = torch.nn.functional.normalize(feats, dim=-1)
-        return feats.cpu().numpy().astype(np.float32, copy=False)
+    @property
+    def runner(self) -> B.Runner:
+        self.load()
+        assert self._runner is not None
+        return self._runner
 
     def embed_texts(self, texts: Sequence[str]) -> list[Vector]:
-        model = self.model
+        runner = self.runner
         rows: list[Vector] = []
         for start in range(0, len(texts), self.batch_size):
             tokens = self.tokenizer(list(texts[start:start + self.batch_size]))
-            rows.extend(self._run(model.encode_text, tokens))
+            rows.extend(runner.encode_text(np.asarray(tokens, dtype=np.int64)))
         return rows
 
     def prepare_image(self, image: Image) -> Any:
         """open_clip's validation transform for one image; thread-safe, so the pipeline runs
         it on its loader threads while the model thread encodes the previous batch."""
-        from PIL import Image as PILImage
 
         self.load()
+        return self._transform(image)
+
+    def _transform(self, image: Image) -> Any:
+        from PIL import Image as PILImage
+
         pil = PILImage.fromarray(as_uint8_rgb(image))
         if self._pil_steps is None or self._normalize is None:
             return self._preprocess(pil)
@@ -245,10 +257,10 @@ class OpenCLIPEmbeddingFunction:
 
     def embed_prepared(self, prepared: Sequence[Any]) -> list[Vector]:
         """Encode already transformed images (arrays or tensors) in batches of ``batch_size``."""
-        model = self.model
+        runner = self.runner
         rows: list[Vector] = []
         for start in range(0, len(prepared), self.batch_size):
-            rows.extend(self._run(model.encode_image, _stack(prepared[start:start + self.batch_size])))
+            rows.extend(runner.encode_image(_stack(prepared[start:start + self.batch_size])))
         return rows
 
     def embed_images(self, images: Sequence[Image]) -> list[Vector]:
@@ -277,11 +289,6 @@ def _split_transform(preprocess: Any) -> tuple[list[Any] | None, tuple[np.ndarra
     return steps[:-2], (mean, std)
 
 
-def _stack(prepared: Sequence[Any]) -> Any:
-    """One batch tensor from prepared images (numpy arrays or tensors), on the model thread."""
-    import torch
-
-    items = list(prepared)
-    if items and all(isinstance(x, np.ndarray) for x in items):
-        return torch.from_numpy(np.stack(items))
-    return torch.stack([torch.as_tensor(x) for x in items])
+def _stack(prepared: Sequence[Any]) -> np.ndarray:
+    """One batch array from prepared images (numpy arrays or CPU tensors)."""
+    return np.stack([np.asarray(x, dtype=np.float32) for x in prepared])

@@ -6,7 +6,6 @@ then ends the threads."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
@@ -14,6 +13,7 @@ import anyio.to_thread
 
 from consumers.backfill import IndexBackfill
 from consumers.catalog import Catalog
+from consumers.embedq import EmbedExecutor
 from consumers.lifecycle import Component
 from consumers.pipeline import Pipeline
 
@@ -24,7 +24,7 @@ class LocalStore(Component):
         super().__init__()
         self.path = None if path is None else Path(path)
         self.catalog = Catalog(self.path, fsync=fsync, checkpoint_every=checkpoint_every)
-        self.embed_thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
+        self.embed_thread = EmbedExecutor("embed")
         self._locks: dict[str, anyio.Lock] = {}
         self.pipeline = Pipeline(self.embed_thread, self.lock)
         self.backfill = IndexBackfill(self.catalog, self.lock)

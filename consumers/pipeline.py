@@ -11,22 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.to_thread
-import numpy as np
 
 from consumers.catalog import CollectionState
 from consumers.decode import to_pixels
 from consumers.embed import EmbeddingFunction, PreparingEmbeddingFunction
+from consumers.embedq import call_embedder as call_embedder  # re-exported for the clients
+from consumers.embedq import embed_steps
 from consumers.validate import NO_LOADER
 from schemas.errors import DataLoaderError, EmbeddingError, StreamerError
 from schemas.records import (
     DeleteRequest,
-    EncodedImage,
     Image,
     ImageInput,
     Mutation,
@@ -94,7 +94,7 @@ async def commit_locally(groups: list[Resolved], locks: Callable[[str], anyio.Lo
 class Pipeline:
     """Stateless over batches; the caller serialises batches (one writer)."""
 
-    def __init__(self, embed_thread: ThreadPoolExecutor, locks: Callable[[str], anyio.Lock],
+    def __init__(self, embed_thread: Executor, locks: Callable[[str], anyio.Lock],
                  prep_workers: int = 2) -> None:
         self._embed_thread = embed_thread
         self._prep_pool = ThreadPoolExecutor(prep_workers, thread_name_prefix="prepare")
@@ -196,7 +196,7 @@ class Pipeline:
             if not work:
                 continue
             inputs = [x for _, _, x in work]
-            vectors = await in_executor(self._embed_thread, fn, embedder, inputs)
+            vectors = await embed_steps(self._embed_thread, fn, embedder, inputs)
             for (job, i, _), vec in zip(work, vectors):
                 job.vectors[i] = vec
 
@@ -261,22 +261,6 @@ def _decode_and_prepare(embedder: PreparingEmbeddingFunction, image: ImageInput)
     return embedder.prepare_image(to_pixels(image))
 
 
-def call_embedder(embedder: EmbeddingFunction, inputs: list[Any]) -> list[Vector]:
-    inputs = [to_pixels(x) if isinstance(x, EncodedImage) else x for x in inputs]
-    out = embedder(inputs)
-    if len(out) != len(inputs):
-        raise EmbeddingError(
-            f"Embedding function returned {len(out)} embeddings for {len(inputs)} inputs")
-    return [np.asarray(v, dtype=np.float32).reshape(-1) for v in out]
-
-
 def call_prepared(embedder: EmbeddingFunction, inputs: list[Any]) -> list[Vector]:
     assert isinstance(embedder, PreparingEmbeddingFunction)
     return embedder.embed_prepared(inputs)
-
-
-async def in_executor(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run on the model's dedicated thread (torch keeps per-thread state; one thread keeps
-    the model busy without oversubscribing the cores)."""
-    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-

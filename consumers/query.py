@@ -3,19 +3,20 @@ under the collection lock, and shape results exactly as Chroma returns them."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
 
 from consumers.catalog import CollectionState
 from consumers.embed import EmbeddingFunction
-from consumers.pipeline import DataLoader, call_embedder, in_executor, load_images
+from consumers.embedq import embed_query
+from consumers.pipeline import DataLoader, load_images
 from schemas.records import GetRequest, IncludeItem, QueryRequest, Vector
 
 
 async def query_vectors(req: QueryRequest, embedder: EmbeddingFunction | None,
-                        loader: DataLoader | None, embed_thread: ThreadPoolExecutor) -> list[Vector]:
+                        loader: DataLoader | None, embed_thread: Executor) -> list[Vector]:
     if req.embeddings is not None:
         return req.embeddings
     inputs: list[Any]
@@ -26,8 +27,7 @@ async def query_vectors(req: QueryRequest, embedder: EmbeddingFunction | None,
     else:
         inputs = list(await load_images(loader, req.uris or []))
     assert embedder is not None
-    vectors: list[Vector] = await in_executor(embed_thread, call_embedder, embedder, inputs)
-    return vectors
+    return await embed_query(embed_thread, embedder, inputs)
 
 
 def _records(state: CollectionState, ids: list[str], include: list[IncludeItem]) -> dict[str, Any]:

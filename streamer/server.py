@@ -44,11 +44,12 @@ async def service_gateway(settings: Settings, service: Service) -> AsyncIterator
         yield gateway
 
 
-async def serve(settings: Settings) -> None:
-    """Run the Kafka service, its upstream sources and the gateway until SIGTERM/SIGINT."""
+async def serve(settings: Settings, role: str = "all") -> None:
+    """Run the Kafka service, its upstream sources and the gateway until SIGTERM/SIGINT;
+    ``role`` (all, writer, reader) says which halves of the service this process runs."""
     set_process_limit(settings.remote_max_in_flight)
     async with AsyncExitStack() as stack:
-        service = await stack.enter_async_context(Service(settings))
+        service = await stack.enter_async_context(Service(settings, role=role))
         await stack.enter_async_context(Sources(settings))
         gateway = await stack.enter_async_context(service_gateway(settings, service))
         print(f"streamer: gateway on {gateway.url}", flush=True)

@@ -95,6 +95,7 @@ def test_ingest_twice_then_query_finds_the_image(tmp_path: Path, model_args: lis
                  .stdout.splitlines() if line.strip() and not line.startswith("index"))
     assert stats["records"].strip() == "13"
     assert int(stats["dimension"]) > 0
+    assert stats["embedding"].startswith("auto/auto: first passing the parity gate of")
 
 
 def test_failed_files_are_summarised_and_the_rest_go_in(tmp_path: Path, model_args: list[str]) -> None:

@@ -67,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         asyncio.run(serve_embedded(settings))
         return 0
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, role=args.role))
     return 0
 
 
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="K/N",
                    help="serve shard K of N: state partitions p with p %% N == K "
                         "(default: STREAMER_SHARD; none: every partition)")
+    p.add_argument("--role", choices=("all", "writer", "reader"), default="all",
+                   help="all: ingest and answer queries; writer: only ingest; reader: only "
+                        "answer queries, so queries never wait behind ingestion (default: all)")
     p.set_defaults(func=_serve)
     p = sub.add_parser("demo", help="embedded demo: index generated images, search by text",
                        description="Generate shape images, index them with the built-in model "

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
+from consumers.embed import OpenCLIPEmbeddingFunction
 from consumers.load import ImageLoader, uri_to_path
 from streamer.cli.common import (
     UsageError,
@@ -139,12 +140,22 @@ def run_stats(args: argparse.Namespace) -> int:
                 ("space", meta.get("hnsw:space", "cosine")),
                 ("index dtype", meta.get("streamer:dtype", "f32")),
                 ("model", describe_model(col.embedding_function)),
+                ("embedding", _embedding(col.embedding_function)),
                 ("images from", _loader(col.data_loader)),
                 ("metadata", meta or "-")]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k.ljust(width)}  {v}")
     return 0
+
+
+def _embedding(ef: Any) -> str:
+    """The runtime policy the spec records, as this machine resolves it (consumers/backends)."""
+    if not isinstance(ef, OpenCLIPEmbeddingFunction):
+        return "-"
+    from consumers.backends import policy
+
+    return policy(ef.backend, ef.precision, ef.device)
 
 
 def add_parsers(sub: Any) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,7 +37,8 @@ import numpy as np
 from consumers.batch import BatchConfig, MicroBatcher
 from consumers.catalog import Catalog
 from consumers.embed import EmbeddingFunction
-from consumers.pipeline import DataLoader, call_embedder, in_executor
+from consumers.embedq import embed_query
+from consumers.pipeline import DataLoader
 from consumers.query import query_vectors
 from consumers.validate import prepare_query
 from schemas.errors import (
@@ -72,7 +73,9 @@ class Local(Protocol):
     ``Service`` (its replica catalog). Live queries hook its catalog."""
 
     catalog: Catalog
-    embed_thread: ThreadPoolExecutor
+
+    @property
+    def embed_thread(self) -> Executor: ...
 
     def lock(self, collection_id: str) -> anyio.Lock: ...
 
@@ -94,7 +97,7 @@ class _Pending:
 class EmbedBatcher:
     """One model call for the query inputs of every request queued for one embedder."""
 
-    def __init__(self, embedder: EmbeddingFunction, pool: ThreadPoolExecutor,
+    def __init__(self, embedder: EmbeddingFunction, pool: Executor,
                  max_items: int) -> None:
         self._embedder = embedder
         self._pool = pool
@@ -135,8 +138,7 @@ class EmbedBatcher:
             p.future.set_result(result)
 
     async def _call(self, inputs: list[Any]) -> list[Vector]:
-        vectors: list[Vector] = await in_executor(self._pool, call_embedder, self._embedder, inputs)
-        return vectors
+        return await embed_query(self._pool, self._embedder, inputs)
 
     async def close(self) -> None:
         self._batcher.close()

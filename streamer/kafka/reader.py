@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from functools import partial
 from typing import Any
 
@@ -72,7 +72,7 @@ async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, byte
 
 class Reader(Component):
     def __init__(self, settings: Settings, topics: Topics, catalog: Catalog, replica: Replica,
-                 runtimes: Runtimes, embed_thread: ThreadPoolExecutor,
+                 runtimes: Runtimes, embed_thread: Executor,
                  lock: Callable[[str], anyio.Lock]) -> None:
         super().__init__()
         self.settings = settings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 import anyio.to_thread
@@ -18,7 +18,7 @@ class Runtimes:
     """Server-side embedding functions and loaders, rebuilt from specs and shared by config
     so a model is loaded once per process."""
 
-    def __init__(self, embed_thread: ThreadPoolExecutor, settings: Settings | None = None) -> None:
+    def __init__(self, embed_thread: Executor, settings: Settings | None = None) -> None:
         self._cache: dict[bytes, Any] = {}
         self._embed_thread = embed_thread
         self._settings = settings

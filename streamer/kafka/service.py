@@ -84,9 +84,19 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._service.on_partitions_assigned(assigned)
 
 
+ROLES = ("all", "writer", "reader")
+
+
 class Service(Component):
-    def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
+    """``role``: "all" runs the writer and the query reader; "writer" only ingests; "reader"
+    only answers queries (its model thread then never waits behind ingestion)."""
+
+    def __init__(self, settings: Settings, *, instance: str | None = None,
+                 role: str = "all") -> None:
         super().__init__()
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        self.role = role
         self.settings = settings
         self.instance = instance or f"{socket.gethostname()}-{settings.instance_id}"
         self.topics = Topics.for_settings(settings)
@@ -114,6 +124,15 @@ class Service(Component):
         await self.parts.start(self.store)
         await self.parts.start(self.replica)
         await self.runtimes.warm([s.spec for s in self.catalog.collections.values()])
+        if self.role != "writer":
+            self.reader = await self.parts.start(
+                Reader(self.settings, self.topics, self.catalog, self.replica, self.runtimes,
+                       self.embed_thread, self.lock))
+        if self.role != "reader":
+            await self._start_writer()
+        log.info("streamer service %s started (role %s)", self.instance, self.role)
+
+    async def _start_writer(self) -> None:
         # Stopped after the writer's consumer (parts stop in reverse): its revocation on
         # leaving the group still finishes the in-flight transactions.
         self._producers = PartitionProducers(self.settings)
@@ -128,12 +147,8 @@ class Service(Component):
                                         **assignors(self.settings))
         self._writer.subscribe([self.topics.requests], listener=_Rebalance(self))
         await self.parts.start(self._writer)
-        self.reader = await self.parts.start(
-            Reader(self.settings, self.topics, self.catalog, self.replica, self.runtimes,
-                   self.embed_thread, self.lock))
         writer = supervise(asyncio.create_task(self._write_loop(), name="writer"))
         self.parts.on_stop(partial(cancel, writer))
-        log.info("streamer service %s started", self.instance)
 
     # ---- writer -------------------------------------------------------------------
     async def _write_loop(self) -> None:
