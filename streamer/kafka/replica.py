@@ -37,6 +37,19 @@ log = logging.getLogger(__name__)
 PROGRESS = "__progress__/"
 
 
+def insertion_order(mutations: list[Mutation]) -> list[Mutation]:
+    """Records of one call arrive on several partitions; order each id's group by the client's
+    stamp so one batch logs them (and live queries stream them) in insertion order. ``get``
+    orders by the stamp kept in each record, which also covers calls split across batches.
+    Each id's own mutations keep their Kafka order, and different ids are independent."""
+    groups: dict[str, list[Mutation]] = {}
+    for m in mutations:
+        groups.setdefault(m.id, []).append(m)
+    def first_stamp(group: list[Mutation]) -> tuple[int, int]:
+        return next((m.order for m in group if m.order is not None), (0, 0))
+    return [m for g in sorted(groups.values(), key=first_stamp) for m in g]
+
+
 class Replica(Component):
     def __init__(self, settings: Settings, topics: Topics, catalog: Catalog,
                  locks: Any) -> None:
@@ -119,6 +132,7 @@ class Replica(Component):
                 muts[collection_id].append(mutation)
         await anyio.to_thread.run_sync(self._apply_specs, specs)
         for collection_id, mutations in muts.items():
+            mutations = insertion_order(mutations)
             state = self.catalog.by_id(collection_id)
             if state is None:
                 continue  # a deleted collection's leftovers
