@@ -58,7 +58,7 @@ def save(store: CollectionStore, root: Path, *, fsync: bool = True) -> Path:
     tmp = root / f".tmp-ckpt-{seq:020d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    rows = [[i, r.key, r.modality.value, r.document, r.uri, r.metadata]
+    rows = [[i, r.key, r.modality.value, r.document, r.uri, r.metadata, r.order]
             for i, r in store.records.items()]
     data = orjson.dumps(rows)
     _write_file(tmp / "records.json", data, fsync)
@@ -102,8 +102,12 @@ def _load_dir(directory: Path, spec: CollectionSpec) -> CollectionStore:
             store.applied_seq = int(meta["seq"])
             store.source = dict(meta.get("source") or {})
             records, by_key = store.records, store.by_key
-            for id_, key, modality, doc, uri, md in rows:
-                records[id_] = Record(key, MODALITIES[modality], doc, uri, md)
+            for row in rows:
+                # Rows without the order stamp come from checkpoints written before it.
+                id_, key, modality, doc, uri, md = row[:6]
+                order = row[6] if len(row) > 6 and row[6] is not None else None
+                records[id_] = Record(key, MODALITIES[modality], doc, uri, md,
+                                      None if order is None else (order[0], order[1]))
                 by_key[key] = id_
             del rows
             if index_bytes is not None:

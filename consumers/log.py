@@ -51,6 +51,8 @@ def _encode(seq: int, kind: str, mutation: Mutation | None, meta: dict[str, Any]
         head = {"k": kind, "id": mutation.id,
                 "m": mutation.modality.value if mutation.modality else None,
                 "d": mutation.document, "u": mutation.uri, "md": mutation.metadata}
+        if mutation.order is not None:
+            head["o"] = mutation.order
         vec = b"" if mutation.vector is None else np.ascontiguousarray(
             mutation.vector, dtype=np.float32).tobytes()
     js = orjson.dumps(head)
@@ -68,8 +70,10 @@ def _decode(seq: int, body: bytes) -> tuple[str, Mutation | None, dict[str, Any]
     raw = body[4 + jlen:]
     vector = np.frombuffer(raw, dtype=np.float32).copy() if raw else None
     modality = MODALITIES[head["m"]] if head["m"] else None
+    order = head.get("o")  # absent in embedded mode and in frames written before it existed
     return kind, Mutation(op=kind, id=head["id"], modality=modality, document=head["d"],
-                          uri=head["u"], metadata=head["md"], vector=vector, seq=seq), {}
+                          uri=head["u"], metadata=head["md"], vector=vector, seq=seq,
+                          order=None if order is None else (order[0], order[1])), {}
 
 
 class MutationLog:

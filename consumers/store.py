@@ -59,6 +59,8 @@ class CollectionStore:
         self.records: dict[str, Record] = {}
         self.by_key: dict[int, str] = {}
         self.next_key = 1
+        #: ids in insertion order, rebuilt on the next read after an id comes or goes
+        self._ordered: list[str] | None = None
         self.index: VectorIndex | None = None
         self.applied_seq = 0
         self.source: dict[str, Any] = {}
@@ -149,10 +151,15 @@ class CollectionStore:
                     del self.records[id_]
                     del self.by_key[old.key]
                     drop.append(old.key)
+                    self._ordered = None
                 continue
-            key = old.key if old is not None else self._take_key()
+            if old is None:
+                key, order = self._take_key(), m.order
+                self._ordered = None
+            else:  # an overwrite keeps its place, as Chroma's update and upsert do
+                key, order = old.key, old.order
             modality = m.modality or Modality.EMBEDDING
-            self.records[id_] = Record(key, modality, m.document, m.uri, m.metadata)
+            self.records[id_] = Record(key, modality, m.document, m.uri, m.metadata, order)
             self.by_key[key] = id_
             if m.vector is not None:
                 put_keys.append(key)
@@ -175,18 +182,31 @@ class CollectionStore:
     def count(self) -> int:
         return len(self.records)
 
+    @staticmethod
+    def _rank(r: Record) -> tuple[tuple[int, int], int]:
+        """Insertion order: the first insertion's stamp, then the key (apply order), which
+        alone orders stamp-less (embedded) records and breaks ties."""
+        return (r.order or (0, 0), r.key)
+
+    def ordered(self) -> list[str]:
+        """All ids in insertion order (cached until an id is added or removed)."""
+        if self._ordered is None:
+            records = self.records
+            self._ordered = sorted(records, key=lambda i: self._rank(records[i]))
+        return self._ordered
+
     def select(self, ids: list[str] | None, where: Metadata | None,
                where_document: Metadata | None,
                pending: dict[str, Mutation | None] | None = None) -> list[str]:
-        """Ids matching the filters, in insertion (key) order, as Chroma returns them.
+        """Ids matching the filters, in insertion order, as Chroma returns them.
         ``pending`` (a batch's earlier results, see ``resolve``) overlays the table: a
         filtered delete sees the writes queued before it in the same batch."""
         if ids is not None:
-            candidates = sorted((r.key, i) for i in dict.fromkeys(ids)
-                                if (r := self.records.get(i)) is not None)
-            chosen = [i for _, i in candidates]
+            found = [(r, i) for i in dict.fromkeys(ids) if (r := self.records.get(i)) is not None]
+            found.sort(key=lambda ri: self._rank(ri[0]))
+            chosen = [i for _, i in found]
         else:
-            chosen = [self.by_key[k] for k in sorted(self.by_key)]
+            chosen = list(self.ordered())
         fields: dict[str, tuple[Metadata | None, str | None]] = {
             i: (self.records[i].metadata, self.records[i].document) for i in chosen}
         if pending:

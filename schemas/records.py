@@ -147,6 +147,10 @@ class Record:
     document: str | None
     uri: str | None
     metadata: Metadata | None
+    #: the first insertion's (client clock ns, position in the call); ``get`` orders by it
+    #: because Kafka applies one call's records in partition order. None (embedded mode):
+    #: the key, assigned in apply order, is the insertion order.
+    order: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -162,7 +166,7 @@ class Mutation:
     metadata: Metadata | None = None
     vector: Vector | None = None
     seq: int = 0
-    order: tuple[int, int] | None = None  # carried to the state topic, not logged
+    order: tuple[int, int] | None = None  # carried to the state topic and logged
 
 
 @dataclass(slots=True)

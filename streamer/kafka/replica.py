@@ -41,8 +41,9 @@ PROGRESS = "__progress__/"
 
 def insertion_order(mutations: list[Mutation]) -> list[Mutation]:
     """Records of one call arrive on several partitions; order each id's group by the client's
-    stamp so new ids get keys (and ``get`` order) in insertion order, as in Chroma. Each id's
-    own mutations keep their Kafka order, and different ids are independent, so this is safe."""
+    stamp so one batch logs them (and live queries stream them) in insertion order. ``get``
+    orders by the stamp kept in each record, which also covers calls split across batches.
+    Each id's own mutations keep their Kafka order, and different ids are independent."""
     groups: dict[str, list[Mutation]] = {}
     for m in mutations:
         groups.setdefault(m.id, []).append(m)
