@@ -37,6 +37,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from prometheus_client import Gauge
 
+from consumers.log import fsync_path
 from schemas.errors import EmbeddingError
 
 log = logging.getLogger(__name__)
@@ -207,14 +208,14 @@ def export_openvino(model: Model) -> tuple[Path, bool]:
                                  f"{done.stderr.strip()[-2000:]}")
         (tmp / "done").write_text(json.dumps({"model": model.name, "weights": model.weights}))
         for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
+            fsync_path(f)
+        fsync_path(tmp)
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished first: its export is as good as ours
             if not (final / "done").is_file():
                 raise
-        _fsync(model.cache_dir)
+        fsync_path(model.cache_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final, False
@@ -242,14 +243,6 @@ def _export_child(name: str, directory: Path, size: int, ctx: int) -> None:
     # f32 IR: the precision is chosen at compile time, so one export serves f32 and bf16.
     ov.save_model(image, str(directory / "image.xml"), compress_to_fp16=False)
     ov.save_model(text, str(directory / "text.xml"), compress_to_fp16=False)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _tower(model: Any, which: str) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from consumers.index import VectorIndex
-from consumers.log import MODALITIES, fsync_dir
+from consumers.log import MODALITIES, fsync_path
 from consumers.store import CollectionStore
 from schemas.errors import CorruptionError
 from schemas.records import CollectionSpec, Record
@@ -75,7 +75,7 @@ def save(store: CollectionStore, root: Path, *, fsync: bool = True) -> Path:
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     if fsync:
-        fsync_dir(root)
+        fsync_path(root)
     for old in sorted(root.glob("ckpt-*"))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final

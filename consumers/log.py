@@ -177,7 +177,7 @@ class MutationLog:
         path = self.directory / f"{self.last_seq + 1:020d}.log"
         self._file = open(path, "ab")
         if self._fsync:
-            fsync_dir(self.directory)
+            fsync_path(self.directory)
 
     def append(self, mutations: list[Mutation], meta: dict[str, Any] | None = None) -> int:
         """Durably append one batch; assigns ``seq`` to each mutation; returns the last seq."""
@@ -216,8 +216,9 @@ class MutationLog:
             self._file = None
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a rename is durable once its directory is synced)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -234,4 +235,4 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
             os.fsync(f.fileno())
     os.replace(tmp, path)
     if fsync:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
