@@ -8,7 +8,7 @@ from blockbuster import blockbuster_ctx
 
 import streamer
 from tests.helpers import HashEmbedding
-from tests.kafka_fixtures import ServiceProcess, ensure_broker, new_prefix, service
+from tests.kafka_fixtures import ServiceProcess, delete_test_topics, ensure_broker, new_prefix, service
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +53,12 @@ def no_blocking_on_event_loops(request: pytest.FixtureRequest) -> Iterator[None]
         for fn in ("os.path.abspath", "os.stat"):
             bb.functions[fn].can_block_in("consumers/load.py", "__init__")
         yield
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Session fixtures (service processes) are torn down by now; their topics can go.
+    deleted = delete_test_topics()
+    if deleted:
+        writer = session.config.get_terminal_writer()
+        writer.line()
+        writer.line(f"deleted {deleted} test topics from the broker")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -82,8 +83,37 @@ class ServiceProcess:
             self.proc.stdout.close()
 
 
+# Every prefix this test process handed out: their topics are deleted when the session ends,
+# so the developer's broker does not grow by thousands of partitions per run (a broker that
+# must load them all at start-up no longer answers within compose/kafka/start's wait).
+_PREFIXES: set[str] = set()
+
+
 def new_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    _PREFIXES.add(prefix)
+    return prefix
+
+
+def delete_test_topics() -> int:
+    """Deletes the topics under the prefixes this process handed out; returns how many."""
+    if not _PREFIXES or not broker_up():
+        return 0
+    return asyncio.run(_delete_topics(tuple(f"{p}." for p in _PREFIXES)))
+
+
+async def _delete_topics(starts: tuple[str, ...]) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(starts)]
+        for i in range(0, len(doomed), 100):
+            await admin.delete_topics(doomed[i:i + 100], timeout_ms=30_000)
+        return len(doomed)
+    finally:
+        await admin.close()
 
 
 def service(tmp: Path, prefix: str, name: str = "svc") -> Iterator[ServiceProcess]:
