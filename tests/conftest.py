@@ -17,6 +17,15 @@ def kafka_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceP
     yield from service(tmp_path_factory.mktemp("kafka"), new_prefix())
 
 
+@pytest.fixture
+def services() -> Iterator[list[ServiceProcess]]:
+    """`streamer serve` processes a test starts itself; killed when it ends, pass or fail."""
+    started: list[ServiceProcess] = []
+    yield started
+    for svc in started:
+        svc.kill()
+
+
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[streamer.Client]:
     if request.param == "embedded":

@@ -8,7 +8,6 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,14 +32,6 @@ from tests.test_reliability import PrivateBroker, crash_workload, full_state, pr
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 __all__ = ["private_broker"]  # the fixture, used by name
-
-
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for svc in started:
-        svc.kill()
 
 
 class Progress:

@@ -4,7 +4,6 @@ records of one call travel on several partitions and are applied in separate bat
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +51,6 @@ def test_get_peek_and_filters_follow_insertion_order(client: streamer.Client) ->
     col.delete(ids=[inserted[0]])
     col.add(ids=[inserted[0]], embeddings=[np.ones(DIM, dtype=np.float32)])
     assert col.get()["ids"] == inserted[1:] + inserted[:1]
-
-
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for svc in started:
-        svc.kill()
 
 
 @pytest.mark.kafka

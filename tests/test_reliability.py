@@ -28,14 +28,6 @@ from tests.kafka_fixtures import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker,
 pytestmark = pytest.mark.kafka
 
 
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for svc in started:
-        svc.kill()
-
-
 # ---- crash: SIGKILL the service during a 10,000-event ingest --------------------------------
 def crash_workload(n_events: int, uris: list[str], seed: int,
                    dim: int) -> list[tuple[str, dict[str, Any]]]:

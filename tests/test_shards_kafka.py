@@ -5,7 +5,6 @@ shard, fail fast and typed when a shard has none left, and take a fresh replica.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 TIMEOUT_S = 60.0  # generous: 5 processes load the model at once on a small box
 WORDS = ["red", "blue", "green", "cat", "dog", "house", "river", "tree", "car", "sun"]
 QUERIES = ["a red car", "a dog by the river", "green tree", "sun over a house"]
-
-
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for svc in started:
-        svc.kill()
 
 
 def start(services: list[ServiceProcess], tmp: Path, prefix: str, name: str,

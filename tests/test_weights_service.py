@@ -4,7 +4,6 @@ whose model cache holds other weights under the same name is refused at startup.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,6 @@ from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_p
 
 pytestmark = [pytest.mark.kafka, pytest.mark.skipif(not BUILTIN_MODELS["streamer-tiny"].checkpoint_path.exists(),
                                                     reason="the streamer-tiny checkpoint is not built")]
-
-
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for svc in started:
-        svc.kill()
 
 
 def test_a_replica_with_other_weights_is_refused_at_startup(tmp_path: Path, services: list[ServiceProcess]) -> None:
