@@ -79,7 +79,7 @@ def _outcome(value: Any) -> Any:
 
 
 def _run(client: streamer.Client, calls: list[Call]) -> list[tuple[str, Any]]:
-    out = []
+    out: list[tuple[str, Any]] = []
     for label, call in calls:
         try:
             out.append((label, ("ok", _outcome(call(client)))))

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 import streamer
 from consumers import backends as B
+from consumers.embed import Precision
 from consumers.models import BUILTIN_MODELS
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from tests.helpers import random_image
@@ -131,9 +132,9 @@ def test_the_export_is_reused_across_processes_and_redone_for_other_weights(tmp_
 def test_vectors_from_any_backend_are_comparable(perturbed: None, tmp_path: Path) -> None:
     """A writer on one backend and a replica answering queries on another: same neighbours."""
     images = [random_image(40 + i) for i in range(12)]
-    efs = {name: OpenCLIPEmbeddingFunction(TINY, backend=b, precision=p)
-           for name, (b, p) in {"fp32": ("torch", "fp32"), "bf16": ("torch", "bf16"),
-                                "jittered": ("jittered", "fp32")}.items()}
+    configs: dict[str, tuple[str, Precision]] = {"fp32": ("torch", "fp32"), "bf16": ("torch", "bf16"),
+                                                 "jittered": ("jittered", "fp32")}
+    efs = {name: OpenCLIPEmbeddingFunction(TINY, backend=b, precision=p) for name, (b, p) in configs.items()}
     vecs = {name: (np.stack(ef(images)), np.stack(ef(TEXTS))) for name, ef in efs.items()}
     assert [ef.choice.label for ef in efs.values() if ef.choice] == \
         ["torch/fp32", "torch/bf16", "jittered/fp32"]

@@ -10,6 +10,8 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
+from chromadb.api import ClientAPI
+from chromadb.api.types import PyEmbeddings
 from chromadb.config import Settings as ChromaSettings
 
 import streamer
@@ -17,18 +19,18 @@ from tests.kafka_fixtures import ServiceProcess
 
 
 @pytest.fixture(scope="module")
-def chroma_client() -> chromadb.ClientAPI:
+def chroma_client() -> ClientAPI:
     return chromadb.EphemeralClient(settings=ChromaSettings(allow_reset=True,
                                                             anonymized_telemetry=False))
 
 
 @pytest.fixture
-def chroma(chroma_client: chromadb.ClientAPI) -> Iterator[chromadb.ClientAPI]:
+def chroma(chroma_client: ClientAPI) -> Iterator[ClientAPI]:
     chroma_client.reset()
     yield chroma_client
 
 
-def pair(chroma: chromadb.ClientAPI, client: streamer.Client, name: str = "parity",
+def pair(chroma: ClientAPI, client: streamer.Client, name: str = "parity",
          **kwargs: Any) -> tuple[Any, Any]:
     return (chroma.create_collection(name, embedding_function=None, **kwargs),
             client.create_collection(name, embedding_function=None, **kwargs))
@@ -45,7 +47,7 @@ def both(cols: tuple[Any, Any], call: Any) -> tuple[Any, Any]:
     return out[0], out[1]
 
 
-def test_delete_returns_how_many_records_it_deleted(chroma: chromadb.ClientAPI,
+def test_delete_returns_how_many_records_it_deleted(chroma: ClientAPI,
                                                     client: streamer.Client) -> None:
     cols = pair(chroma, client)
     for col in cols:
@@ -64,7 +66,7 @@ def test_delete_returns_how_many_records_it_deleted(chroma: chromadb.ClientAPI,
     assert cols[1].count() == cols[0].count() == 0
 
 
-def test_query_among_no_ids_is_empty(chroma: chromadb.ClientAPI, client: streamer.Client) -> None:
+def test_query_among_no_ids_is_empty(chroma: ClientAPI, client: streamer.Client) -> None:
     cols = pair(chroma, client)
     for col in cols:
         col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]], documents=["A", "B"])
@@ -75,7 +77,7 @@ def test_query_among_no_ids_is_empty(chroma: chromadb.ClientAPI, client: streame
 
 @pytest.mark.parametrize("pattern", ["(?i)c(?-i)at", r"^\p{Lu}", r"(?x) c a t  # verbose",
                                      r"\bcat\b", "(?<=a)t", "(a", r"\d{2,1}"])
-def test_regex_speaks_rusts_dialect(chroma: chromadb.ClientAPI, client: streamer.Client,
+def test_regex_speaks_rusts_dialect(chroma: ClientAPI, client: streamer.Client,
                                     pattern: str) -> None:
     cols = pair(chroma, client)
     docs = ["cat", "Cat", "CAT", "cAt", "a cat sat", "Über"]
@@ -88,7 +90,7 @@ def test_regex_speaks_rusts_dialect(chroma: chromadb.ClientAPI, client: streamer
     assert ours == theirs
 
 
-def test_max_batch_size(chroma: chromadb.ClientAPI, client: streamer.Client) -> None:
+def test_max_batch_size(chroma: ClientAPI, client: streamer.Client) -> None:
     assert client.get_max_batch_size() == chroma.get_max_batch_size() == 5461
     cols = pair(chroma, client)
     n = chroma.get_max_batch_size() + 1
@@ -100,7 +102,7 @@ def test_max_batch_size(chroma: chromadb.ClientAPI, client: streamer.Client) -> 
         cols[1].upsert(ids=[str(i) for i in range(n)], embeddings=np.ones((n, 2)))
 
 
-def test_zero_vectors_in_cosine_space(chroma: chromadb.ClientAPI, client: streamer.Client) -> None:
+def test_zero_vectors_in_cosine_space(chroma: ClientAPI, client: streamer.Client) -> None:
     cols = pair(chroma, client, metadata={"hnsw:space": "cosine"})
     for col in cols:
         col.add(ids=["zero", "one"], embeddings=[[0.0, 0.0], [1.0, 0.0]])
@@ -131,7 +133,7 @@ def test_a_delete_sees_every_earlier_write_of_its_client(kafka_service: ServiceP
 
 
 @pytest.mark.parametrize("call", ["create_collection", "get_or_create_collection"])
-def test_empty_collection_metadata_is_refused(chroma: chromadb.ClientAPI, client: streamer.Client,
+def test_empty_collection_metadata_is_refused(chroma: ClientAPI, client: streamer.Client,
                                               call: str) -> None:
     def create(c: Any) -> Any:
         return getattr(c, call)("empty-meta", metadata={}, embedding_function=None)
@@ -143,7 +145,7 @@ def test_empty_collection_metadata_is_refused(chroma: chromadb.ClientAPI, client
         create(client)
 
 
-def test_list_collections_limit_and_offset(chroma: chromadb.ClientAPI, client: streamer.Client) -> None:
+def test_list_collections_limit_and_offset(chroma: ClientAPI, client: streamer.Client) -> None:
     for c in (chroma, client):
         for name in ("bbb", "aaa", "ccc", "abc"):
             c.create_collection(name, embedding_function=None)
@@ -160,7 +162,7 @@ def test_list_collections_limit_and_offset(chroma: chromadb.ClientAPI, client: s
         client.list_collections(limit=-1)
 
 
-def test_collections_compare_by_value(chroma: chromadb.ClientAPI, client: streamer.Client) -> None:
+def test_collections_compare_by_value(chroma: ClientAPI, client: streamer.Client) -> None:
     for c in (chroma, client):
         c.create_collection("one", embedding_function=None, metadata={"k": "v"})
         c.create_collection("two", embedding_function=None)
@@ -174,7 +176,7 @@ def test_collections_compare_by_value(chroma: chromadb.ClientAPI, client: stream
     assert client.get_collection("one") != before  # a value, not an identity
 
 
-class _ChromaStyleEF(chromadb.EmbeddingFunction):  # type: ignore[misc]
+class _ChromaStyleEF(chromadb.EmbeddingFunction[chromadb.Documents]):
     """A user's own embedding function, as Chroma's docs write them (default_space: l2)."""
 
     def __init__(self) -> None:
@@ -208,13 +210,14 @@ class _PlainCallable:
 @pytest.mark.filterwarnings("ignore:legacy embedding function config:DeprecationWarning")
 @pytest.mark.parametrize("make_ef", [_ChromaStyleEF, _InnerProductEF, _PlainCallable, lambda: None],
                          ids=["chroma-style", "default-space-ip", "plain-callable", "none"])
-def test_default_space_follows_the_embedding_function(chroma: chromadb.ClientAPI, client: streamer.Client,
+def test_default_space_follows_the_embedding_function(chroma: ClientAPI, client: streamer.Client,
                                                       make_ef: Any) -> None:
     docs = ["a", "bbb", "cccccc"]
     cols = (chroma.create_collection("space", embedding_function=make_ef()),
             client.create_collection("space", embedding_function=make_ef()))
+    embeddings: PyEmbeddings = [[1.0, 1.0], [3.0, 1.0], [6.0, 1.0]]
     for col in cols:
-        col.add(ids=["1", "2", "3"], embeddings=[[1.0, 1.0], [3.0, 1.0], [6.0, 1.0]], documents=docs)
+        col.add(ids=["1", "2", "3"], embeddings=embeddings, documents=docs)
     assert cols[1].configuration_json["hnsw"]["space"] == cols[0].configuration_json["hnsw"]["space"]
     theirs, ours = both(cols, lambda c: c.query(query_embeddings=[[2.4, 1.0]], n_results=3,
                                                  include=["distances"]))

@@ -25,7 +25,7 @@ def test_mixed_documents_and_images_query_is_exact(client: streamer.Client, ef: 
     vectors = np.stack([ef.vector(x) for x in docs + images])
     for query in ["document number 3", images[7], "something else"]:
         kwargs = {"query_texts": [query]} if isinstance(query, str) else {"query_images": [query]}
-        res = col.query(n_results=5, **kwargs)  # type: ignore[arg-type]
+        res = col.query(n_results=5, **kwargs)
         want_ids, want_d = cosine_topk(ef.vector(query), ids, vectors, 5)
         assert res["ids"] == [want_ids]
         np.testing.assert_allclose(res["distances"][0], want_d, atol=1e-5)

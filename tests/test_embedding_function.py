@@ -39,7 +39,7 @@ def _trained_tiny_available() -> bool:
 def model_name(tmp_path_factory: pytest.TempPathFactory) -> str:
     if _trained_tiny_available():
         return "streamer-tiny"
-    import open_clip  # type: ignore[import-untyped]
+    import open_clip
 
     configs = tmp_path_factory.mktemp("open_clip_configs")
     (configs / "streamer-test-tiny.json").write_text(json.dumps(TINY_CONFIG))

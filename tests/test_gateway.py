@@ -85,18 +85,19 @@ async def test_answers_equal_the_python_clients(tmp_path: Path) -> None:
                                                                        n_results=1))))
         assert hit["ids"] == [["w2"]]
         # Validation is the client's: the same error class and message.
-        for bad in [{"n_results": 0}, {"where": {"i": {"$bad": 1}}}, {"include": ["nope"]}]:
-            with pytest.raises(Exception) as want:
+        bads: list[dict[str, Any]] = [{"n_results": 0}, {"where": {"i": {"$bad": 1}}}, {"include": ["nope"]}]
+        for bad in bads:
+            with pytest.raises(Exception) as raised:
                 await col.query(query_texts=["x"], **bad)
             reply = await ws.call({"op": "query", "collection": col.id, "texts": ["x"], **bad})
             err = error_from_wire(reply["error"])
-            assert type(err) is type(want.value) and str(err) == str(want.value)
-        with pytest.raises(Exception) as want:
+            assert type(err) is type(raised.value) and str(err) == str(raised.value)
+        with pytest.raises(Exception) as raised:
             await col.add(ids=["bad"], documents=["x"], metadatas=[{"nested": {"a": 1}}])
         reply = await ws.call({"op": "add", "collection": col.id, "id": "bad", "document": "x",
                                "metadata": {"nested": {"a": 1}}})
         err = error_from_wire(reply["error"])
-        assert type(err) is type(want.value) and str(err) == str(want.value)
+        assert type(err) is type(raised.value) and str(err) == str(raised.value)
         assert await col.count() == 36
 
 
@@ -149,7 +150,7 @@ async def test_bad_frames_get_typed_errors_and_the_socket_stays_usable(tmp_path:
         await expect("[1, 2, 3]", "schema")
         await expect(b"\x00binary", "schema")
         await expect('{"op": "query", "name": "col", "texts": ["x"]}', "schema")  # no "v"
-        for frame, code in [
+        frames: list[tuple[dict[str, Any], str]] = [
             ({"op": "explode"}, "schema"),
             ({"op": "query", "texts": ["x"]}, "schema"),  # no collection
             ({"op": "query", "name": "col", "embeddings": [{"dtype": "float32", "shape": [2],
@@ -160,7 +161,8 @@ async def test_bad_frames_get_typed_errors_and_the_socket_stays_usable(tmp_path:
             ({"op": "query", "name": "missing", "texts": ["x"]}, "not_found"),
             ({"op": "subscribe", "name": "col", "texts": ["x"]}, "invalid_argument"),
             ({"op": "unsubscribe", "subscription": "nope"}, "not_found"),
-        ]:
+        ]
+        for frame, code in frames:
             reply = await ws.call(frame)
             assert reply["ok"] is False and reply["error"]["code"] == code, (frame, reply)
             assert reply["v"] == 1 and set(reply["error"]) == {"code", "name", "message", "retriable"}
@@ -287,11 +289,13 @@ async def test_collections_and_whole_calls_over_the_socket(tmp_path: Path) -> No
         assert spec["data_loader"]["config"]["roots"] == [str(tmp_path)] and spec["metadata"] == {"a": 1}
         again = await ws.result({"op": "create_collection", "name": "made", "get_or_create": True})
         assert again["id"] == spec["id"]
-        for frame, code in [({"name": "made"}, "already_exists"),
-                            ({"name": "other", "embedding_function": {"name": "mystery"}}, "invalid_argument"),
-                            ({"name": "other", "data_loader": {"name": "image_loader",
-                                                               "config": {"nope": 1}}}, "invalid_argument"),
-                            ({"name": 5}, "schema")]:
+        frames: list[tuple[dict[str, Any], str]] = [
+            ({"name": "made"}, "already_exists"),
+            ({"name": "other", "embedding_function": {"name": "mystery"}}, "invalid_argument"),
+            ({"name": "other", "data_loader": {"name": "image_loader", "config": {"nope": 1}}}, "invalid_argument"),
+            ({"name": 5}, "schema"),
+        ]
+        for frame, code in frames:
             reply = await ws.call({"op": "create_collection", **frame})
             assert reply["error"]["code"] == code, (frame, reply)
         reply = await docs_only.call({"op": "create_collection", "name": "not-docs"})

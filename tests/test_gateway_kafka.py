@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -59,7 +60,7 @@ async def test_gateway_in_streamer_serve(served: tuple[ServiceProcess, str]) -> 
                 ids = [f"r{b * 10 + i}" for i in range(10)]
                 await col.add(ids=ids, embeddings=vectors[b * 10:(b + 1) * 10],
                               documents=[f"doc {i}" for i in ids], metadatas=[{"b": b}] * 10)
-            pushes = []
+            pushes: list[dict[str, Any]] = []
             async with asyncio.timeout(30):
                 while len(pushes) < 30:
                     pushes.append(await ws.pushes.get())

@@ -21,7 +21,7 @@ from tests.helpers import HashEmbedding
 
 
 async def drain(queue: asyncio.Queue[dict[str, Any]], n: int, timeout: float = 30) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout):
         while len(out) < n:
             out.append(await queue.get())

@@ -27,7 +27,7 @@ from tests.kafka_fixtures import ROOT
 
 
 def photo(width: int, height: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(samples.astronaut()).resize((width, height), Image.BICUBIC))
+    return np.asarray(Image.fromarray(samples.astronaut()).resize((width, height), Image.Resampling.BICUBIC))
 
 
 def encode_file(image: np.ndarray, fmt: str, **kw: object) -> bytes:

@@ -15,7 +15,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import jsonschema
 import numpy as np
@@ -41,7 +41,15 @@ from tests.kafka_fixtures import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker,
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 MAX_PIXELS = 4032 * 3024  # the service's limit: a 12-megapixel phone photo fits exactly
-LIMITS = {"max_image_pixels": MAX_PIXELS}
+
+
+class Limits(TypedDict):
+    """Settings overrides; typed so that ``**LIMITS`` cannot fill another keyword."""
+
+    max_image_pixels: int
+
+
+LIMITS: Limits = {"max_image_pixels": MAX_PIXELS}
 UPSTREAM_BYTES = 80 << 20
 
 
@@ -49,9 +57,10 @@ def photo(name: str, width: int, height: int, seed: int = 0) -> np.ndarray:
     """A real sample photo resized to (width, height), with sensor-like noise so that it
     compresses like a camera's output rather than like a smooth upscale."""
     base = Image.fromarray(getattr(samples, name)()).convert("RGB").resize((width, height),
-                                                                           Image.BICUBIC)
+                                                                           Image.Resampling.BICUBIC)
     noise = np.random.default_rng(seed).integers(-3, 4, (height, width, 3), dtype=np.int16)
-    return np.clip(np.asarray(base, np.int16) + noise, 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(np.asarray(base, np.int16) + noise, 0, 255).astype(np.uint8)
+    return pixels
 
 
 def encode(image: np.ndarray, fmt: str) -> bytes:

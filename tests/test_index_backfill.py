@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _rows(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((n, DIM)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    unit: np.ndarray = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return unit
 
 
 def _exact_top(truth: dict[int, np.ndarray], queries: np.ndarray, k: int) -> list[list[int]]:
@@ -122,7 +123,7 @@ def test_recovery_leaves_the_tail_pending_and_backfill_moves_it(tmp_path: Path) 
     reopened = CollectionState(CollectionSpec(id=spec.id, name="bf", dimension=DIM), root,
                                fsync=True, checkpoint_every=10**9)
     reopened.open()
-    catalog.collections["bf"] = reopened
+    catalog._collections["bf"] = reopened  # the read-only view is this very dict
     index = reopened.store.index
     assert index is not None and index.pending == 100 and reopened.store.count() == 399
     found = reopened.store.search(vecs[350:351], 1, None, None, None).ids

@@ -130,8 +130,8 @@ def test_two_services_split_partitions_and_answer_every_query(tmp_path: Path, pr
         assert col.get(ids=["late"])["ids"] == ["late"]
         assert col.count() == 201
     finally:
-        for c in clients:
-            c.close()
+        for kafka_client in clients:
+            kafka_client.close()
 
 
 async def _group_assignment(group: str) -> dict[str, list[int]]:
@@ -202,7 +202,7 @@ async def _send_raw(prefix: str, good: Any, bad: dict[str, bytes]) -> tuple[dict
     await producer.start()
     corr: dict[str, str] = {}
     try:
-        payloads = []
+        payloads: list[tuple[str, bytes]] = []
         for i, (name, raw) in enumerate(bad.items()):
             payloads += [(name, raw), (f"good{i}", good(i))] if i < 5 else [(name, raw)]
         for name, raw in payloads:

@@ -127,7 +127,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         svc.kill()
 
 
-def _server_side(client: KafkaClient, name: str, loader: ImageLoader) -> streamer.Collection:
+def _server_side(client: streamer.Client, name: str, loader: ImageLoader) -> streamer.Collection:
     # A built-in embedding function and loader run in the service, not in this client.
     ef = OpenCLIPEmbeddingFunction("streamer-tiny")
     return client.get_or_create_collection(name, embedding_function=ef, data_loader=loader)

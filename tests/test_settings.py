@@ -32,4 +32,4 @@ def test_bad_values_and_unknown_fields_are_refused(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ValidationError):
         Settings.from_env(no_such_field=1)
     with pytest.raises(ValidationError):  # one settings object per process, never mutated
-        Settings.from_env().kafka_partitions = 2  # type: ignore[misc]
+        Settings.from_env().kafka_partitions = 2

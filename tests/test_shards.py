@@ -52,7 +52,7 @@ class _Cluster:
 
 def test_assignor_hands_out_only_the_shards_partitions_round_robin() -> None:
     members = {m: ConsumerProtocolMemberMetadata(0, ["req"], b"") for m in ("a", "b")}
-    out = ShardAssignor(Shard(1, 4)).assign(_Cluster(), members)  # type: ignore[arg-type]
+    out = ShardAssignor(Shard(1, 4)).assign(_Cluster(), members)
     got = {m: dict(a.assignment).get("req", []) for m, a in out.items()}
     assert got == {"a": [1, 9], "b": [5]}
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from schemas.errors import ShardUnavailableError
+from streamer import Client
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
-from streamer.kafka.client import KafkaClient
+from streamer.kafka.client import AsyncKafkaClient, KafkaClient
 from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -34,7 +35,7 @@ def start(services: list[ServiceProcess], tmp: Path, prefix: str, name: str,
     return svc
 
 
-def fill(client: KafkaClient) -> Any:
+def fill(client: Client) -> Any:
     col = client.create_collection("docs",
                                    embedding_function=OpenCLIPEmbeddingFunction("streamer-tiny"))
     n = 60
@@ -49,8 +50,9 @@ def fill(client: KafkaClient) -> Any:
 def answers(col: Any) -> dict[str, Any]:
     """Every read kind, in a form that compares exactly (get order is per shard: by id)."""
     out: dict[str, Any] = {"count": col.count()}
-    for name, kw in {"all": {}, "even": {"where": {"parity": 0}},
-                     "doc": {"where_document": {"$contains": "dog"}}}.items():
+    reads: dict[str, dict[str, Any]] = {"all": {}, "even": {"where": {"parity": 0}},
+                                        "doc": {"where_document": {"$contains": "dog"}}}
+    for name, kw in reads.items():
         q = col.query(query_texts=QUERIES, n_results=7,
                       include=["distances", "documents", "metadatas", "embeddings"], **kw)
         out[f"query-{name}"] = q
@@ -96,7 +98,9 @@ def test_two_shards_two_replicas_match_one_replica_and_fail_typed(
         assert len(want["query-all"]["ids"][0]) == 7
         assert_same(answers(col), want)
 
-        scatter = client._async._kafka._scatter  # the layout was found: reads scatter
+        kafka = client._async
+        assert isinstance(kafka, AsyncKafkaClient)
+        scatter = kafka._kafka._scatter  # the layout was found: reads scatter
         assert scatter is not None and scatter.count == 2
         replicas[(0, 0)].kill()
         replicas[(1, 0)].kill()

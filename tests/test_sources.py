@@ -224,7 +224,7 @@ def test_debezium_cdc_upserts_and_deletes_rows_and_dead_letters_a_truncate(upstr
                                                       kind="description")),
     })
     assert nearest(upstream.client, "products", query_texts=["Foldable 2-wheel kick scooter"]) == \
-        ("product-101-description", pytest.approx(0.0, abs=1e-4))
+        pytest.approx(("product-101-description", 0.0), abs=1e-4)
     p, off = offsets[6]  # the truncate: no mapping for op "t"
     source = f"{upstream.topics['cdc']}:{p}:{off}"
     dead = dead_letters(upstream.prefix, lambda seen: any(d.get("source") == source for d in seen))
@@ -261,7 +261,7 @@ def test_json_lines_flow_around_malformed_events_which_land_in_the_dlq(upstream:
         "late": ("still flows after the bad ones", None, None),
     })
     assert nearest(upstream.client, "app-documents", query_images=[logo]) == \
-        ("logo", pytest.approx(0.0, abs=1e-4))
+        pytest.approx(("logo", 0.0), abs=1e-4)
     bad = {f"{upstream.topics['app']}:{p}:{o}": i for i, (p, o) in enumerate(offsets) if i in (3, 5, 9)}
     dead = dead_letters(upstream.prefix, lambda seen: set(bad) <= {d.get("source") for d in seen})
     letters = {d["source"]: d for d in dead if d.get("source") in bad}

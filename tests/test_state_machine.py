@@ -82,9 +82,9 @@ def model_where(where: dict[str, Any], meta: dict[str, Any] | None) -> bool:
     if not present:
         return False
     if op == "$gte":
-        return n >= v
+        return bool(n >= v)
     if op == "$lt":
-        return n < v
+        return bool(n < v)
     assert op == "$in"
     return n in v
 
@@ -131,7 +131,7 @@ class CollectionMachine(RuleBasedStateMachine):
         self.next_order = 0
         self._open()
         assert self.client is not None
-        self.col = self.client.create_collection(NAME, embedding_function=self.ef)
+        self.col: streamer.Collection = self.client.create_collection(NAME, embedding_function=self.ef)
 
     # ---- plumbing -----------------------------------------------------------------
     def _open(self) -> None:

@@ -32,7 +32,7 @@ SIGLIP_REPO = "timm/ViT-B-16-SigLIP"  # ... and for ViT-B-16-SigLIP webli
 def seed_hub(cache: Path, repo: str, filename: str, model_name: str, seed: int) -> Path:
     """Random weights of ``model_name``'s shape, fp16 to halve the file, written where
     huggingface_hub looks offline: models--org--name/snapshots/<rev>/file plus refs/main."""
-    import open_clip  # type: ignore[import-untyped]
+    import open_clip
 
     torch.manual_seed(seed)
     model = open_clip.create_model(model_name)

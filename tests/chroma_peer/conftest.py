@@ -105,10 +105,10 @@ class PeerCollection:
         return repr(self._inner)
 
     @property
-    def _model(self) -> dict[str, Any]:
+    def _model(self) -> _Model:
         return self.get_model()
 
-    def get_model(self) -> Any:
+    def get_model(self) -> _Model:
         return _Model(id=self._inner.id, name=self._inner.name, metadata=self._inner.metadata,
                       configuration_json=self._inner.configuration_json, version=0)
 
