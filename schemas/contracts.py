@@ -27,7 +27,9 @@ INCLUDE = {"type": "array", "items": {"enum": ["documents", "embeddings", "metad
 
 WRITE_RECORD = {
     "title": "WriteEvent", "type": "object", "required": ["v", "op", "collection", "id"],
-    "description": "One record of an add/update/upsert/delete call. Topic key: '<collection>/<id>'.",
+    "description": "One record of an add/update/upsert/delete call. Topic key: '<collection>/<id>', "
+                   "on the partition Kafka's default murmur2 partitioner gives that key (librdkafka "
+                   "clients: partitioner=murmur2_random); elsewhere it is refused (invalid_argument).",
     "properties": {"v": VERSION, "op": {"enum": ["add", "update", "upsert", "delete"]},
                    "collection": {"type": "string"}, "id": {"type": "string"},
                    "embedding": ARRAY, "document": {"type": "string"}, "image": IMAGE,
@@ -37,7 +39,8 @@ WRITE_RECORD = {
                              "maxItems": 2}}}
 DELETE_WHERE = {
     "title": "DeleteEvent", "type": "object", "required": ["v", "op", "collection", "ids"],
-    "description": "A delete by filter. Topic key: '<collection>'.",
+    "description": "A delete by filter. Topic key: '<collection>'. Send one copy to every partition "
+                   "of the requests topic: each deletes the matching records whose keys hash there.",
     "properties": {"v": VERSION, "op": {"const": "delete"}, "collection": {"type": "string"},
                    "ids": {"type": ["array", "null"], "items": {"type": "string"}},
                    "where": {"anyOf": [WHERE, {"type": "null"}]},

@@ -417,6 +417,12 @@ def test_every_limit_is_a_typed_error(served: Served, tmp_path: Path) -> None:
     err = _raw_refusal(served, "requests", {"v": 1, "op": "delete", "collection": cid,
                                             "ids": [f"d{i}" for i in range(65)]})
     assert err["code"] == "limit_exceeded", err
+    # The same delete as one websocket frame: the gateway applies the requests topic's limit.
+    corr = uuid.uuid4().hex
+    reply = served.portal.call(served.wire.frame, orjson.dumps(
+        {"v": 1, "op": "delete", "collection": cid, "ids": [f"d{i}" for i in range(65)],
+         "correlation_id": corr}).decode(), corr)
+    assert reply["ok"] is False and reply["error"]["code"] == "limit_exceeded", reply
     # A shape that claims 4 TB is refused from its header, before any allocation.
     err = _raw_refusal(served, "requests", {
         "v": 1, "op": "add", "collection": cid, "id": "i",

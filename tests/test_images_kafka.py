@@ -25,7 +25,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from PIL import Image
-from skimage import data as samples
 
 import streamer
 from consumers.decode import compress_array
@@ -36,6 +35,7 @@ from schemas.events import encode_image
 from streamer.kafka.common import Topics, ensure_topics
 from streamer.settings import Settings
 from tests.gateway_helpers import TOKENS, decoded, ws_client
+from tests.helpers import encode, photo
 from tests.kafka_fixtures import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -51,22 +51,6 @@ class Limits(TypedDict):
 
 LIMITS: Limits = {"max_image_pixels": MAX_PIXELS}
 UPSTREAM_BYTES = 80 << 20
-
-
-def photo(name: str, width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A real sample photo resized to (width, height), with sensor-like noise so that it
-    compresses like a camera's output rather than like a smooth upscale."""
-    base = Image.fromarray(getattr(samples, name)()).convert("RGB").resize((width, height),
-                                                                           Image.Resampling.BICUBIC)
-    noise = np.random.default_rng(seed).integers(-3, 4, (height, width, 3), dtype=np.int16)
-    pixels: np.ndarray = np.clip(np.asarray(base, np.int16) + noise, 0, 255).astype(np.uint8)
-    return pixels
-
-
-def encode(image: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-    return buf.getvalue()
 
 
 def pixels_of(data: bytes) -> np.ndarray:

@@ -193,6 +193,15 @@ def test_bad_events_get_typed_replies_and_dead_letters(tmp_path: Path, prefix: s
         client.close()
 
 
+def _key_of(raw: bytes, name: str) -> bytes:
+    """The key a well-behaved producer uses, ``collection/id``, where the event names both."""
+    try:
+        ev = orjson.loads(raw)
+        return f"{ev['collection']}/{ev['id']}".encode()
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return name.encode()
+
+
 async def _send_raw(prefix: str, good: Any, bad: dict[str, bytes]) -> tuple[dict[str, Any], list[dict[str, str]]]:
     reply_topic = f"{prefix}.replies"
     consumer = AIOKafkaConsumer(reply_topic, f"{prefix}.dlq", bootstrap_servers=BOOTSTRAP,
@@ -208,7 +217,7 @@ async def _send_raw(prefix: str, good: Any, bad: dict[str, bytes]) -> tuple[dict
         for name, raw in payloads:
             c = uuid.uuid4().hex
             corr[c] = name
-            await producer.send_and_wait(f"{prefix}.requests", raw, key=name.encode(),
+            await producer.send_and_wait(f"{prefix}.requests", raw, key=_key_of(raw, name),
                                          headers=[("reply_to", reply_topic.encode()),
                                                   ("correlation_id", c.encode())])
         replies: dict[str, Any] = {}

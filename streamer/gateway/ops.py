@@ -57,7 +57,7 @@ from streamer.gateway.admin import ADMIN_OPS, collection_admin
 from streamer.gateway.auth import Grant, Mode
 from streamer.gateway.live import LIVE_FIELDS, LiveHub, Push, Subscription
 from streamer.kafka.common import supervise
-from streamer.kafka.wire_checks import check_image
+from streamer.kafka.wire_checks import check_delete, check_image
 from streamer.settings import Settings
 
 Resolver = Callable[[CollectionSpec],
@@ -302,6 +302,8 @@ class Operations:
             raise SchemaError(f"Malformed write event: {exc}") from exc
         wait = bool(ev.get("wait", True))
         if isinstance(payload, DeleteRequest):
+            # An untrusted frame: the requests topic's limits (ids per delete) apply here too.
+            payload = check_delete(payload, self.settings)
             await coll.delete(ids=payload.ids, where=payload.where,
                               where_document=payload.where_document, limit=payload.limit, wait=wait)
             return

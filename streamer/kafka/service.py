@@ -62,6 +62,7 @@ from streamer.kafka.runtimes import Runtimes
 from streamer.kafka.shards import assignors, publish_layout
 from streamer.kafka.wire_checks import (
     check_delete,
+    check_route,
     check_write,
 )
 from streamer.settings import Settings
@@ -367,19 +368,21 @@ class Service(Component):
         embedder = await self.runtimes.get(state.spec.embedding_function)
         loader = await self.runtimes.get(state.spec.data_loader)
         request: WriteRequest | DeleteRequest
+        n = len(self._writer.partitions_for_topic(self.topics.requests) or ()) or 1
         if isinstance(payload, DeleteRequest):
             request = check_delete(payload, self.settings)
             if request.where is not None or request.where_document is not None:
                 # The client sends a filtered delete to every partition, after its earlier
                 # writes there; each writer deletes only its partition's records, so the
                 # delete is ordered after every write of those records.
-                n = len(self._writer.partitions_for_topic(self.topics.requests) or ()) or 1
                 part, cid = rec.partition, collection_id
                 return WriteJob(state, request, scope=lambda i: partition_of(
                     state_key(cid, i), n) == part)
+            check_route(collection_id, request.ids or [], rec.partition, n)
             return WriteJob(state, request)
         check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
                     has_loader=loader is not None)
+        check_route(collection_id, [payload.id], rec.partition, n)
         request = reuse_unchanged(state.store, WriteRequest(op, [payload]))
         return WriteJob(state, request, embedder=embedder, loader=loader)
 
