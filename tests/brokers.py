@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.kafka_fixtures import ROOT
 
@@ -94,6 +95,20 @@ class KafkaCluster:
             try:
                 [desc] = await admin.describe_topics([topic])
                 return list(desc["partitions"])
+            finally:
+                await admin.close()
+        return asyncio.run(describe())
+
+    def topic_config(self, topic: str, name: str) -> str:
+        """A setting as the topic sees it (its own or the broker default)."""
+        async def describe() -> str:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                [described] = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, topic, {name: None})])
+                [resource] = described.resources
+                return str(next(e[1] for e in resource[4] if e[0] == name))
             finally:
                 await admin.close()
         return asyncio.run(describe())

@@ -82,6 +82,7 @@ def test_leader_sigkilled_mid_server_side_embedding_gives_exactly_once(
         services.append(writers[1])
         for topic in (topics.requests, topics.state):
             assert {len(p["replicas"]) for p in kafka_cluster.partitions(topic)} == {3}
+            assert kafka_cluster.topic_config(topic, "min.insync.replicas") == "2"
 
         def write() -> None:
             for n, (kind, kwargs) in enumerate(calls):
