@@ -18,6 +18,7 @@ from consumers.load import ImageLoader
 from streamer.errors import StreamerError
 from streamer.kafka.client import KafkaClient
 from streamer.settings import Settings
+from tests.brokers import PrivateBroker
 from tests.helpers import random_image, write_png
 from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 from tests.test_fencing import (
@@ -28,7 +29,7 @@ from tests.test_fencing import (
     progress_markers,
     tiny,
 )
-from tests.test_reliability import PrivateBroker, crash_workload, full_state, private_broker
+from tests.test_reliability import crash_workload, full_state, private_broker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 __all__ = ["private_broker"]  # the fixture, used by name
@@ -77,13 +78,15 @@ class Progress:
             await admin.close()
 
     def longest_stall(self) -> float:
+        """Measured up to the sample that shows progress again, so a stretch with no samples
+        (the broker away, the sampler's own calls failing) counts as stalled."""
         longest, since = 0.0, None
         last = -1
         for t, committed, end in self.samples:
+            if since is not None and (committed > last or committed < end):
+                longest = max(longest, t - since)
             if committed > last or committed >= end:
                 since, last = t, committed
-            elif since is not None:
-                longest = max(longest, t - since)
         return longest
 
 

@@ -4,10 +4,7 @@ middle of ingestion and queries."""
 
 from __future__ import annotations
 
-import os
 import random
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +19,9 @@ import streamer
 from consumers.load import ImageLoader
 from streamer.errors import StreamerError
 from streamer.kafka.client import KafkaClient
+from tests.brokers import PrivateBroker
 from tests.helpers import HashEmbedding, random_image, write_png
-from tests.kafka_fixtures import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
+from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 pytestmark = pytest.mark.kafka
 
@@ -164,37 +162,6 @@ def test_sigkill_loop_during_10k_mixed_modality_events_gives_the_exact_state(
 
 
 # ---- broker restart ------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateBroker:
-    """A second single-node broker (compose/kafka scripts, own data dir and ports) that this
-    test may stop and start; the shared broker on 9092 is never touched."""
-
-    def __init__(self, data: Path) -> None:
-        self.port = _free_port()
-        self.env = {**os.environ, "STREAMER_KAFKA_DATA": str(data),
-                    "STREAMER_KAFKA_PORT": str(self.port),
-                    "STREAMER_KAFKA_CONTROLLER_PORT": str(_free_port()),
-                    "STREAMER_KAFKA_SASL_PORT": str(_free_port()),
-                    "STREAMER_KAFKA_HEAP_OPTS": "-Xms64m -Xmx384m",
-                    "STREAMER_KAFKA_START_TIMEOUT": "120"}
-        self.bootstrap = f"127.0.0.1:{self.port}"
-
-    def _run(self, script: str) -> None:
-        subprocess.run([str(ROOT / "compose/kafka" / script)], env=self.env, check=True,
-                       timeout=180, capture_output=True)
-
-    def start(self) -> None:
-        self._run("start")
-
-    def stop(self) -> None:
-        self._run("stop")
-
-
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     broker = PrivateBroker(tmp_path / "kafka")
