@@ -95,15 +95,17 @@ class CollectionState:
         else:  # a cut log may renumber what clients already saw: a new sequence space
             atomic_write(stream_file, self.stream.encode(), fsync=self._fsync)
 
-    def commit(self, mutations: list[Mutation], meta: dict[str, Any] | None = None) -> int:
-        """Durably log then apply one batch; returns its last sequence number."""
+    def commit(self, mutations: list[Mutation], meta: dict[str, Any] | None = None, *,
+               defer_index: bool = False) -> int:
+        """Durably log then apply one batch; returns its last sequence number.
+        ``defer_index``: new vectors stay pending (searched exactly) for ``IndexBackfill``."""
         if self.log is not None:
             seq = self.log.append(mutations, meta)
         else:
             seq = self.store.applied_seq + len(mutations) + 1
             for i, m in enumerate(mutations):
                 m.seq = self.store.applied_seq + i + 1
-        self.store.apply(mutations, seq, meta or {})
+        self.store.apply(mutations, seq, meta or {}, defer_index=defer_index)
         for listener in list(self.listeners):
             try:
                 listener(self, mutations)
