@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -54,6 +56,8 @@ class CollectionState:
         self._since_checkpoint = 0
         self.listeners: list[CommitListener] = []
         self.rejected_checkpoints: list[str] = []
+        #: When the last batch was committed (time.monotonic): IndexBackfill yields to writes.
+        self.last_commit = -math.inf
         #: Names this state's sequence space: a seq means the same mutation only within one
         #: stream (a live query resumes by (stream, seq)). Kept on disk with the log.
         self.stream = uuid.uuid4().hex
@@ -106,6 +110,7 @@ class CollectionState:
             for i, m in enumerate(mutations):
                 m.seq = self.store.applied_seq + i + 1
         self.store.apply(mutations, seq, meta or {}, defer_index=defer_index)
+        self.last_commit = time.monotonic()
         for listener in list(self.listeners):
             try:
                 listener(self, mutations)

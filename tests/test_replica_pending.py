@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from consumers.backfill import IndexBackfill
 from streamer.kafka import replica
 from streamer.kafka.client import AsyncKafkaClient
 from streamer.kafka.service import Service
@@ -51,7 +52,8 @@ async def test_applied_vectors_stay_pending_and_are_searched_until_backfilled(
         assert await col.count() == 400 and index.pending == 400
         before = await top(400)
 
-        while await service.store.backfill.step():
+        drain = IndexBackfill(service.catalog, service.lock, quiet_s=0)  # not waiting for quiet
+        while await drain.step():
             pass
         assert index.pending == 0 and len(index) == 400
         assert await top(400) == before

@@ -18,6 +18,7 @@ import anyio.to_thread
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from consumers.backfill import MAX_PENDING
 from consumers.catalog import Catalog
 from consumers.lifecycle import Component
 from consumers.log import atomic_write
@@ -37,10 +38,6 @@ from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
 PROGRESS = "__progress__/"
-#: Vectors a collection's replica may hold outside the graph, searched by a scan each query
-#: pays (4,096 512-d vectors: 0.4-8 ms on a loaded 2-core box); past it, applies insert into
-#: the graph themselves, so a sustained load runs at the graph's pace (backpressure).
-MAX_PENDING = 4096
 
 
 def insertion_order(mutations: list[Mutation]) -> list[Mutation]:
@@ -148,7 +145,9 @@ class Replica(Component):
                 index = state.store.index
                 # The writer's next batch waits for this apply: graph insertion (the bulk of
                 # it) is left to IndexBackfill, the vectors searched exactly meanwhile, while
-                # the pending set stays small enough for that scan to stay cheap.
+                # fewer than MAX_PENDING wait (4,096 512-d vectors: a 0.4-8 ms scan per query
+                # on a loaded 2-core box); past it, applies insert into the graph themselves,
+                # so a sustained load runs at the graph's pace.
                 defer = index is None or index.pending < MAX_PENDING
                 await anyio.to_thread.run_sync(
                     partial(state.commit, mutations, None, defer_index=defer))
