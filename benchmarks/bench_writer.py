@@ -20,6 +20,7 @@ import streamer
 from benchmarks import profile
 from benchmarks.common import machine
 from streamer.kafka.client import KafkaClient
+from streamer.settings import Settings
 from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 DIM = 512
@@ -55,7 +56,11 @@ def main() -> None:
     finally:
         embedded.close()
 
-    svc = ServiceProcess(new_prefix(), tmp / "svc")
+    # The embedded client's checkpoint interval, not the test fixture's 500: a checkpoint
+    # saves the whole graph, so at 500 the service would pay that alone, quadratically in n.
+    every = Settings.model_fields["checkpoint_every"].default
+    svc = ServiceProcess(new_prefix(), tmp / "svc",
+                         extra_env={"STREAMER_CHECKPOINT_EVERY": str(every)})
     svc.start()
     sampler = None
     try:

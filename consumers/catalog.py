@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -54,6 +56,8 @@ class CollectionState:
         self._since_checkpoint = 0
         self.listeners: list[CommitListener] = []
         self.rejected_checkpoints: list[str] = []
+        #: When the last batch was committed (time.monotonic): IndexBackfill yields to writes.
+        self.last_commit = -math.inf
         #: Names this state's sequence space: a seq means the same mutation only within one
         #: stream (a live query resumes by (stream, seq)). Kept on disk with the log.
         self.stream = uuid.uuid4().hex
@@ -95,15 +99,18 @@ class CollectionState:
         else:  # a cut log may renumber what clients already saw: a new sequence space
             atomic_write(stream_file, self.stream.encode(), fsync=self._fsync)
 
-    def commit(self, mutations: list[Mutation], meta: dict[str, Any] | None = None) -> int:
-        """Durably log then apply one batch; returns its last sequence number."""
+    def commit(self, mutations: list[Mutation], meta: dict[str, Any] | None = None, *,
+               defer_index: bool = False) -> int:
+        """Durably log then apply one batch; returns its last sequence number.
+        ``defer_index``: new vectors stay pending (searched exactly) for ``IndexBackfill``."""
         if self.log is not None:
             seq = self.log.append(mutations, meta)
         else:
             seq = self.store.applied_seq + len(mutations) + 1
             for i, m in enumerate(mutations):
                 m.seq = self.store.applied_seq + i + 1
-        self.store.apply(mutations, seq, meta or {})
+        self.store.apply(mutations, seq, meta or {}, defer_index=defer_index)
+        self.last_commit = time.monotonic()
         for listener in list(self.listeners):
             try:
                 listener(self, mutations)

@@ -78,6 +78,7 @@ class VectorIndex:
             self._index.remove(present)
         if defer:
             self._pending.update(zip(keys.tolist(), vectors))
+            self._pending_matrix = None  # live replicas defer between searches, not only at recovery
         else:
             self._index.add(keys, vectors, threads=_threads(len(keys)))
 

@@ -10,6 +10,8 @@ both stay encoded here and are decoded where they are embedded (``consumers.deco
 from __future__ import annotations
 
 import base64
+import binascii
+import math
 from typing import Any
 
 import numpy as np
@@ -48,7 +50,9 @@ def _b64(raw: Any, what: str) -> bytes:
     if not isinstance(raw, str) or len(raw) > MAX_ARRAY_BYTES * 4 // 3 + 4:
         raise SchemaError(f"{what} payload missing or over the size limit")
     try:
-        return base64.b64decode(raw, validate=True)
+        # Strict: only the alphabet, padding only at the end (what b64decode(validate=True)
+        # checks with a regex first, at ~1.4x the cost per vector).
+        return binascii.a2b_base64(raw, strict_mode=True)
     except ValueError as exc:
         raise SchemaError(f"{what} payload is not base64: {exc}") from exc
 
@@ -67,7 +71,7 @@ def decode_array(obj: Any) -> np.ndarray[Any, Any]:
     shape = _array_header(obj)
     data = _b64(obj.get("b64"), "Array")
     dtype = np.dtype(obj["dtype"]).newbyteorder("<")
-    if len(data) != int(np.prod(shape)) * dtype.itemsize:
+    if len(data) != math.prod(shape) * dtype.itemsize:
         raise SchemaError(f"Array payload has {len(data)} bytes for shape {shape} {obj['dtype']}")
     return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -194,7 +198,7 @@ def query_event(collection_id: str, req: QueryRequest) -> dict[str, Any]:
 
 
 def decode_vector(obj: Any) -> np.ndarray[Any, Any]:
-    vec = decode_array(obj).astype(np.float32).reshape(-1)
+    vec = decode_array(obj).astype(np.float32, copy=False).reshape(-1)  # already a fresh copy
     if not np.isfinite(vec).all():
         raise SchemaError("Embedding contains NaN or infinity")
     return vec
@@ -259,7 +263,8 @@ def parse_state(key: bytes, value: bytes | None) -> tuple[str, Mutation]:
     return collection_id, Mutation(
         op="put", id=id_, modality=Modality(ev["modality"]) if ev.get("modality") else None,
         document=ev.get("document"), uri=ev.get("uri"), metadata=ev.get("metadata"),
-        vector=None if ev.get("vector") is None else decode_array(ev["vector"]).astype(np.float32),
+        vector=None if ev.get("vector") is None else
+        decode_array(ev["vector"]).astype(np.float32, copy=False),
         order=None if ev.get("order") is None else (ev["order"][0], ev["order"][1]))
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import streamer
+from consumers import backfill as backfill_module
 from consumers.backfill import IndexBackfill
 from consumers.catalog import Catalog, CollectionState
 from consumers.index import VectorIndex
@@ -175,3 +176,38 @@ def test_client_serves_a_replayed_tail_at_once(tmp_path: Path) -> None:
                                    vecs[57], atol=1e-6)
     finally:
         again.close()
+
+
+def test_backfill_yields_to_a_collection_being_written(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step holds the collection's lock: it waits for a quiet moment, unless the pending set
+    reached MAX_PENDING."""
+    state = CollectionState(_spec(), tmp_path / "col", fsync=False, checkpoint_every=10**9)
+    state.open()
+    catalog = Catalog(tmp_path)
+    catalog._collections["bf"] = state
+    vecs = _rows(60, 10)
+    state.commit([_put(i, vecs[i]) for i in range(40)], defer_index=True)
+    index = state.store.index
+    assert index is not None and index.pending == 40
+    locks: dict[str, anyio.Lock] = {}
+
+    def backfill(quiet_s: float) -> IndexBackfill:
+        return IndexBackfill(catalog, lambda cid: locks.setdefault(cid, anyio.Lock()),
+                             step=10, quiet_s=quiet_s)
+
+    async def steps() -> None:
+        assert not await backfill(60).step()  # committed just now: left alone
+        assert index.pending == 40
+        monkeypatch.setattr(backfill_module, "MAX_PENDING", 40)
+        assert await backfill(60).step()  # at the bound: steps anyway
+        assert index.pending == 30
+        monkeypatch.undo()
+        state.last_commit -= 0.5  # quiet for half a second
+        assert await backfill(0.2).step()
+        assert index.pending == 20
+
+    anyio.run(steps)
+    state.commit([_put(i, vecs[i]) for i in range(40, 60)])  # not deferred: into the graph
+    assert index.pending == 20 and len(index) == 60
+    state.close(checkpoint_now=False)
