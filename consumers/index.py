@@ -36,6 +36,24 @@ def distances(queries: Matrix, vectors: Matrix, space: Space) -> Matrix:
     return out
 
 
+def _refined(queries: Matrix, vectors: Matrix, idx: npt.NDArray[np.intp], space: Space) -> Matrix:
+    """Distances from each query to its candidate rows ``idx`` (queries x k), recomputed in
+    float64 from the differences: ``distances`` expands |q - v|^2 in float32, whose rounding
+    (1e-3 and more for long vectors) would show in the distances returned."""
+    q = queries.astype(np.float64)[:, None, :]
+    v = vectors[idx].astype(np.float64)
+    if space == "l2":
+        out: Matrix = ((v - q) ** 2).sum(axis=2).astype(np.float32)
+        return out
+    dots = (v * q).sum(axis=2)
+    if space == "ip":
+        out = (1.0 - dots).astype(np.float32)
+        return out
+    norms = np.linalg.norm(v, axis=2) * np.linalg.norm(q, axis=2)
+    out = (1.0 - dots / np.maximum(norms, 1e-30)).astype(np.float32)
+    return out
+
+
 # Batches at least this big are added with every core (bulk loads, log replay, backfill);
 # live batches are small and the model needs the cores.
 PARALLEL_FROM = 256
@@ -147,7 +165,8 @@ class VectorIndex:
             np.tile(np.arange(len(pkeys)), (len(queries), 1))
         rows = np.arange(len(queries))[:, None]
         valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
-        all_d = np.concatenate([np.where(valid, dists, np.inf), pd[rows, part]], axis=1)
+        all_d = np.concatenate([np.where(valid, dists, np.inf),
+                                _refined(queries, pmatrix, part, self.space)], axis=1)
         all_k = np.concatenate([keys, pkeys[part]], axis=1)
         order = np.argsort(all_d, axis=1, kind="stable")[:, :k]
         return (all_k[rows, order], all_d[rows, order].astype(np.float32),
@@ -175,9 +194,9 @@ class VectorIndex:
         part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < len(keys) else \
             np.tile(np.arange(len(keys)), (len(queries), 1))
         rows = np.arange(len(queries))[:, None]
-        order = np.argsort(d[rows, part], axis=1, kind="stable")
-        idx = part[rows, order]
-        return keys[idx], d[rows, idx]
+        refined = _refined(queries, vectors, part, self.space)
+        order = np.argsort(refined, axis=1, kind="stable")
+        return keys[part[rows, order]], refined[rows, order]
 
     def save(self, path: Path) -> None:
         """The saved graph holds every vector: pending ones are backfilled first."""

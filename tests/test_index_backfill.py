@@ -81,6 +81,32 @@ def test_pending_and_graph_answer_like_one_exact_index(space: str) -> None:
                                np.stack(list(truth.values())), atol=1e-6)
 
 
+@pytest.mark.parametrize("space", ["l2", "ip", "cosine"])
+def test_pending_and_filtered_distances_are_exact_for_long_vectors(space: str) -> None:
+    """Chroma's property tests compare returned distances with float64 ones to 1e-4 at 741
+    dimensions; a float32 expansion of |q - v|^2 is off by more for vectors this long."""
+    rng = np.random.default_rng(5)
+    vectors = (rng.standard_normal((300, 741)) * 40).astype(np.float32)
+    keys = np.arange(300, dtype=np.uint64)
+    index = VectorIndex(741, space)  # type: ignore[arg-type]
+    index.upsert(keys, vectors, defer=True)
+    queries = vectors[[7, 150]] + np.float32(0.01)
+    q64, v64 = queries.astype(np.float64), vectors.astype(np.float64)
+    if space == "l2":
+        want = ((q64[:, None, :] - v64[None]) ** 2).sum(axis=2)
+    else:
+        dots = q64 @ v64.T
+        want = 1.0 - (dots if space == "ip" else
+                      dots / np.outer(np.linalg.norm(q64, axis=1), np.linalg.norm(v64, axis=1)))
+    got_keys, got, _ = index.search(queries, 5)
+    among_keys, among = index.search_among(queries, keys[::2], 5)
+    for row in range(2):
+        np.testing.assert_allclose(got[row], want[row, got_keys[row].astype(np.intp)],
+                                   rtol=1e-6, atol=1e-4)
+        np.testing.assert_allclose(among[row], want[row, among_keys[row].astype(np.intp)],
+                                   rtol=1e-6, atol=1e-4)
+
+
 def test_a_few_pending_vectors_beside_an_empty_graph() -> None:
     index = VectorIndex(DIM, "cosine")
     index.upsert(np.asarray([5, 6], dtype=np.uint64), _rows(2, 5), defer=True)
