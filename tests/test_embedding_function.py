@@ -1,8 +1,7 @@
 """``OpenCLIPEmbeddingFunction`` with a real (tiny) open_clip model: batching, mixed inputs,
 output format, offline-only checkpoints, config round trips and bf16.
 
-The model is the shipped ``streamer-tiny`` when its checkpoint is present, otherwise a tiny
-open_clip config registered here, with random weights seeded so that two instances agree."""
+The model is the shipped ``streamer-tiny`` (its checkpoint is part of the package)."""
 
 from __future__ import annotations
 
@@ -16,46 +15,22 @@ import numpy as np
 import pytest
 
 import streamer
-from consumers.models import BUILTIN_MODELS
 from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.errors import EmbeddingError
 from tests.helpers import random_image
 
-TINY_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 TEXTS = ["a photo of a cat", "a red square", "streamer", "two dogs on a beach", "x"]
 
 
-def _trained_tiny_available() -> bool:
-    tiny = BUILTIN_MODELS.get("streamer-tiny")
-    return tiny is not None and tiny.config_path.is_file() and tiny.checkpoint_path.is_file()
-
-
 @pytest.fixture(scope="module")
-def model_name(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if _trained_tiny_available():
-        return "streamer-tiny"
-    import open_clip
-
-    configs = tmp_path_factory.mktemp("open_clip_configs")
-    (configs / "streamer-test-tiny.json").write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(configs)
-    return "streamer-test-tiny"
+def model_name() -> str:
+    return "streamer-tiny"
 
 
 def make_ef(model_name: str, **kwargs: Any) -> OpenCLIPEmbeddingFunction:
-    """A loaded embedding function; random weights (when no checkpoint) are seeded, so two
-    instances built the same way hold the same weights."""
-    import torch
-
-    if model_name != "streamer-tiny":
-        kwargs.setdefault("checkpoint", "random")
+    """A loaded embedding function."""
     ef = OpenCLIPEmbeddingFunction(model_name, **kwargs)
-    torch.manual_seed(0)
     ef.load()
     return ef
 
@@ -185,9 +160,6 @@ def test_config_round_trips(model_name: str, tmp_path: Path) -> None:
     rebuilt = OpenCLIPEmbeddingFunction.build_from_config(config)
     assert rebuilt == ef and rebuilt.get_config() == config
     assert rebuilt.name() == "open_clip"
-    import torch
-
-    torch.manual_seed(0)  # same random weights when there is no checkpoint
     inputs: list[Any] = [TEXTS[0], random_image(9)]
     np.testing.assert_allclose(np.stack(rebuilt(inputs)), np.stack(ef(inputs)), atol=1e-6)
     assert OpenCLIPEmbeddingFunction.build_from_config({**config, "batch_size": 8}) != ef

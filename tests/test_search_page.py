@@ -20,7 +20,6 @@ from PIL import Image
 
 import streamer
 from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.models import BUILTIN_MODELS
 from streamer.data_loaders import ImageLoader
 from streamer.training.shapes import ShapeSpec, render
 from tests.gateway_helpers import TOKEN, embedded_gateway
@@ -65,10 +64,7 @@ async def test_text_search_shows_the_expected_image_first_and_live_matches(
     images_dir.mkdir()
     images = {f"{c}-{s}": shape_image(c, s, i) for i, (c, s) in enumerate(SHAPES)}
     uris = {k: write_png(images_dir / f"{k}.png", v) for k, v in images.items()}
-    if BUILTIN_MODELS["streamer-tiny"].checkpoint_path.exists():
-        ef: Any = OpenCLIPEmbeddingFunction("streamer-tiny")
-    else:
-        ef = CaptionEmbedding({f"a {c} {s}": images[f"{c}-{s}"] for c, s in SHAPES})
+    ef: Any = OpenCLIPEmbeddingFunction("streamer-tiny")  # its checkpoint ships in the package
     async with embedded_gateway(tmp_path / "store", ef) as (engine, gw):
         col = await streamer.AsyncClient(backend=engine).create_collection(
             "shapes", embedding_function=ef, data_loader=ImageLoader(roots=[images_dir]))
@@ -122,10 +118,7 @@ async def test_a_page_importing_the_client_sends_a_canvas_and_shows_its_match(
     images_dir.mkdir()
     images = {f"{c}-{s}": shape_image(c, s, i) for i, (c, s) in enumerate(SHAPES)}
     uris = {k: write_png(images_dir / f"{k}.png", v) for k, v in images.items()}
-    if BUILTIN_MODELS["streamer-tiny"].checkpoint_path.exists():
-        ef: Any = OpenCLIPEmbeddingFunction("streamer-tiny")
-    else:
-        pytest.skip("needs the built-in streamer-tiny checkpoint")
+    ef: Any = OpenCLIPEmbeddingFunction("streamer-tiny")  # its checkpoint ships in the package
     async with embedded_gateway(tmp_path / "store", ef) as (engine, gw):
         col = await streamer.AsyncClient(backend=engine).create_collection(
             "shapes", embedding_function=ef, data_loader=ImageLoader(roots=[images_dir]))

@@ -17,8 +17,7 @@ from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import KafkaClient
 from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
-pytestmark = [pytest.mark.kafka, pytest.mark.skipif(not BUILTIN_MODELS["streamer-tiny"].checkpoint_path.exists(),
-                                                    reason="the streamer-tiny checkpoint is not built")]
+pytestmark = pytest.mark.kafka
 
 
 def test_a_replica_with_other_weights_is_refused_at_startup(tmp_path: Path, services: list[ServiceProcess]) -> None:
