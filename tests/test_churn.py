@@ -14,7 +14,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.load import ImageLoader
 from streamer.errors import StreamerError
 from streamer.kafka.client import KafkaClient
 from streamer.settings import Settings
@@ -28,6 +27,7 @@ from tests.test_fencing import (
     expected_state,
     progress_markers,
     tiny,
+    warm_collection,
 )
 from tests.test_reliability import crash_workload, full_state, private_broker
 
@@ -117,11 +117,7 @@ def test_writers_added_killed_and_restarted_at_random_during_a_mixed_ingest(
     changes: list[str] = []
     produced = threading.Event()
     try:
-        col = client.create_collection("churn", embedding_function=tiny(),
-                                       data_loader=ImageLoader(roots=[root]))
-        col.add(ids=["warm"], documents=["loads the model in the first writer"])
-        col.delete(ids=["warm"])
-        assert col.count() == 0
+        col = warm_collection(client, "churn", root)
 
         def churn() -> None:
             rng = random.Random(29)

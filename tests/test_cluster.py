@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from consumers.load import ImageLoader
 from streamer.errors import StreamerError
 from streamer.kafka.client import KafkaClient
 from streamer.kafka.common import Topics
@@ -22,7 +21,12 @@ from tests.brokers import KafkaCluster
 from tests.helpers import random_image
 from tests.kafka_fixtures import ServiceProcess, new_prefix
 from tests.test_churn import Progress
-from tests.test_fencing import assert_same_state, expected_state, progress_markers, tiny
+from tests.test_fencing import (
+    assert_same_state,
+    expected_state,
+    progress_markers,
+    warm_collection,
+)
 from tests.test_reliability import full_state, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(420)]
@@ -73,11 +77,7 @@ def test_leader_sigkilled_mid_server_side_embedding_gives_exactly_once(
     acked: list[int] = []
     failed: list[BaseException] = []
     try:
-        col = client.create_collection("cluster", embedding_function=tiny(),
-                                       data_loader=ImageLoader(roots=[root]))
-        col.add(ids=["warm"], documents=["loads the model in the first writer"])
-        col.delete(ids=["warm"])
-        assert col.count() == 0
+        col = warm_collection(client, "cluster", root)
         writers[1].start()  # loads it at start, for the collection it finds
         services.append(writers[1])
         for topic in (topics.requests, topics.state):

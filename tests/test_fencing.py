@@ -51,6 +51,18 @@ def tiny() -> OpenCLIPEmbeddingFunction:
     return OpenCLIPEmbeddingFunction("streamer-tiny")
 
 
+def warm_collection(client: streamer.Client, name: str, root: Path) -> streamer.Collection:
+    """The collection the writers embed into server-side, with the model loaded in the first
+    writer (one record added and deleted): later writers load it at start, for the collection
+    they find, so the faults a test injects hit writers at work, not ones importing the model."""
+    col = client.create_collection(name, embedding_function=tiny(),
+                                   data_loader=ImageLoader(roots=[root]))
+    col.add(ids=["warm"], documents=["loads the model in the first writer"])
+    col.delete(ids=["warm"])
+    assert col.count() == 0
+    return col
+
+
 def expected_state(calls: list[tuple[str, dict[str, Any]]], root: Path,
                    name: str) -> tuple[dict[str, tuple[Any, ...]], dict[str, np.ndarray]]:
     client = streamer.Client()
@@ -188,11 +200,7 @@ def test_a_writer_stopped_past_its_session_commits_nothing_stale(
     client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix, kafka_request_timeout_s=180)
     sent = threading.Event()
     try:
-        col = client.create_collection("zombie", embedding_function=tiny(),
-                                       data_loader=ImageLoader(roots=[root]))
-        col.add(ids=["warm"], documents=["loads the model in the first writer"])
-        col.delete(ids=["warm"])
-        assert col.count() == 0
+        col = warm_collection(client, "zombie", root)
         # The others load it at start, for the collection they find: the pause below hits
         # a writer at work, not one importing the model.
         start("b")
