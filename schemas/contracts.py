@@ -48,8 +48,10 @@ DELETE_WHERE = {
                    "limit": {"type": ["integer", "null"], "minimum": 0}}}
 REQUEST = {
     "title": "ReadRequest", "type": "object", "required": ["v", "op"],
-    "description": "An RPC on the queries topic; headers reply_to and correlation_id. 'after' "
-                   "maps request partitions to the caller's last written offsets.",
+    "description": "An RPC on the queries topic; headers reply_to and correlation_id, and "
+                   "optionally deadline_ms (Unix epoch milliseconds after which the caller stops "
+                   "waiting: a request read after it is dropped unanswered). 'after' maps "
+                   "request partitions to the caller's last written offsets.",
     "properties": {"v": VERSION, "op": {"enum": list(READ_OPS)}, "collection": {"type": "string"},
                    "name": {"type": "string"},
                    "after": {"type": "object", "additionalProperties": {"type": "integer"}},

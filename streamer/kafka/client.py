@@ -64,6 +64,7 @@ from streamer.kafka.common import (
     ensure_topics,
     partitions,
     producer_kwargs,
+    rpc_headers,
     supervise,
 )
 from streamer.kafka.scatter import Scatter
@@ -203,8 +204,8 @@ class KafkaBackend(Component):
                 async with self._producing() as producer:
                     await producer.send_and_wait(
                         self.topics.queries, value=value,
-                        headers=[("reply_to", self.topics.replies.encode()),
-                                 ("correlation_id", corr.encode())])
+                        headers=rpc_headers(self.topics.replies, corr,
+                                            self.settings.kafka_request_timeout_s))
         except (UnavailableError, LimitExceededError, TimeoutError) as exc:
             self._pending.pop(corr, None)
             if not isinstance(exc, TimeoutError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,14 @@ class Topics:
                    collections=f"{prefix}.collections", dlq=f"{prefix}.dlq",
                    writers=group, readers=readers)
 
+
+def rpc_headers(reply_to: str, correlation_id: str, timeout_s: float) -> list[tuple[str, bytes]]:
+    """An RPC's headers. ``deadline_ms`` (wall clock: the reader runs elsewhere) is when the
+    caller stops waiting, so a reader that reaches the request later, one that was still
+    starting or catching up, drops it instead of answering nobody."""
+    deadline_ms = int((time.time() + timeout_s) * 1000)
+    return [("reply_to", reply_to.encode()), ("correlation_id", correlation_id.encode()),
+            ("deadline_ms", str(deadline_ms).encode())]
 
 
 def partition_of(key: bytes, partitions: int) -> int:

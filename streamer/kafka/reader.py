@@ -57,6 +57,11 @@ def header(rec: ConsumerRecord[bytes, bytes], name: str) -> str | None:
     return None
 
 
+def expired(rec: ConsumerRecord[bytes, bytes]) -> bool:
+    """Past the caller's ``deadline_ms``: nobody waits for the answer any more."""
+    deadline = header(rec, "deadline_ms")
+    return deadline is not None and deadline.isdigit() and int(deadline) < time.time() * 1000
+
 
 async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, bytes],
                      payload: dict[str, Any], shard: Shard | None = None) -> None:
@@ -92,7 +97,7 @@ class Reader(Component):
         self._consumer = await self.parts.start(
             AIOKafkaConsumer(self.topics.queries, **kw, **consumer_kwargs(self.settings),
                              group_id=self.topics.readers,
-                             enable_auto_commit=False, auto_offset_reset="latest"))
+                             enable_auto_commit=False, auto_offset_reset="earliest"))
         task = supervise(asyncio.create_task(self._read_loop(), name="reader"))
         self.parts.on_stop(partial(cancel, task))
 
@@ -112,6 +117,9 @@ class Reader(Component):
                         log.warning("reader offsets not committed (%s); rejoining", exc)
 
     async def _answer(self, rec: ConsumerRecord[bytes, bytes]) -> None:
+        if expired(rec):
+            metrics.QUERIES.labels("unknown", "expired").inc()
+            return
         started = time.perf_counter()
         op: Any = "unknown"
         try:

@@ -25,7 +25,7 @@ from schemas.errors import (
     error_from_wire,
 )
 from schemas.events import decode_array, dumps, encode_array
-from streamer.kafka.common import client_kwargs
+from streamer.kafka.common import client_kwargs, rpc_headers
 from streamer.kafka.shards import reader_group
 
 if TYPE_CHECKING:
@@ -105,8 +105,7 @@ class Scatter:
                     async with b._producing() as producer:
                         await producer.send_and_wait(
                             b.topics.queries, value=value,
-                            headers=[("reply_to", b.topics.replies.encode()),
-                                     ("correlation_id", corr.encode())])
+                            headers=rpc_headers(b.topics.replies, corr, timeout))
             except TimeoutError:
                 raise UnavailableError("Kafka did not take the request in time") from None
             replies = await self._gather(futs, deadline)
