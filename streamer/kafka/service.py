@@ -27,6 +27,7 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
+from aiokafka.errors import KafkaError
 
 from consumers.lifecycle import Component
 from consumers.load import reuse_unchanged
@@ -115,6 +116,8 @@ class Service(Component):
         self._generation = 0
         #: request partition -> the next offset our last transaction recorded (see _finish)
         self._committed: dict[int, int] = {}
+        #: the requests topic's partition count as of the last assignment (see _partitions)
+        self._known_partitions = settings.kafka_partitions
 
     # ---- lifecycle ----------------------------------------------------------------
     async def _start(self) -> None:
@@ -233,6 +236,7 @@ class Service(Component):
         log.info("writer partitions (from offsets): %s", dict(sorted(self._committed.items())))
 
     async def _start_partitions(self, assigned: list[TopicPartition]) -> None:
+        self._known_partitions = self._partitions()
         await self._producers.assign({tp.partition for tp in assigned})
         offsets = {tp: await self._writer.committed(tp) for tp in assigned}
         never = [tp for tp, off in offsets.items() if off is None]
@@ -271,8 +275,9 @@ class Service(Component):
         log.debug("batch of %d records in %.3f s", size, elapsed)
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.BATCH_SIZE.observe(size)
+        assigned = self._writer.assignment()
         for tp in batches:
-            hw = self._writer.highwater(tp)
+            hw = self._writer.highwater(tp) if tp in assigned else None
             if hw is not None:
                 metrics.LAG.labels(tp.topic, tp.partition).set(hw - await self._writer.position(tp))
 
@@ -307,8 +312,12 @@ class Service(Component):
         # offsets that no record has: the next offset our own last transaction recorded is
         # the exact bar while we keep the partition.
         first = {p: min(off, self._committed.get(p, off)) for p, off in first.items()}
-        await self.replica.wait_for(partial(self.replica.reached, first),
-                                    timeout=self.settings.kafka_request_timeout_s)
+        # Never resolved against a replica that lacks them: an update of a record added in
+        # the previous batch would find nothing and be dropped. While we hold the lock no
+        # rebalance moves these partitions, and our committed transactions do arrive.
+        while not await self.replica.wait_for(partial(self.replica.reached, first),
+                                              timeout=self.settings.kafka_request_timeout_s):
+            log.warning("writer waits for the replica to apply partitions up to %s", first)
         outs: dict[int, list[Out]] = {}
         for tp in batches:
             # Resolved per partition so each partition's state records go in its transaction;
@@ -354,6 +363,14 @@ class Service(Component):
         except FENCED:
             await self._fenced(tp)
             return
+        except KafkaError as exc:
+            # The broker went away mid-transaction (timeouts, a moved coordinator): whether
+            # it committed is known only to the next InitProducerId, so the partition goes
+            # the fenced way and restarts from its committed offset after the rejoin. The
+            # consumer's position is already past this batch: going on would skip it.
+            log.warning("transaction on partition %d failed (%r): rejoining", tp.partition, exc)
+            await self._fenced(tp)
+            return
         self._committed[tp.partition] = nxt
 
     async def _job(self, rec: ConsumerRecord[bytes, bytes]) -> WriteJob:
@@ -368,7 +385,7 @@ class Service(Component):
         embedder = await self.runtimes.get(state.spec.embedding_function)
         loader = await self.runtimes.get(state.spec.data_loader)
         request: WriteRequest | DeleteRequest
-        n = len(self._writer.partitions_for_topic(self.topics.requests) or ()) or 1
+        n = self._partitions()
         if isinstance(payload, DeleteRequest):
             request = check_delete(payload, self.settings)
             if request.where is not None or request.where_document is not None:
@@ -385,6 +402,14 @@ class Service(Component):
         check_route(collection_id, [payload.id], rec.partition, n)
         request = reuse_unchanged(state.store, WriteRequest(op, [payload]))
         return WriteJob(state, request, embedder=embedder, loader=loader)
+
+    def _partitions(self) -> int:
+        """The requests topic's partition count, which places every key. The consumer's
+        metadata drops a topic the broker answers for with an error (as one that is still
+        loading after a restart does): the count then is the one the last assignment saw,
+        never 1, which would refuse most writes as sent to the wrong partition."""
+        current = self._writer.partitions_for_topic(self.topics.requests)
+        return len(current) if current else self._known_partitions
 
     async def _dead_letter(self, tx: AIOKafkaProducer, rec: Record, exc: BaseException) -> None:
         headers = [("reason", str(exc).encode()), ("code", error_to_wire(exc)["code"].encode()),
