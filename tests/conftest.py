@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +17,32 @@ def kafka_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceP
     yield from service(tmp_path_factory.mktemp("kafka"), new_prefix())
 
 
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
 @pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    """`streamer serve` processes a test starts itself; killed when it ends, pass or fail."""
+def services(request: pytest.FixtureRequest) -> Iterator[list[ServiceProcess]]:
+    """`streamer serve` processes a test starts itself; killed when it ends, pass or fail.
+    After a failure, what each service logged itself (warnings and errors, not aiokafka's
+    connection noise) is printed, so a rare failure's cause is in the report."""
     started: list[ServiceProcess] = []
     yield started
     for svc in started:
         svc.kill()
+    if request.node.stash.get(CALL_FAILED, False):
+        for svc in started:
+            print(f"--- service {svc.instance}: its own warnings and errors ---")
+            print("\n".join(svc.problems()[-40:]))
 
 
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])

@@ -65,6 +65,15 @@ class ServiceProcess:
         if b"serving" not in line:
             raise RuntimeError("service did not start in time")
 
+    def problems(self) -> list[str]:
+        """The log lines of streamer's own loggers at WARNING or above, tracebacks included."""
+        if self.log_path is None or not self.log_path.exists():
+            return []
+        return [line for line in self.log_path.read_text(errors="replace").splitlines()
+                if not line.startswith('{"') or ('"logger":"aiokafka' not in line
+                                                 and '"level":"INFO"' not in line
+                                                 and '"level":"DEBUG"' not in line)]
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
