@@ -20,6 +20,8 @@ STREAMER_LAYERS = {
     "streamer.data_loaders": 0, "streamer.embedding_functions": 0,
     "streamer.client": 1, "streamer.kafka": 2, "streamer.gateway": 3, "streamer.server": 4,
     "streamer.cli": 5, "streamer.training": 5,
+    # Generates docs/reference/ from the settings and schemas/generated; nothing imports it.
+    "streamer.reference": 5,
     # The package itself and ``python -m streamer``: the entry points, above everything.
     "streamer": 6, "streamer.__main__": 6,
 }
