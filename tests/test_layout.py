@@ -1,6 +1,6 @@
 """Imports point one way: ``schemas`` <- ``consumers`` <- ``streamer``, and inside ``streamer``
 settings/errors/metrics/data_loaders/embedding_functions <- client <- kafka <- gateway <-
-server <- cli/training, with no cycle between rooms. Read from the source (an AST walk over
+server <- cli/training/reference, with no cycle between rooms. Read from the source (an AST walk over
 every import, lazy ones inside functions included), so nothing is imported to check it."""
 
 from __future__ import annotations
