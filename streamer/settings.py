@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "STREAMER_"
@@ -38,80 +39,115 @@ class Settings(BaseSettings):
                                       env_ignore_empty=True, env_parse_none_str="none")
 
     # storage
-    data_dir: str | None = None
-    fsync: bool = True
-    checkpoint_every: int = 50_000
+    data_dir: str | None = Field(default=None, description=(
+        "Directory of the local store (embedded engine, or the service's replica: log, "
+        "checkpoints); none keeps it in memory."))
+    fsync: bool = Field(default=True, description="fsync the log after every batch commit.")
+    checkpoint_every: int = Field(default=50_000, description=(
+        "Records applied between two checkpoints (record table + index), which bound recovery."))
     # micro-batching
-    batch_max_items: int = 64
-    batch_max_wait_ms: float = 10.0
-    # A batch of records that need no model (they carry their embeddings) grows past
-    # batch_max_items up to this: fewer transactions and replica applies per record.
-    batch_max_records: int = 512
+    batch_max_items: int = Field(default=64, description=(
+        "Records per batch fetched by the Kafka writer and by upstream sources."))
+    batch_max_wait_ms: float = Field(default=10.0, description=(
+        "How long a batch waits to fill before it is processed anyway."))
+    batch_max_records: int = Field(default=512, description=(
+        "A batch whose records all carry their embeddings (no model needed) grows past "
+        "batch_max_items up to this, from what is already fetched: fewer transactions and "
+        "replica applies per record."))
     # model
-    model_threads: int | None = None
-    # Where this process finds model weights: the Hugging Face hub cache for pretrained tags
-    # (default: huggingface_hub's, from HF_HOME) and copies of spec-named weight files.
-    model_cache: str | None = None
+    model_threads: int | None = Field(default=None, description=(
+        "Threads for the model; read by nothing yet (torch picks its own count)."))
+    model_cache: str | None = Field(default=None, description=(
+        "Where this process finds model weights: the Hugging Face hub cache for pretrained "
+        "tags (default: huggingface_hub's, from HF_HOME) and copies of spec-named weight files."))
     # kafka
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_topic_prefix: str = "streamer"
-    kafka_partitions: int = 4
-    # 1 for the local single broker; compose/docker-compose.yml sets 3
-    kafka_replication: int = 1
-    kafka_request_timeout_s: float = 30.0
-    kafka_group: str | None = None  # default: "<topic prefix>.writers"
-    # Stable per process slot (not per pid): a restarted writer reuses its transactional id,
-    # which fences its dead predecessor and aborts its open transaction at once.
-    instance_id: str = "0"
-    kafka_transaction_timeout_ms: int = 15_000
-    # "K/N": serve only shard K of N (state partitions p with p % N == K); see kafka/shards.py
-    shard: str | None = None
-    # The writers' group: a writer silent this long loses its partitions (and, through its
-    # per-partition transactional ids, any right to commit for them: kafka/producers.py).
-    kafka_session_timeout_ms: int = 10_000
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
-    # Producer compression: zstd takes back most of base64's third on image payloads, which
-    # lz4 (no entropy coding) cannot; "none" turns it off.
-    kafka_compression: str = "zstd"
-    # upstream sources for `streamer serve`: mapping files, comma-separated (streamer/sources.py)
-    sources: str | None = None
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_topic_prefix: str = Field(default="streamer", description=(
+        "Prefix of every topic and group (<prefix>.requests, .state, .queries, .replies, "
+        ".collections, .dlq, .shards)."))
+    kafka_partitions: int = Field(default=4, description=(
+        "Partitions of the requests and state topics when streamer creates them."))
+    kafka_replication: int = Field(default=1, description=(
+        "Replication factor of the topics streamer creates: 1 for the local single broker; "
+        "compose/docker-compose.yml sets 3."))
+    kafka_request_timeout_s: float = Field(default=30.0, description=(
+        "One time budget per client call (a read, sending included; a write, per attempt); "
+        "past it the call raises a retriable RequestTimeoutError."))
+    kafka_group: str | None = Field(default=None, description=(
+        "The writers' consumer group; none means '<topic prefix>.writers'."))
+    instance_id: str = Field(default="0", description=(
+        "Stable per process slot (not per pid): a restarted writer reuses its transactional "
+        "ids, which fences its dead predecessor and aborts its open transaction at once."))
+    kafka_transaction_timeout_ms: int = Field(default=15_000, description=(
+        "Transaction timeout of the writers' transactional producers."))
+    shard: str | None = Field(default=None, description=(
+        "'K/N': serve only shard K of N (state partitions p with p % N == K); none serves "
+        "every partition (streamer/kafka/shards.py)."))
+    kafka_session_timeout_ms: int = Field(default=10_000, description=(
+        "Session timeout of the writers' group: a writer silent this long loses its "
+        "partitions and, through its per-partition transactional ids, any right to commit for "
+        "them (streamer/kafka/producers.py)."))
+    kafka_security_protocol: str = Field(default="PLAINTEXT", description=(
+        "Kafka security protocol, passed to every client (PLAINTEXT, SASL_PLAINTEXT...)."))
+    kafka_sasl_mechanism: str | None = Field(default=None, description="SASL mechanism (e.g. PLAIN).")
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: str | None = Field(default=None, description="SASL password.")
+    kafka_compression: str = Field(default="zstd", description=(
+        "Producer compression: zstd takes back most of base64's third on image payloads, "
+        "which lz4 (no entropy coding) cannot; 'none' turns it off."))
+    sources: str | None = Field(default=None, description=(
+        "Upstream source mappings for `streamer serve`, comma-separated files "
+        "(compose/sources/)."))
     # limits
-    # Chroma's max batch size (client.get_max_batch_size(); 5461 in chromadb 1.5 locally)
-    max_batch_records: int = 5461
-    max_n_results: int = 10_000
-    max_document_bytes: int = 1 << 20
-    # One image as sent: an encoded file or a (compressed) pixel array; 40 MiB holds even an
-    # uncompressed 12-megapixel RGB array (36.6 MB). Decoded pixels are bounded by pixels.
-    max_image_bytes: int = 40 << 20
-    max_image_pixels: int = 40_000_000
-    # Server-side confinement of every collection's data loader (os.pathsep-separated dirs):
-    # a client's collection spec names its own roots, so it cannot be what the server trusts.
-    data_roots: str | None = None
-    # Remote URIs (consumers/remote.py): off until this lists allowed prefixes, comma-separated
-    # ("s3://catalog/,https://img.example.com/p/"); specs can only narrow it. Store options
-    # as JSON per scheme ({"s3": {"endpoint": ..., "region": ...}}), never credentials (those
-    # come from AWS_*, AZURE_STORAGE_*, GOOGLE_* and profiles); non-public networks http(s)
-    # may reach, comma-separated CIDRs (none by default).
-    remote_allow: str | None = None
-    remote_stores: dict[str, dict[str, str]] | None = None
-    remote_allow_networks: str | None = None
-    remote_timeout_s: float = 30.0
-    remote_retries: int = 3
-    remote_max_in_flight: int = 64  # per process, all collections together
+    max_batch_records: int = Field(default=5461, description=(
+        "Records per add/update/upsert call: Chroma's max batch size "
+        "(client.get_max_batch_size(); 5461 in chromadb 1.5 locally)."))
+    max_n_results: int = Field(default=10_000, description="Largest n_results of a query.")
+    max_document_bytes: int = Field(default=1 << 20, description="Largest document, in UTF-8 bytes.")
+    max_image_bytes: int = Field(default=40 << 20, description=(
+        "One image as sent: an encoded file or a (compressed) pixel array; 40 MiB holds even "
+        "an uncompressed 12-megapixel RGB array (36.6 MB). Also caps remote reads."))
+    max_image_pixels: int = Field(default=40_000_000, description=(
+        "Largest image in pixels, checked from the array or file header before decoding."))
+    data_roots: str | None = Field(default=None, description=(
+        "Server-side confinement of every collection's data loader (os.pathsep-separated "
+        "directories): a client's collection spec names its own roots, so it cannot be what "
+        "the server trusts."))
+    remote_allow: str | None = Field(default=None, description=(
+        "Remote URI prefixes loaders may read, comma-separated "
+        "('s3://catalog/,https://img.example.com/p/'); none: remote URIs are off whatever a "
+        "spec asks, and a spec can only narrow this."))
+    remote_stores: dict[str, dict[str, str]] | None = Field(default=None, description=(
+        "Object-store options as JSON per scheme ({\"s3\": {\"endpoint\": ..., \"region\": "
+        "...}}), replacing a spec's; never credentials (those come from AWS_*, "
+        "AZURE_STORAGE_*, GOOGLE_* and ambient identity)."))
+    remote_allow_networks: str | None = Field(default=None, description=(
+        "Non-public networks http(s) may reach, comma-separated CIDRs (none by default)."))
+    remote_timeout_s: float = Field(default=30.0, description="Timeout of every remote request.")
+    remote_retries: int = Field(default=3, description=(
+        "Retries of a remote read on timeouts, connection errors, 5xx, 408 and 429."))
+    remote_max_in_flight: int = Field(default=64, description=(
+        "Remote requests in flight per process, all collections together."))
     # gateway
-    http_host: str = "127.0.0.1"
-    http_port: int = 8765
-    auth_tokens: str | None = None
-    ws_max_in_flight: int = 64  # requests per socket; more waits (TCP backpressure)
-    ws_send_buffer_bytes: int = 8 << 20  # queued replies/pushes per socket before closing it
-    ws_max_message_bytes: int = 16 << 20  # raised to max_message_bytes: a frame holds an event
-    ws_max_subscriptions: int = 32
-    # A live query resuming after a reconnect replays at most this many logged mutations.
-    ws_resume_max_records: int = 10_000
-    log_level: str = "INFO"
+    http_host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
+    http_port: int = Field(default=8765, description=(
+        "Port of the gateway (websocket /ws, search page, /healthz, /readyz, /metrics); 0 "
+        "picks a free port."))
+    auth_tokens: str | None = Field(default=None, description=(
+        "Bearer tokens of the gateway: 'token:mode:collections' entries separated by ';', "
+        "mode r, w or rw, collections * or a comma-separated list; none refuses every request."))
+    ws_max_in_flight: int = Field(default=64, description=(
+        "Requests in flight per socket; more waits (TCP backpressure)."))
+    ws_send_buffer_bytes: int = Field(default=8 << 20, description=(
+        "Queued replies and pushes per socket before the gateway closes it (4008)."))
+    ws_max_message_bytes: int = Field(default=16 << 20, description=(
+        "Largest websocket frame; raised to the largest event the limits admit, so a frame "
+        "holds an event."))
+    ws_max_subscriptions: int = Field(default=32, description="Live queries per socket.")
+    ws_resume_max_records: int = Field(default=10_000, description=(
+        "A live query resuming after a reconnect replays at most this many logged mutations; "
+        "past it the resume is refused (resume_expired)."))
+    log_level: str = Field(default="INFO", description="Log level of `streamer serve`.")
 
     @property
     def max_message_bytes(self) -> int:

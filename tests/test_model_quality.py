@@ -21,7 +21,7 @@ from streamer.training.shapes import canonical_caption, render, sample_specs
 from tests.helpers import write_png
 
 TINY = BUILTIN_MODELS["streamer-tiny"]
-#: caption->image top-1 of the shipped checkpoint on drawn.py, seed 1 (measured: see the README)
+#: caption->image top-1 of the shipped checkpoint on drawn.py, seed 1 (measured: see docs/models.md)
 DRAWN_TOP1 = 0.85
 pytestmark = pytest.mark.skipif(not TINY.checkpoint_path.exists(),
                                 reason="the streamer-tiny checkpoint is not built")

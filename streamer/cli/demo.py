@@ -101,7 +101,8 @@ def _models(root: Path) -> Iterator[tuple[str, OpenCLIPEmbeddingFunction]]:
         yield f"{real.model_name}, {cached.label}: real CLIP weights from the Hugging Face cache", real
     else:
         print(f"real weights: {real.model_name} {DEFAULT_CHECKPOINT} is not in the Hugging Face cache "
-              f"{hub_cache(None)} (README: 'The model and its weights'); running the built-in model only\n")
+              f"{hub_cache(None)} (docs/models.md: 'The model and its weights'); "
+              "running the built-in model only\n")
     if has_trained_checkpoint():
         yield f"{DEFAULT_MODEL} (built-in, trained checkpoint)", OpenCLIPEmbeddingFunction(DEFAULT_MODEL)
     else:

@@ -8,7 +8,7 @@ processes may serve one shard: their group balances the queries among them.
 
 The layout (N) is a record on the compacted ``<prefix>.shards`` topic, written by every
 sharded process at start; a process whose N disagrees with the recorded one refuses to
-start (changing N is a re-partition: README, Design). A client that finds no layout talks
+start (changing N is a re-partition: docs/design.md, Shards). A client that finds no layout talks
 to an unsharded service as before."""
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ async def publish_layout(settings: Settings, kw: dict[str, Any]) -> None:
     if recorded is not None and recorded != shard.count:
         raise InvalidArgumentError(
             f"shard {shard.index}/{shard.count}: the deployment records {recorded} shards; "
-            f"changing N is a re-partition (README, Design)")
+            f"changing N is a re-partition (docs/design.md, Shards)")
     if recorded is None:
         producer = AIOKafkaProducer(**kw, acks="all")
         await producer.start()
