@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks.common import Timer, photo_files
 from benchmarks.paths import texts
-from consumers import backends as B
+from consumers.embedding import backends as B
 from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 

@@ -25,7 +25,7 @@ from skimage import data as samples
 
 import streamer
 from benchmarks.common import Timer, machine
-from consumers.decode import compress_array
+from consumers.loading.decode import compress_array
 from schemas.events import dumps, write_event
 from schemas.records import EncodedImage, Op, WriteItem
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction

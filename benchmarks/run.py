@@ -58,7 +58,7 @@ def weights(model: str, checkpoint: str | None, work: Path) -> str:
     """A weights file both sides load: the given one, a built-in's, or a seeded random init."""
     if checkpoint:
         return checkpoint
-    from consumers.models import BUILTIN_MODELS
+    from consumers.embedding.models import BUILTIN_MODELS
 
     if model in BUILTIN_MODELS and BUILTIN_MODELS[model].checkpoint_path.exists():
         return str(BUILTIN_MODELS[model].checkpoint_path)

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     # Server-side confinement of every collection's data loader (os.pathsep-separated dirs):
     # a client's collection spec names its own roots, so it cannot be what the server trusts.
     data_roots: str | None = None
-    # Remote URIs (consumers/remote.py): off until this lists allowed prefixes, comma-separated
+    # Remote URIs (consumers/loading/remote.py): off until this lists allowed prefixes, comma-separated
     # ("s3://catalog/,https://img.example.com/p/"); specs can only narrow it. Store options
     # as JSON per scheme ({"s3": {"endpoint": ..., "region": ...}}), never credentials (those
     # come from AWS_*, AZURE_STORAGE_*, GOOGLE_* and profiles); non-public networks http(s)

@@ -60,7 +60,7 @@ def no_blocking_on_event_loops(request: pytest.FixtureRequest) -> Iterator[None]
         # Constructing an ImageLoader resolves its roots; tests build theirs inline, as a
         # user would in their own code. The library itself builds loaders on a thread.
         for fn in ("os.path.abspath", "os.stat"):
-            bb.functions[fn].can_block_in("consumers/load.py", "__init__")
+            bb.functions[fn].can_block_in("consumers/loading/load.py", "__init__")
         yield
 
 

@@ -16,7 +16,7 @@ import aiohttp
 import numpy as np
 import orjson
 
-from consumers.batch import BatchConfig
+from consumers.write.batch import BatchConfig
 from schemas.events import decode_array, decode_result
 from schemas.records import CollectionSpec
 from streamer.client.engine import Engine

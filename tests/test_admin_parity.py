@@ -1,4 +1,4 @@
-"""The collection admin rules are one implementation (``consumers.admin``): the same calls,
+"""The collection admin rules are one implementation (``consumers.validation.admin``): the same calls,
 valid and invalid, through ``streamer.Client()`` and through a ``KafkaClient`` talking to a
 real ``streamer serve`` give the same results and the same errors, one by one."""
 

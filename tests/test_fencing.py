@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ProducerFenced
 
 import streamer
-from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.load import ImageLoader
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.loading.load import ImageLoader
 from streamer.kafka.client import KafkaClient
 from streamer.kafka.common import Topics, ensure_topics
 from streamer.kafka.producers import PartitionProducers

@@ -23,8 +23,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.load import ImageLoader
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.loading.load import ImageLoader
 from schemas.events import READ_OPS, WRITE_OPS, encode_array
 from streamer.errors import LimitExceededError
 from streamer.kafka.client import KafkaClient

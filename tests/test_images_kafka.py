@@ -27,8 +27,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from PIL import Image
 
 import streamer
-from consumers.decode import compress_array
-from consumers.embed import OpenCLIPEmbeddingFunction
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.loading.decode import compress_array
 from schemas.contracts import GENERATED
 from schemas.errors import LimitExceededError
 from schemas.events import encode_image

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pytest
 
-from consumers.embed import OpenCLIPEmbeddingFunction
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import KafkaClient
 from streamer.kafka.common import partition_of
 from tests.helpers import encode, photo

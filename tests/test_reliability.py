@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 import streamer
-from consumers.load import ImageLoader
+from consumers.loading.load import ImageLoader
 from streamer.errors import StreamerError
 from streamer.kafka.client import KafkaClient
 from tests.brokers import PrivateBroker

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.common import photo_files
-from consumers.load import ImageLoader
+from consumers.loading.load import ImageLoader
 from streamer.cli.demo import has_trained_checkpoint, random_checkpoint
 from streamer.kafka.client import KafkaClient
 from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from consumers.fetch import set_process_limit
-from consumers.load import ImageLoader
+from consumers.loading.fetch import set_process_limit
+from consumers.loading.load import ImageLoader
 from schemas.errors import DataLoaderError, FetchError, LimitExceededError, URINotAllowedError
 from tests.remote_servers import WebSite, azurite, fake_gcs, moto_s3, web_site
 

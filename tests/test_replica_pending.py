@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumers.backfill import IndexBackfill
+from consumers.storage.backfill import IndexBackfill
 from streamer.kafka import replica
 from streamer.kafka.client import AsyncKafkaClient
 from streamer.kafka.service import Service

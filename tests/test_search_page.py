@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import streamer
-from consumers.embed import OpenCLIPEmbeddingFunction
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
 from streamer.data_loaders import ImageLoader
 from streamer.training.shapes import ShapeSpec, render
 from tests.gateway_helpers import TOKEN, embedded_gateway

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import streamer
-from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.load import ImageLoader
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.loading.load import ImageLoader
 from streamer.errors import (
     DataLoaderError,
     EmbeddingError,
