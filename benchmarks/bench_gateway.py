@@ -31,7 +31,7 @@ from streamer.client.engine import Engine
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.gateway.app import Gateway
 from streamer.settings import Settings
-from tests.gateway_helpers import TOKEN, TOKENS, WsClient, ws_client
+from streamer.testing.gateway import TOKEN, TOKENS, WsClient, ws_client
 
 
 @asynccontextmanager

@@ -29,7 +29,7 @@ from consumers.loading.decode import compress_array
 from schemas.events import dumps, write_event
 from schemas.records import EncodedImage, Op, WriteItem
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 SAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
 

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import backends, chroma, paths, precision, report, scale
-from benchmarks.common import SIZES, machine, photo_files
+from benchmarks.common import machine
 from streamer.settings import RUNTIME_ENV, with_runtime_env
+from streamer.testing.images import SIZES, photo_files
 
 SECTIONS = ("paths", "backends", "precision", "index")
 SIZE = {  # images, text q, image q, throughput q, concurrency, precision items, vectors, rounds

@@ -7,8 +7,8 @@ import pytest
 from blockbuster import blockbuster_ctx
 
 import streamer
+from streamer.testing.kafka import ServiceProcess, delete_test_topics, ensure_broker, new_prefix, service
 from tests.helpers import HashEmbedding
-from tests.kafka_fixtures import ServiceProcess, delete_test_topics, ensure_broker, new_prefix, service
 
 
 @pytest.fixture(scope="session")

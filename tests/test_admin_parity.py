@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import streamer
-from tests.kafka_fixtures import ServiceProcess
+from streamer.testing.kafka import ServiceProcess
 
 pytestmark = pytest.mark.kafka
 

@@ -23,7 +23,7 @@ from schemas.contracts import GENERATED
 from schemas.errors import LimitExceededError, SchemaError
 from schemas.events import decode_image, encode_image, parse_write, write_event
 from schemas.records import EncodedImage, Op, WriteItem
-from tests.kafka_fixtures import ROOT
+from streamer.testing.kafka import ROOT
 
 
 def photo(width: int, height: int) -> np.ndarray:

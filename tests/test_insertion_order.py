@@ -17,7 +17,7 @@ from consumers.storage.log import MutationLog
 from consumers.storage.store import CollectionStore
 from schemas.records import CollectionSpec, Mutation
 from streamer.kafka.client import KafkaClient
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 ROUNDS, PER_CALL, DIM = 20, 30, 8
 
