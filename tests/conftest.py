@@ -56,7 +56,9 @@ def no_blocking_on_event_loops(request: pytest.FixtureRequest) -> Iterator[None]
     if request.node.get_closest_marker("blocking_ok"):
         yield
         return
-    with blockbuster_ctx(["streamer", "consumers", "schemas"]) as bb:
+    # streamer.testing is the harness the tests drive the system with, test code like tests/:
+    # its fixtures may block (the broker check, starting a service process).
+    with blockbuster_ctx(["streamer", "consumers", "schemas"], excluded_modules=["streamer.testing"]) as bb:
         # Constructing an ImageLoader resolves its roots; tests build theirs inline, as a
         # user would in their own code. The library itself builds loaders on a thread.
         for fn in ("os.path.abspath", "os.stat"):
