@@ -34,10 +34,10 @@ from schemas.events import encode_image
 from streamer.kafka.common import Topics, ensure_topics
 from streamer.settings import Settings
 from streamer.testing.gateway import TOKENS, ws_client
+from streamer.testing.images import encode, photo
 from streamer.testing.kafka import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
 from streamer.testing.servers import free_port
 from tests.gateway_helpers import decoded
-from tests.helpers import encode, photo
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -22,8 +22,8 @@ import pytest
 from consumers.embedding.embed import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import KafkaClient
 from streamer.kafka.common import partition_of
+from streamer.testing.images import encode, photo
 from streamer.testing.kafka import BOOTSTRAP, ServiceProcess
-from tests.helpers import encode, photo
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 pytestmark = [pytest.mark.kafka,

@@ -1,8 +1,10 @@
-"""Real photos for tests and benchmarks: scikit-image's samples, cropped and resized, written
-as JPEG and PNG files. scikit-image is a dev extra, imported only when photos are made."""
+"""Real photos for tests and benchmarks: scikit-image's samples, cropped and resized (written
+as JPEG and PNG files), or resized with sensor-like noise as pixel arrays, and their encoded
+bytes. scikit-image is a dev extra, imported only when photos are made."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +32,21 @@ def photo_files(n: int, directory: Path) -> list[str]:
         img.save(path, quality=90) if path.suffix == ".jpg" else img.save(path)
         paths.append(str(path))
     return paths
+
+
+def photo(name: str, width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A real sample photo resized to (width, height), with sensor-like noise so that it
+    compresses like a camera's output rather than like a smooth upscale."""
+    from skimage import data as samples
+
+    base = Image.fromarray(getattr(samples, name)()).convert("RGB").resize((width, height),
+                                                                           Image.Resampling.BICUBIC)
+    noise = np.random.default_rng(seed).integers(-3, 4, (height, width, 3), dtype=np.int16)
+    pixels: np.ndarray = np.clip(np.asarray(base, np.int16) + noise, 0, 255).astype(np.uint8)
+    return pixels
+
+
+def encode(image: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue()
