@@ -1,4 +1,5 @@
-"""The load stage: ``ImageLoader``, Chroma's data loader protocol (``__call__(uris)``) with
+"""The load stage: Chroma's data loader protocol (``DataLoader``; ``load_images`` runs one on a
+worker thread) and ``ImageLoader``, its implementation (``__call__(uris)``) with
 concurrent reads, ``file://`` URIs, confinement to configured roots, and remote URIs
 (``s3://``, ``gs://``, ``az://``/``abfs://``, ``http(s)://``) when its remote policy allows
 them (``consumers/loading/remote.py``, fetched by ``consumers/loading/fetch.py``)."""
@@ -40,6 +41,7 @@ async def load_images(loader: DataLoader | None, uris: Sequence[str]) -> list[Im
             raise DataLoaderError(f"Data loader returned nothing for {uri}")
         images.append(image)
     return images
+
 
 def uri_to_path(uri: str) -> Path:
     if "\x00" in uri:

@@ -215,4 +215,3 @@ class MutationLog:
                 os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
-

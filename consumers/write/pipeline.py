@@ -4,7 +4,8 @@ own thread) -> resolve (Chroma's rules + one modality per record), which returns
 collection's mutations. The caller commits them: the embedded engine with
 ``commit_locally`` (log, one fsync per collection per batch, then index), the Kafka writer by
 producing them to the compacted state topic inside its transaction. Failures are per job: a
-bad request gets its error, the batch goes on."""
+bad request gets its error, the batch goes on. ``reuse_unchanged`` spares an unchanged object
+(same URI and version) its fetch and embedding."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 #: Metadata keys that name an object's version (an S3 notification's eTag and versionId).
 VERSION_KEYS = ("etag", "version_id")
+
 
 @dataclass(slots=True)
 class WriteJob:
