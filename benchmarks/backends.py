@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Timer, photo_files
+from benchmarks.common import Timer
 from benchmarks.paths import texts
-from consumers import backends as B
+from consumers.embedding import backends as B
 from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
+from streamer.testing.images import photo_files
 
 
 @dataclass

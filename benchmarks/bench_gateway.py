@@ -25,13 +25,13 @@ from anyio.from_thread import start_blocking_portal
 
 import streamer
 from benchmarks.common import machine, percentiles
-from consumers.models import BUILTIN_MODELS
+from consumers.embedding.models import BUILTIN_MODELS
 from schemas.records import CollectionSpec
 from streamer.client.engine import Engine
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.gateway.app import Gateway
 from streamer.settings import Settings
-from tests.gateway_helpers import TOKEN, TOKENS, WsClient, ws_client
+from streamer.testing.gateway import TOKEN, TOKENS, WsClient, ws_client
 
 
 @asynccontextmanager

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_gpu: skipped, no CUDA device here")
         return 0
     from benchmarks import backends
-    from benchmarks.common import photo_files
+    from streamer.testing.images import photo_files
 
     free, _ = torch.cuda.mem_get_info()
     batch = args.batch or device_batch(free)

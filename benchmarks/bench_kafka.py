@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import streamer
-from benchmarks.common import Timer, machine, percentiles, photo_files
+from benchmarks.common import Timer, machine, percentiles
 from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import KafkaClient
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.images import photo_files
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 
 def bare_model(ef: OpenCLIPEmbeddingFunction, uris: list[str], batch: int) -> float:

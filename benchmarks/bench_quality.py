@@ -13,7 +13,7 @@ import open_clip
 import torch
 
 from benchmarks.common import machine
-from consumers.models import BUILTIN_MODELS, register_builtin_configs
+from consumers.embedding.models import BUILTIN_MODELS, register_builtin_configs
 from streamer.training.evaluate import evaluate, evaluate_drawn
 
 HELDOUT = {"t2i_r1": "caption→image top-1", "t2i_r5": "caption→image R@5", "i2t_r1": "image→caption top-1",

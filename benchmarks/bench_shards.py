@@ -19,7 +19,7 @@ import numpy as np
 from benchmarks.common import machine, percentiles
 from benchmarks.vectors import ClipLike
 from streamer.kafka.client import KafkaClient
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 K = 10
 CHUNK = 2000

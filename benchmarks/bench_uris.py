@@ -16,12 +16,13 @@ from pathlib import Path
 
 import orjson
 
-from benchmarks.common import Timer, machine, photo_files
+from benchmarks.common import Timer, machine
 from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import KafkaClient
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
-from tests.remote_servers import cpu_seconds, moto_s3
+from streamer.testing.images import photo_files
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.servers import cpu_seconds, moto_s3
 
 BUCKET = "bench"
 CREDS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}

@@ -13,42 +13,27 @@ zstd (what the broker stores). images/s is end to end: ``add(images=...)`` calls
 from __future__ import annotations
 
 import argparse
-import io
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import cramjam
 import numpy as np
-from PIL import Image
-from skimage import data as samples
 
 import streamer
 from benchmarks.common import Timer, machine
-from consumers.decode import compress_array
+from consumers.loading.decode import compress_array
 from schemas.events import dumps, write_event
 from schemas.records import EncodedImage, Op, WriteItem
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.images import encode, photo
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 SAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
 
 
 def photos(n: int, width: int, height: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(width * height)
-    out = []
-    for i in range(n):
-        src = Image.fromarray(getattr(samples, SAMPLES[i % len(SAMPLES)])()).convert("RGB")
-        base = np.asarray(src.resize((width, height), Image.Resampling.BICUBIC), np.int16)
-        noise = rng.integers(-3, 4, base.shape, dtype=np.int16)
-        out.append(np.clip(base + noise, 0, 255).astype(np.uint8))
-    return out
-
-
-def jpeg(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+    return [photo(SAMPLES[i % len(SAMPLES)], width, height, seed=width * height + i) for i in range(n)]
 
 
 def wire_bytes(images: list[Any]) -> tuple[float, float]:
@@ -95,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             ingest(kafka, "warm", warm, args.chunk, args.model)
             for width, height in sizes:
                 arrays = photos(args.images, width, height)
-                files = [jpeg(a) for a in arrays]
+                files = [encode(a, "JPEG") for a in arrays]
                 raw = arrays[0].nbytes
                 for form, images in (("array", arrays), ("JPEG", files)):
                     event, stored = wire_bytes(images)

@@ -21,7 +21,7 @@ from benchmarks import profile
 from benchmarks.common import machine
 from streamer.kafka.client import KafkaClient
 from streamer.settings import Settings
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 DIM = 512
 

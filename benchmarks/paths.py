@@ -28,8 +28,8 @@ from benchmarks.common import Timer, percentiles
 from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import KafkaClient
-from tests.gateway_helpers import TOKEN, TOKENS, ws_client
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.gateway import TOKEN, TOKENS, ws_client
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 
 @dataclass

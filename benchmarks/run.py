@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import backends, chroma, paths, precision, report, scale
-from benchmarks.common import SIZES, machine, photo_files
+from benchmarks.common import machine
 from streamer.settings import RUNTIME_ENV, with_runtime_env
+from streamer.testing.images import SIZES, photo_files
 
 SECTIONS = ("paths", "backends", "precision", "index")
 SIZE = {  # images, text q, image q, throughput q, concurrency, precision items, vectors, rounds
@@ -58,7 +59,7 @@ def weights(model: str, checkpoint: str | None, work: Path) -> str:
     """A weights file both sides load: the given one, a built-in's, or a seeded random init."""
     if checkpoint:
         return checkpoint
-    from consumers.models import BUILTIN_MODELS
+    from consumers.embedding.models import BUILTIN_MODELS
 
     if model in BUILTIN_MODELS and BUILTIN_MODELS[model].checkpoint_path.exists():
         return str(BUILTIN_MODELS[model].checkpoint_path)

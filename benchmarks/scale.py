@@ -23,9 +23,9 @@ import numpy as np
 
 from benchmarks.common import Timer
 from benchmarks.vectors import F32, ClipLike
-from consumers.backfill import STEP as BACKFILL_STEP
-from consumers.catalog import CollectionState
-from consumers.index import VectorIndex
+from consumers.storage.backfill import STEP as BACKFILL_STEP
+from consumers.storage.catalog import CollectionState
+from consumers.storage.index import VectorIndex
 from schemas.records import CollectionSpec, IndexDType, Modality, Mutation
 
 DIM = 512
@@ -106,7 +106,7 @@ def _search_stats(index: VectorIndex, exact: Exact, key_offset: int) -> tuple[fl
 _RESTORE = """
 import json, sys, time
 from usearch.index import Index
-from consumers.index import VectorIndex
+from consumers.storage.index import VectorIndex
 def rss():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * 4096

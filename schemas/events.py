@@ -4,8 +4,9 @@ Arrays cross the wire as ``{"dtype", "shape", "b64"}`` (little-endian raw bytes)
 images and vectors keep their exact values; URIs are strings. An image may instead be a
 compressed array (the same object plus ``"codec": "zstd" | "delta-zstd"``, what the clients
 send) or an encoded file as its producer holds it (``{"file": <base64 JPEG/PNG/WebP>}``);
-both stay encoded here and are decoded where they are embedded (``consumers.decode``). Every payload carries
-``"v": SCHEMA_VERSION``; a reader refuses other versions with a ``SchemaError``."""
+both stay encoded here and are decoded where they are embedded (``consumers.loading.decode``).
+Every payload carries ``"v": SCHEMA_VERSION``; a reader refuses other versions with a
+``SchemaError``."""
 
 from __future__ import annotations
 

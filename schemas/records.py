@@ -1,5 +1,5 @@
 """In-process contracts between pipeline stages: normalised write/read requests, stored
-records and log mutations. Validation lives in ``consumers.validate``; these are plain data."""
+records and log mutations. Validation lives in ``consumers.validation.validate``; these are plain data."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ DEFAULT_GET_INCLUDE: tuple[IncludeItem, ...] = ("metadatas", "documents")
 @dataclass(frozen=True, slots=True)
 class EncodedImage:
     """An image still in its compact wire form, decoded only where it is embedded
-    (``consumers.decode``): an encoded file (JPEG, PNG, WebP...; ``codec`` "file") or a
+    (``consumers.loading.decode``): an encoded file (JPEG, PNG, WebP...; ``codec`` "file") or a
     losslessly compressed pixel array (``codec`` "zstd" or "delta-zstd", with its dtype
     and shape)."""
 

@@ -1,5 +1,5 @@
 """JSON Schema of Chroma's ``where`` / ``where_document`` grammar (the validator with Chroma's
-messages is ``consumers.where``)."""
+messages is ``consumers.validation.where``)."""
 
 from typing import Any
 

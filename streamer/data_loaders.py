@@ -1,5 +1,5 @@
 """Data loaders, importable as in Chroma (``chromadb.utils.data_loaders``)."""
 
-from consumers.load import ImageLoader
+from consumers.loading.load import ImageLoader
 
 __all__ = ["ImageLoader"]

@@ -1,5 +1,5 @@
 """Embedding functions, importable as in Chroma (``chromadb.utils.embedding_functions``)."""
 
-from consumers.embed import EmbeddingFunction, OpenCLIPEmbeddingFunction
+from consumers.embedding.embed import EmbeddingFunction, OpenCLIPEmbeddingFunction
 
 __all__ = ["EmbeddingFunction", "OpenCLIPEmbeddingFunction"]

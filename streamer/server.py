@@ -13,8 +13,8 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from consumers.batch import BatchConfig
-from consumers.fetch import set_process_limit
+from consumers.loading.fetch import set_process_limit
+from consumers.write.batch import BatchConfig
 from streamer.client.engine import Engine
 from streamer.gateway.app import Gateway
 from streamer.kafka.client import KafkaBackend

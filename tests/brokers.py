@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.kafka_fixtures import ROOT
+from streamer.testing.kafka import ROOT
 
 SCRIPTS = ROOT / "compose/kafka"
 

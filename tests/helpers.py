@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from skimage import data as samples
 
 
 class HashEmbedding:
@@ -48,19 +46,3 @@ def random_image(seed: int, size: int = 24) -> np.ndarray:
 def write_png(path: Path, image: np.ndarray) -> str:
     Image.fromarray(image).save(path)
     return str(path)
-
-
-def photo(name: str, width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A real sample photo resized to (width, height), with sensor-like noise so that it
-    compresses like a camera's output rather than like a smooth upscale."""
-    base = Image.fromarray(getattr(samples, name)()).convert("RGB").resize((width, height),
-                                                                           Image.Resampling.BICUBIC)
-    noise = np.random.default_rng(seed).integers(-3, 4, (height, width, 3), dtype=np.int16)
-    pixels: np.ndarray = np.clip(np.asarray(base, np.int16) + noise, 0, 255).astype(np.uint8)
-    return pixels
-
-
-def encode(image: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-    return buf.getvalue()

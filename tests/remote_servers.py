@@ -1,5 +1,5 @@
-"""Real servers for remote-URI tests, all on loopback: moto's S3 server (a subprocess speaking
-the S3 HTTP API), Azurite (Azure Blob emulator from npm, tests/azurite/), fake-gcs-server
+"""Real servers for remote-URI tests, all on loopback (moto's S3 server is
+``streamer.testing.servers``, shared with the benchmarks): Azurite (Azure Blob emulator from npm, tests/azurite/), fake-gcs-server
 (from its PyPI wheel) and an aiohttp site
 with photos and misbehaving responses (slow, huge, endless, redirecting, not an image)."""
 
@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import socket
 import struct
 import subprocess
-import sys
 import threading
-import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,53 +22,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from benchmarks.common import photo_files
+from streamer.testing.images import photo_files
+from streamer.testing.servers import free_port, wait_port
 
 AZURITE_DIR = Path(__file__).resolve().parent / "azurite"
 # Azurite's published development account (a documented constant, not a secret)
 AZURITE_ACCOUNT = "devstoreaccount1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def moto_s3(on_start: Callable[[int], None] | None = None) -> Iterator[str]:
-    """moto's S3 server on a free loopback port; yields its endpoint URL (``on_start`` gets
-    its pid)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc)
-        if on_start is not None:
-            on_start(proc.pid)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The collection admin rules are one implementation (``consumers.admin``): the same calls,
+"""The collection admin rules are one implementation (``consumers.validation.admin``): the same calls,
 valid and invalid, through ``streamer.Client()`` and through a ``KafkaClient`` talking to a
 real ``streamer serve`` give the same results and the same errors, one by one."""
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import streamer
-from tests.kafka_fixtures import ServiceProcess
+from streamer.testing.kafka import ServiceProcess
 
 pytestmark = pytest.mark.kafka
 

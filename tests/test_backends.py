@@ -1,4 +1,4 @@
-"""Runtime backends behind the parity gate (consumers/backends.py), on the shipped
+"""Runtime backends behind the parity gate (consumers/embedding/backends.py), on the shipped
 streamer-tiny model: the gate refuses a backend that disagrees with torch fp32, the OpenVINO
 export is cached on disk and reused by another process, a change of weights makes a new one,
 and vectors from any backend that passes the gate are interchangeable in one collection."""
@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import streamer
-from consumers import backends as B
-from consumers.embed import Precision
-from consumers.models import BUILTIN_MODELS
+from consumers.embedding import backends as B
+from consumers.embedding.embed import Precision
+from consumers.embedding.models import BUILTIN_MODELS
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from tests.helpers import random_image
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.catalog import Catalog
+from consumers.storage.catalog import Catalog
 from schemas.records import CollectionSpec
 
 

@@ -15,7 +15,7 @@ from chromadb.api.types import PyEmbeddings
 from chromadb.config import Settings as ChromaSettings
 
 import streamer
-from tests.kafka_fixtures import ServiceProcess
+from streamer.testing.kafka import ServiceProcess
 
 
 @pytest.fixture(scope="module")

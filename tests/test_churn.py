@@ -17,9 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streamer.errors import StreamerError
 from streamer.kafka.client import KafkaClient
 from streamer.settings import Settings
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 from tests.brokers import PrivateBroker
 from tests.helpers import random_image, write_png
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 from tests.test_fencing import (
     SESSION_MS,
     assert_no_stale_commit,

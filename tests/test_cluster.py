@@ -17,9 +17,9 @@ from streamer.errors import StreamerError
 from streamer.kafka.client import KafkaClient
 from streamer.kafka.common import Topics
 from streamer.settings import Settings
+from streamer.testing.kafka import ServiceProcess, new_prefix
 from tests.brokers import KafkaCluster
 from tests.helpers import random_image
-from tests.kafka_fixtures import ServiceProcess, new_prefix
 from tests.test_churn import Progress
 from tests.test_fencing import (
     assert_same_state,

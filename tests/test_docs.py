@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from streamer.cli.main import build_parser
-from tests.kafka_fixtures import ROOT, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import ROOT, ServiceProcess, ensure_broker, new_prefix
 
 DOCS = ROOT / "docs"
 PAGES = sorted([ROOT / "README.md", ROOT / "clients/typescript/README.md", *DOCS.rglob("*.md")])

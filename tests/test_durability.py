@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import streamer
-from consumers.catalog import CollectionState
-from consumers.log import MutationLog
+from consumers.storage.catalog import CollectionState
+from consumers.storage.log import MutationLog
 from schemas.records import CollectionSpec, Modality, Mutation
 from tests.helpers import HashEmbedding
 

@@ -1,4 +1,4 @@
-"""The model thread serves queries first (consumers/embedq.py): a query submitted behind
+"""The model thread serves queries first (consumers/embedding/embedq.py): a query submitted behind
 queued ingestion steps runs before them, and queries queued together run as one model call.
 Orderings are asserted, never timings."""
 
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from consumers.embedq import INGEST_STEP, EmbedExecutor, embed_query, embed_steps
-from consumers.pipeline import call_embedder
+from consumers.embedding.embedq import INGEST_STEP, EmbedExecutor, embed_query, embed_steps
+from consumers.write.pipeline import call_embedder
 from schemas.errors import EmbeddingError
 
 

@@ -21,15 +21,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ProducerFenced
 
 import streamer
-from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.load import ImageLoader
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.loading.load import ImageLoader
 from streamer.kafka.client import KafkaClient
 from streamer.kafka.common import Topics, ensure_topics
 from streamer.kafka.producers import PartitionProducers
 from streamer.kafka.replica import PROGRESS
 from streamer.settings import Settings
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 from tests.helpers import random_image, write_png
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 from tests.test_reliability import crash_workload, full_state
 
 pytestmark = pytest.mark.kafka

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,14 +22,15 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.load import ImageLoader
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.loading.load import ImageLoader
 from schemas.events import READ_OPS, WRITE_OPS, encode_array
 from streamer.errors import LimitExceededError
 from streamer.kafka.client import KafkaClient
-from tests.gateway_helpers import TOKEN, TOKENS, WsClient, ws_client
+from streamer.testing.gateway import TOKEN, TOKENS, WsClient, ws_client
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.servers import free_port
 from tests.helpers import write_png
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 pytestmark = pytest.mark.kafka
 
@@ -42,12 +42,6 @@ LIMITS = {"STREAMER_MAX_IMAGE_PIXELS": str(MAX_PIXELS), "STREAMER_MAX_IMAGE_BYTE
 TYPED = {"schema", "invalid_argument", "invalid_type", "dimension_mismatch", "not_found",
          "limit_exceeded", "data_loader", "duplicate_id", "embedding", "uri_outside_roots",
          "already_exists"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -137,7 +131,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     ensure_broker()
     prefix = new_prefix()
-    port = _free_port()
+    port = free_port()
     svc = ServiceProcess(prefix, tmp_path_factory.mktemp("fuzz") / "svc", instance="fuzz",
                          extra_env={"STREAMER_HTTP_PORT": str(port), "STREAMER_AUTH_TOKENS": TOKENS,
                                     **LIMITS})

@@ -25,14 +25,8 @@ from schemas.events import (
 from schemas.records import DeleteRequest, GetRequest, Op, QueryRequest, WriteItem
 from streamer.data_loaders import ImageLoader
 from streamer.errors import InvalidArgumentError, PermissionDeniedError
-from tests.gateway_helpers import (
-    TOKEN,
-    SlowEmbedding,
-    assert_same,
-    decoded,
-    embedded_gateway,
-    ws_client,
-)
+from streamer.testing.gateway import TOKEN, ws_client
+from tests.gateway_helpers import SlowEmbedding, assert_same, decoded, embedded_gateway
 from tests.helpers import HashEmbedding, random_image, write_png
 
 

@@ -4,7 +4,6 @@ client's, live queries fire from the replica, shutdown says GOING_AWAY."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,16 +16,12 @@ import pytest
 from schemas.events import encode_array, get_event, query_event, write_event
 from schemas.records import GetRequest, Op, QueryRequest, WriteItem
 from streamer.kafka.client import AsyncKafkaClient
-from tests.gateway_helpers import TOKENS, assert_same, decoded, ws_client
-from tests.kafka_fixtures import ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.gateway import TOKENS, ws_client
+from streamer.testing.kafka import ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.servers import free_port
+from tests.gateway_helpers import assert_same, decoded
 
 pytestmark = pytest.mark.kafka
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

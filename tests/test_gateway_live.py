@@ -16,7 +16,8 @@ import streamer
 from schemas.events import encode_array, write_event
 from schemas.records import Op, WriteItem
 from streamer.gateway.socket import CLOSE_SLOW_CONSUMER
-from tests.gateway_helpers import TOKEN, embedded_gateway, ws_client
+from streamer.testing.gateway import TOKEN, ws_client
+from tests.gateway_helpers import embedded_gateway
 from tests.helpers import HashEmbedding
 
 

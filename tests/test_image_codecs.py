@@ -17,13 +17,13 @@ from PIL import Image
 from skimage import data as samples
 
 import streamer
-from consumers.decode import check_limits, compress_array, to_pixels
-from consumers.embed import OpenCLIPEmbeddingFunction
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.loading.decode import check_limits, compress_array, to_pixels
 from schemas.contracts import GENERATED
 from schemas.errors import LimitExceededError, SchemaError
 from schemas.events import decode_image, encode_image, parse_write, write_event
 from schemas.records import EncodedImage, Op, WriteItem
-from tests.kafka_fixtures import ROOT
+from streamer.testing.kafka import ROOT
 
 
 def photo(width: int, height: int) -> np.ndarray:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import socket
 import time
 import tomllib
 import uuid
@@ -27,16 +26,18 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from PIL import Image
 
 import streamer
-from consumers.decode import compress_array
-from consumers.embed import OpenCLIPEmbeddingFunction
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.loading.decode import compress_array
 from schemas.contracts import GENERATED
 from schemas.errors import LimitExceededError
 from schemas.events import encode_image
 from streamer.kafka.common import Topics, ensure_topics
 from streamer.settings import Settings
-from tests.gateway_helpers import TOKENS, decoded, ws_client
-from tests.helpers import encode, photo
-from tests.kafka_fixtures import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.gateway import TOKENS, ws_client
+from streamer.testing.images import encode, photo
+from streamer.testing.kafka import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.servers import free_port
+from tests.gateway_helpers import decoded
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -100,12 +101,6 @@ def reference() -> Reference:
 def cosine(a: Any, b: Any) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _create_topic(topic: str) -> None:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import streamer
-from consumers import backfill as backfill_module
-from consumers.backfill import IndexBackfill
-from consumers.catalog import Catalog, CollectionState
-from consumers.index import VectorIndex
+from consumers.storage import backfill as backfill_module
+from consumers.storage.backfill import IndexBackfill
+from consumers.storage.catalog import Catalog, CollectionState
+from consumers.storage.index import VectorIndex
 from schemas.records import CollectionSpec, Modality, Mutation
 
 DIM = 16

@@ -12,12 +12,12 @@ import orjson
 import pytest
 
 import streamer
-from consumers import checkpoint
-from consumers.log import MutationLog
-from consumers.store import CollectionStore
+from consumers.storage import checkpoint
+from consumers.storage.log import MutationLog
+from consumers.storage.store import CollectionStore
 from schemas.records import CollectionSpec, Mutation
 from streamer.kafka.client import KafkaClient
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 ROUNDS, PER_CALL, DIM = 20, 30, 8
 

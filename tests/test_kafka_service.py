@@ -18,7 +18,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 import streamer
 from streamer.kafka.client import KafkaClient
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 pytestmark = pytest.mark.kafka
 

@@ -19,11 +19,11 @@ import numpy as np
 import orjson
 import pytest
 
-from consumers.embed import OpenCLIPEmbeddingFunction
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import KafkaClient
 from streamer.kafka.common import partition_of
-from tests.helpers import encode, photo
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess
+from streamer.testing.images import encode, photo
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 pytestmark = [pytest.mark.kafka,

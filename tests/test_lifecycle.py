@@ -1,4 +1,4 @@
-"""The lifecycle every long-lived component shares (consumers/lifecycle.py): a failure while
+"""The lifecycle every long-lived component shares (consumers/runtime/lifecycle.py): a failure while
 starting stops what already started, in reverse; a failure while stopping neither skips the
 other stops (the store's checkpoint among them) nor hides the other failures."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import streamer
-from consumers.lifecycle import Component
+from consumers.runtime.lifecycle import Component
 from streamer.client.engine import Engine
 
 

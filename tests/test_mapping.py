@@ -14,9 +14,9 @@ import orjson
 import pytest
 from PIL import Image
 
-from consumers.decode import to_pixels
-from consumers.mapping import Mapper, SourceMapping, UpstreamRecord
-from consumers.mapping_expr import ABSENT, Context, compile_field, parse_expr
+from consumers.loading.decode import to_pixels
+from consumers.upstream.expr import ABSENT, Context, compile_field, parse_expr
+from consumers.upstream.mapping import Mapper, SourceMapping, UpstreamRecord
 from schemas.errors import InvalidArgumentError, LimitExceededError, SchemaError
 from schemas.records import DeleteRequest, EncodedImage, Op, WriteRequest
 from streamer.kafka.sources import load_mapping

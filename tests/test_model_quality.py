@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import streamer
-from consumers.models import BUILTIN_MODELS, register_builtin_configs
+from consumers.embedding.models import BUILTIN_MODELS, register_builtin_configs
 from streamer.data_loaders import ImageLoader
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.training.drawn import gallery

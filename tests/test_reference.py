@@ -10,7 +10,7 @@ import typing
 from schemas.contracts import GENERATED
 from streamer import reference
 from streamer.settings import PREFIX, Settings
-from tests.kafka_fixtures import ROOT
+from streamer.testing.kafka import ROOT
 
 
 def test_committed_reference_pages_are_current() -> None:

@@ -16,12 +16,12 @@ import orjson
 import pytest
 
 import streamer
-from consumers.load import ImageLoader
+from consumers.loading.load import ImageLoader
 from streamer.errors import StreamerError
 from streamer.kafka.client import KafkaClient
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 from tests.brokers import PrivateBroker
 from tests.helpers import HashEmbedding, random_image, write_png
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 pytestmark = pytest.mark.kafka
 

@@ -22,12 +22,12 @@ import orjson
 import pytest
 from PIL import Image
 
-from benchmarks.common import photo_files
-from consumers.load import ImageLoader
+from consumers.loading.load import ImageLoader
 from streamer.cli.demo import has_trained_checkpoint, random_checkpoint
 from streamer.kafka.client import KafkaClient
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
-from tests.remote_servers import moto_s3
+from streamer.testing.images import photo_files
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.servers import moto_s3
 from tests.test_sources import _create_topics, dead_letters, mapping_copy, produce, wait_for_state
 
 pytestmark = pytest.mark.kafka

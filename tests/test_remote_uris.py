@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from consumers.fetch import set_process_limit
-from consumers.load import ImageLoader
+from consumers.loading.fetch import set_process_limit
+from consumers.loading.load import ImageLoader
 from schemas.errors import DataLoaderError, FetchError, LimitExceededError, URINotAllowedError
-from tests.remote_servers import WebSite, azurite, fake_gcs, moto_s3, web_site
+from streamer.testing.servers import moto_s3
+from tests.remote_servers import WebSite, azurite, fake_gcs, web_site
 
 LOOPBACK = ["127.0.0.1/32"]  # the explicit allow the loopback test site needs
 

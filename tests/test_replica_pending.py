@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumers.backfill import IndexBackfill
+from consumers.storage.backfill import IndexBackfill
 from streamer.kafka import replica
 from streamer.kafka.client import AsyncKafkaClient
 from streamer.kafka.service import Service
 from streamer.settings import Settings
-from tests.kafka_fixtures import BOOTSTRAP, ensure_broker, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ensure_broker, new_prefix
 
 pytestmark = pytest.mark.kafka
 DIM = 16

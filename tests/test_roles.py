@@ -11,7 +11,7 @@ from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import AsyncKafkaClient
 from streamer.kafka.service import Service
 from streamer.settings import Settings
-from tests.kafka_fixtures import BOOTSTRAP, ensure_broker, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ensure_broker, new_prefix
 
 pytestmark = pytest.mark.kafka
 

@@ -19,10 +19,11 @@ import pytest
 from PIL import Image
 
 import streamer
-from consumers.embed import OpenCLIPEmbeddingFunction
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
 from streamer.data_loaders import ImageLoader
+from streamer.testing.gateway import TOKEN
 from streamer.training.shapes import ShapeSpec, render
-from tests.gateway_helpers import TOKEN, embedded_gateway
+from tests.gateway_helpers import embedded_gateway
 from tests.helpers import HashEmbedding, write_png
 
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"

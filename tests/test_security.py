@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import streamer
-from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.load import ImageLoader
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.loading.load import ImageLoader
 from streamer.errors import (
     DataLoaderError,
     EmbeddingError,
@@ -25,8 +25,8 @@ from streamer.errors import (
     URIOutsideRootsError,
 )
 from streamer.kafka.client import KafkaClient
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 from tests.helpers import HashEmbedding, random_image, write_png
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 SASL_BOOTSTRAP = "127.0.0.1:9094"
 SASL = {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_mechanism": "PLAIN",

@@ -20,8 +20,8 @@ from streamer.kafka.client import AsyncKafkaClient
 from streamer.kafka.service import Service
 from streamer.server import service_gateway
 from streamer.settings import Settings
+from streamer.testing.kafka import BOOTSTRAP, ensure_broker, new_prefix
 from tests.helpers import random_image, write_png
-from tests.kafka_fixtures import BOOTSTRAP, ensure_broker, new_prefix
 
 pytestmark = pytest.mark.kafka
 

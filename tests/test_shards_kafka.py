@@ -15,7 +15,7 @@ from schemas.errors import ShardUnavailableError
 from streamer import Client
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import AsyncKafkaClient, KafkaClient
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -25,8 +25,8 @@ from streamer.cli.demo import has_trained_checkpoint, random_checkpoint
 from streamer.kafka.client import KafkaClient
 from streamer.kafka.sources import EVENTS, LAG, SourceBridge, load_mapping
 from streamer.settings import Settings
+from streamer.testing.kafka import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
 from streamer.training.shapes import ShapeSpec, render
-from tests.kafka_fixtures import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
 
 pytestmark = pytest.mark.kafka
 

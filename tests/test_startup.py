@@ -19,7 +19,7 @@ from streamer.kafka.client import KafkaClient
 from streamer.kafka.common import rpc_headers
 from streamer.kafka.reader import expired
 from streamer.settings import Settings
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, new_prefix
 
 
 def _wait_queued(topic: str, timeout: float) -> None:

@@ -2,7 +2,7 @@
 delete / get / query / restart in random orders, with a tiny checkpoint interval and tiny log
 segments so that checkpoints, log truncation and log replay all run between the checks.
 
-The model follows Chroma's rules as ``consumers.store`` documents them: adding an existing id
+The model follows Chroma's rules as ``consumers.storage.store`` documents them: adding an existing id
 and updating a missing one are ignored; metadata merges key by key and a None value deletes
 its key; one modality per record (an update from images drops the document, from documents
 sets it, from embeddings or metadata alone keeps it); reads list ids in insertion order."""
@@ -31,8 +31,8 @@ from hypothesis.stateful import (
 )
 
 import streamer
-from consumers.batch import BatchConfig
-from consumers.log import MutationLog
+from consumers.storage.log import MutationLog
+from consumers.write.batch import BatchConfig
 from tests.helpers import HashEmbedding, random_image
 
 DIM = 4
@@ -345,7 +345,7 @@ def test_restart_after_segment_roll_keeps_log_sequence(tmp_path: Path) -> None:
     child = textwrap.dedent("""
         import os, sys
         import streamer
-        from consumers.log import MutationLog
+        from consumers.storage.log import MutationLog
 
         MutationLog.__init__.__kwdefaults__["segment_bytes"] = 200
         path = sys.argv[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from consumers.store import CollectionStore
+from consumers.storage.store import CollectionStore
 from schemas.records import CollectionSpec, Modality, Mutation
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from streamer.testing.gateway import TOKEN, TOKENS
+from streamer.testing.kafka import ROOT, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.servers import free_port
 from streamer.training.shapes import ShapeSpec, render
-from tests.gateway_helpers import TOKEN, TOKENS
-from tests.kafka_fixtures import ROOT, ServiceProcess, ensure_broker, new_prefix
-from tests.test_gateway_kafka import free_port
 
 PACKAGE = ROOT / "clients" / "typescript"
 

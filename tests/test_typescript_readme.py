@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from streamer.testing.gateway import TOKEN, TOKENS
+from streamer.testing.kafka import ROOT
 from tests import test_typescript_client as ts
-from tests.gateway_helpers import TOKEN, TOKENS
-from tests.kafka_fixtures import ROOT
 
 READMES = [ROOT / "README.md", ROOT / "clients" / "typescript" / "README.md"]
 SAVE_AS = re.compile(r"[Ss]aved? (?:this )?as `([\w.-]+\.(?:mjs|cjs|js))`")

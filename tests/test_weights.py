@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from consumers.models import BUILTIN_MODELS
+from consumers.embedding.models import BUILTIN_MODELS
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.errors import EmbeddingError, WeightsError, WeightsNotFoundError
 from tests.helpers import write_png

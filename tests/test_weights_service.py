@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from consumers.models import BUILTIN_MODELS
-from consumers.weights import sha256
+from consumers.embedding.models import BUILTIN_MODELS
+from consumers.embedding.weights import sha256
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from streamer.kafka.client import KafkaClient
-from tests.kafka_fixtures import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
 
 pytestmark = pytest.mark.kafka
 

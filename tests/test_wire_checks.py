@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from consumers.validate import prepare_write
+from consumers.validation.validate import prepare_write
 from schemas.records import Op, WriteItem
 from streamer.kafka.wire_checks import check_write
 from streamer.settings import Settings

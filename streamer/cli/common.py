@@ -13,9 +13,9 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.models import BUILTIN_MODELS
-from consumers.weights import is_path
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.embedding.models import BUILTIN_MODELS
+from consumers.embedding.weights import is_path
 from schemas.errors import NotFoundError, UnavailableError
 from streamer.client.clients import DEFAULT_MODEL, Client
 from streamer.client.collection import Collection

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.load import ImageLoader
-from consumers.models import BUILTIN_MODELS, register_builtin_configs
-from consumers.weights import DEFAULT_CHECKPOINT, hub_cache, resolve
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.embedding.models import BUILTIN_MODELS, register_builtin_configs
+from consumers.embedding.weights import DEFAULT_CHECKPOINT, hub_cache, resolve
+from consumers.loading.load import ImageLoader
 from streamer.client.clients import DEFAULT_MODEL, Client
 from streamer.training.shapes import (
     Colour,

@@ -20,7 +20,7 @@ from typing import Any, Literal, TextIO
 
 from tqdm import tqdm
 
-from consumers.load import ImageLoader
+from consumers.loading.load import ImageLoader
 from schemas.errors import NotFoundError, StreamerError
 from streamer.cli.common import (
     UsageError,

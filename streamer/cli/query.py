@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.load import ImageLoader, uri_to_path
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.loading.load import ImageLoader, uri_to_path
 from streamer.cli.common import (
     UsageError,
     add_store_args,
@@ -150,10 +150,10 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def _embedding(ef: Any) -> str:
-    """The runtime policy the spec records, as this machine resolves it (consumers/backends)."""
+    """The runtime policy the spec records, as this machine resolves it (consumers/embedding/backends)."""
     if not isinstance(ef, OpenCLIPEmbeddingFunction):
         return "-"
-    from consumers.backends import policy
+    from consumers.embedding.backends import policy
 
     return policy(ef.backend, ef.precision, ef.device)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from consumers.embed import EmbeddingFunction
-from consumers.pipeline import DataLoader
+from consumers.embedding.embed import EmbeddingFunction
+from consumers.loading.load import DataLoader
 from schemas.records import CollectionSpec, DeleteRequest, GetRequest, QueryRequest, WriteRequest
 
 
@@ -20,7 +20,7 @@ class Backend(Protocol):
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
                                 get_or_create: bool, space: str = "l2") -> CollectionSpec:
-        """``space`` applies when the metadata names none (``consumers.admin.default_space``)."""
+        """``space`` applies when the metadata names none (``consumers.validation.admin.default_space``)."""
         ...
 
     async def get_collection(self, name: str) -> CollectionSpec: ...

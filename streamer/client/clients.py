@@ -14,12 +14,11 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from consumers.admin import default_space
-from consumers.batch import BatchConfig
-from consumers.embed import EmbeddingFunction, OpenCLIPEmbeddingFunction
-from consumers.load import ImageLoader
-from consumers.pipeline import DataLoader
-from consumers.validate import validate_collection_metadata
+from consumers.embedding.embed import EmbeddingFunction, OpenCLIPEmbeddingFunction
+from consumers.loading.load import DataLoader, ImageLoader
+from consumers.validation.admin import default_space
+from consumers.validation.validate import validate_collection_metadata
+from consumers.write.batch import BatchConfig
 from schemas.records import CollectionSpec
 from streamer.client.backend import Backend
 from streamer.client.collection import AsyncCollection, Collection

@@ -1,6 +1,6 @@
 """``AsyncCollection`` and ``Collection``: Chroma's collection API over any backend.
 
-Validation (``consumers.validate``) runs here, before anything leaves the client, so a bad
+Validation (``consumers.validation.validate``) runs here, before anything leaves the client, so a bad
 call raises Chroma's error with nothing written; ``include=["data"]`` loads originals
 through the collection's data loader, client-side, as Chroma does."""
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import anyio.to_thread
 
-from consumers.embed import EmbeddingFunction
-from consumers.pipeline import DataLoader
-from consumers.validate import (
+from consumers.embedding.embed import EmbeddingFunction
+from consumers.loading.load import DataLoader
+from consumers.validation.validate import (
     prepare_delete,
     prepare_get,
     prepare_query,

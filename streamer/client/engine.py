@@ -13,14 +13,15 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from consumers import admin
-from consumers.batch import BatchConfig, MicroBatcher
-from consumers.catalog import CollectionState
-from consumers.embed import EmbeddingFunction
-from consumers.lifecycle import Component
-from consumers.local import LocalStore
-from consumers.pipeline import DataLoader, WriteJob, commit_locally
-from consumers.query import get_result, query_vectors, search_result
+from consumers.embedding.embed import EmbeddingFunction
+from consumers.loading.load import DataLoader
+from consumers.reads.query import get_result, query_vectors, search_result
+from consumers.runtime.lifecycle import Component
+from consumers.storage.catalog import CollectionState
+from consumers.validation import admin
+from consumers.write.batch import BatchConfig, MicroBatcher
+from consumers.write.local import LocalStore
+from consumers.write.pipeline import WriteJob, commit_locally
 from schemas.errors import InvalidArgumentError, StreamerError
 from schemas.records import CollectionSpec, DeleteRequest, GetRequest, QueryRequest, WriteRequest
 from streamer.settings import Settings
@@ -114,7 +115,7 @@ class Engine(Component):
             for p in batch:
                 p.job.error = p.job.error or exc
 
-    # ---- collections: the rules are consumers.admin's; this applies what they decide ------
+    # ---- collections: the rules are consumers.validation.admin's; this applies what they decide ------
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,

@@ -24,7 +24,7 @@ from PIL import Image as PILImage
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
 import streamer.metrics  # noqa: F401 - registers the service's metrics for /metrics
-from consumers.lifecycle import Component
+from consumers.runtime.lifecycle import Component
 from schemas.errors import (
     DataLoaderError,
     InvalidArgumentError,

@@ -32,10 +32,10 @@ import anyio.to_thread
 import numpy as np
 from prometheus_client import Counter, Gauge
 
-from consumers.catalog import CollectionState
-from consumers.index import distances
-from consumers.query import search_result
-from consumers.where import compile_where, compile_where_document
+from consumers.reads.query import search_result
+from consumers.storage.catalog import CollectionState
+from consumers.storage.index import distances
+from consumers.validation.where import compile_where, compile_where_document
 from schemas.errors import ResumeExpiredError
 from schemas.records import Metadata, Mutation, QueryRequest, Vector
 

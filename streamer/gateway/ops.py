@@ -34,13 +34,13 @@ from typing import Any, Protocol
 import anyio
 import numpy as np
 
-from consumers.batch import BatchConfig, MicroBatcher
-from consumers.catalog import Catalog
-from consumers.embed import EmbeddingFunction
-from consumers.embedq import embed_query
-from consumers.pipeline import DataLoader
-from consumers.query import query_vectors
-from consumers.validate import prepare_query
+from consumers.embedding.embed import EmbeddingFunction
+from consumers.embedding.embedq import embed_query
+from consumers.loading.load import DataLoader
+from consumers.reads.query import query_vectors
+from consumers.storage.catalog import Catalog
+from consumers.validation.validate import prepare_query
+from consumers.write.batch import BatchConfig, MicroBatcher
 from schemas.errors import (
     InvalidArgumentError,
     LimitExceededError,

@@ -27,10 +27,11 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from consumers.decode import check_limits, compress_array
-from consumers.embed import EmbeddingFunction
-from consumers.lifecycle import Component
-from consumers.pipeline import DataLoader, call_embedder, load_images
+from consumers.embedding.embed import EmbeddingFunction
+from consumers.loading.decode import check_limits, compress_array
+from consumers.loading.load import DataLoader, load_images
+from consumers.runtime.lifecycle import Component
+from consumers.write.pipeline import call_embedder
 from schemas.errors import (
     LimitExceededError,
     RequestTimeoutError,
@@ -174,9 +175,29 @@ class KafkaBackend(Component):
 
     def _expect(self) -> tuple[str, asyncio.Future[dict[str, Any]]]:
         corr = uuid.uuid4().hex
+        return corr, self.expect(corr)
+
+    def expect(self, corr: str) -> asyncio.Future[dict[str, Any]]:
+        """The future the reply under ``corr`` resolves (``forget`` it if none will come)."""
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[corr] = fut
-        return corr, fut
+        return fut
+
+    def forget(self, corr: str) -> None:
+        self._pending.pop(corr, None)
+
+    async def publish_query(self, value: bytes, corr: str) -> None:
+        """A read on the queries topic, answered on the replies topic under ``corr``; sent
+        within the request timeout, else the retriable ``UnavailableError``."""
+        try:
+            with anyio.fail_after(self.settings.kafka_request_timeout_s):
+                async with self._producing() as producer:
+                    await producer.send_and_wait(
+                        self.topics.queries, value=value,
+                        headers=rpc_headers(self.topics.replies, corr,
+                                            self.settings.kafka_request_timeout_s))
+        except TimeoutError:
+            raise UnavailableError("Kafka did not take the request in time") from None
 
     async def _await(self, corr: str, fut: asyncio.Future[dict[str, Any]],
                      timeout: float | None = None) -> Any:
@@ -185,7 +206,7 @@ class KafkaBackend(Component):
                                   else timeout):
                 reply = await fut
         except TimeoutError:
-            self._pending.pop(corr, None)
+            self.forget(corr)
             raise RequestTimeoutError("No reply from the streamer service in time") from None
         if not reply.get("ok"):
             raise error_from_wire(reply.get("error") or {})
@@ -195,22 +216,15 @@ class KafkaBackend(Component):
         payload = {**payload, "after": {str(p): o for p, o in self._session.items()}}
         if self._scatter is not None:
             return await self._scatter.call(payload)
-        value = self._sized(dumps(payload), f"The {payload.get('op')} request")
+        value = self.sized(dumps(payload), f"The {payload.get('op')} request")
         corr, fut = self._expect()
         # One budget for the whole call, sending included: a call answers or fails in time.
         deadline = anyio.current_time() + self.settings.kafka_request_timeout_s
         try:
-            with anyio.fail_after(self.settings.kafka_request_timeout_s):
-                async with self._producing() as producer:
-                    await producer.send_and_wait(
-                        self.topics.queries, value=value,
-                        headers=rpc_headers(self.topics.replies, corr,
-                                            self.settings.kafka_request_timeout_s))
-        except (UnavailableError, LimitExceededError, TimeoutError) as exc:
-            self._pending.pop(corr, None)
-            if not isinstance(exc, TimeoutError):
-                raise
-            raise UnavailableError("Kafka did not take the request in time") from None
+            await self.publish_query(value, corr)
+        except (UnavailableError, LimitExceededError):
+            self.forget(corr)
+            raise
         return await self._await(corr, fut, max(0.0, deadline - anyio.current_time()))
 
     # ---- collections --------------------------------------------------------------
@@ -268,7 +282,7 @@ class KafkaBackend(Component):
                 it.image = None
                 it.embedded_from = Modality.IMAGE
 
-    def _sized(self, value: bytes, what: str) -> bytes:
+    def sized(self, value: bytes, what: str) -> bytes:
         """Refused here, before anything is sent, rather than by the producer or the broker."""
         limit = self.settings.max_message_bytes
         if len(value) > limit:
@@ -344,7 +358,7 @@ class KafkaBackend(Component):
                     wait: bool) -> list[Any]:
         """Produce events (acks=all), remember their offsets for session reads and, with
         ``wait``, return the writers' results (raising the first error)."""
-        values = [self._sized(dumps(ev), f"Record {ev.get('id', ev['collection'])}")
+        values = [self.sized(dumps(ev), f"Record {ev.get('id', ev['collection'])}")
                   for _, ev, _ in events]
         sends = []
         waits = []
@@ -366,7 +380,7 @@ class KafkaBackend(Component):
                     raise failure
         except (UnavailableError, LimitExceededError):
             for corr, _ in waits:
-                self._pending.pop(corr, None)
+                self.forget(corr)
             raise
         for meta in metas:
             assert not isinstance(meta, BaseException)

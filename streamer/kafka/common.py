@@ -15,8 +15,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from consumers.tasks import cancel as cancel
-from consumers.tasks import supervise as supervise
+from consumers.runtime.tasks import cancel as cancel
+from consumers.runtime.tasks import supervise as supervise
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
 
-from consumers import admin
-from consumers.catalog import Catalog, CollectionState
-from consumers.lifecycle import Component
-from consumers.query import get_result, query_vectors, search_result
+from consumers.reads.query import get_result, query_vectors, search_result
+from consumers.runtime.lifecycle import Component
+from consumers.storage.catalog import Catalog, CollectionState
+from consumers.validation import admin
 from schemas.errors import (
     InvalidArgumentError,
     LimitExceededError,
@@ -182,7 +182,7 @@ class Reader(Component):
         return await self._admin(op, ev)
 
     async def _admin(self, op: str, ev: dict[str, Any]) -> Any:
-        """The rules are ``consumers.admin``'s (the embedded engine runs the same); a decided
+        """The rules are ``consumers.validation.admin``'s (the embedded engine runs the same); a decided
         spec is published on the collections topic and this waits for the replica to adopt it."""
         if op == "list_collections":
             return [s.to_dict() for s in admin.listing(self.catalog.specs(), ev.get("limit"),

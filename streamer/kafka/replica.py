@@ -18,10 +18,10 @@ import anyio.to_thread
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumers.backfill import MAX_PENDING
-from consumers.catalog import Catalog
-from consumers.lifecycle import Component
-from consumers.log import atomic_write
+from consumers.runtime.files import atomic_write
+from consumers.runtime.lifecycle import Component
+from consumers.storage.backfill import MAX_PENDING
+from consumers.storage.catalog import Catalog
 from schemas.events import loads, parse_state
 from schemas.records import CollectionSpec, Mutation
 from streamer.kafka.common import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import numpy as np
@@ -25,11 +25,9 @@ from schemas.errors import (
     error_from_wire,
 )
 from schemas.events import decode_array, dumps, encode_array
-from streamer.kafka.common import client_kwargs, rpc_headers
+from streamer.kafka.common import Topics, client_kwargs
 from streamer.kafka.shards import reader_group
-
-if TYPE_CHECKING:
-    from streamer.kafka.client import KafkaBackend
+from streamer.settings import Settings
 
 SCATTERED = ("query", "get", "count", "sync")
 #: how long a liveness answer is trusted before a call, and how often a waiting call rechecks
@@ -37,8 +35,25 @@ LIVENESS_S = 1.0
 _EMPTY = ("Empty", "Dead")
 
 
+class Requests(Protocol):
+    """What a scattered call needs of the client that sends it (``KafkaBackend`` in
+    kafka/client.py, which imports this module, never the reverse): its settings and topics,
+    the size check, a future per awaited reply, and the send on the queries topic."""
+
+    settings: Settings
+    topics: Topics
+
+    def sized(self, value: bytes, what: str) -> bytes: ...
+
+    def expect(self, corr: str) -> asyncio.Future[dict[str, Any]]: ...
+
+    def forget(self, corr: str) -> None: ...
+
+    async def publish_query(self, value: bytes, corr: str) -> None: ...
+
+
 class Scatter:
-    def __init__(self, backend: KafkaBackend, count: int) -> None:
+    def __init__(self, backend: Requests, count: int) -> None:
         self.backend = backend
         self.count = count
         self._admin: AIOKafkaAdminClient | None = None
@@ -92,26 +107,15 @@ class Scatter:
         timeout = b.settings.kafka_request_timeout_s
         deadline = anyio.current_time() + timeout
         await self._require(shards, fresh=False)
-        value = b._sized(dumps(sent), f"The {op} request")
+        value = b.sized(dumps(sent), f"The {op} request")
         corr = uuid.uuid4().hex
-        loop = asyncio.get_running_loop()
-        futs: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        for k in shards:
-            futs[k] = loop.create_future()
-            b._pending[f"{corr}#{k}"] = futs[k]
+        futs = {k: b.expect(f"{corr}#{k}") for k in shards}
         try:
-            try:
-                with anyio.fail_after(timeout):
-                    async with b._producing() as producer:
-                        await producer.send_and_wait(
-                            b.topics.queries, value=value,
-                            headers=rpc_headers(b.topics.replies, corr, timeout))
-            except TimeoutError:
-                raise UnavailableError("Kafka did not take the request in time") from None
+            await b.publish_query(value, corr)
             replies = await self._gather(futs, deadline)
         finally:
             for k in shards:
-                b._pending.pop(f"{corr}#{k}", None)
+                b.forget(f"{corr}#{k}")
         for reply in replies:
             if not reply.get("ok"):
                 raise error_from_wire(reply.get("error") or {})

@@ -29,10 +29,9 @@ from aiokafka import (
 )
 from aiokafka.errors import KafkaError
 
-from consumers.lifecycle import Component
-from consumers.load import reuse_unchanged
-from consumers.local import LocalStore
-from consumers.pipeline import WriteJob
+from consumers.runtime.lifecycle import Component
+from consumers.write.local import LocalStore
+from consumers.write.pipeline import WriteJob, reuse_unchanged
 from schemas.errors import (
     NotFoundError,
     StreamerError,

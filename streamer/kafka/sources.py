@@ -1,6 +1,6 @@
 """Upstream sources: Kafka topics other systems already publish to (object-store
 notifications, CDC change events, app JSON lines), mapped by a declarative file
-(``consumers/mapping.py``) into this service's request events.
+(``consumers/upstream/mapping.py``) into this service's request events.
 
 Each ``SourceBridge`` reads its topic in its own consumer group and hands each batch to
 ``<prefix>.requests`` in one Kafka transaction together with the upstream offsets
@@ -26,9 +26,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError, ProducerFenced
 from prometheus_client import Counter, Gauge
 
-from consumers.embed import OpenCLIPEmbeddingFunction
-from consumers.lifecycle import Component
-from consumers.mapping import MappedRequest, Mapper, SourceMapping, UpstreamRecord
+from consumers.embedding.embed import OpenCLIPEmbeddingFunction
+from consumers.runtime.lifecycle import Component
+from consumers.upstream.mapping import MappedRequest, Mapper, SourceMapping, UpstreamRecord
 from schemas.errors import InvalidArgumentError, StreamerError, error_to_wire
 from schemas.events import delete_event, dumps, write_event
 from schemas.records import CollectionSpec, DeleteRequest

@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from consumers.decode import check_limits
-from consumers.remote import RemotePolicy, confine
-from consumers.validate import (
+from consumers.loading.decode import check_limits
+from consumers.loading.load import NO_LOADER
+from consumers.loading.remote import RemotePolicy, confine
+from consumers.validation.validate import (
     ALREADY_EMBEDDED,
     NO_EMBEDDING_FUNCTION,
-    NO_LOADER,
     ONE_SOURCE,
     context,
     prepare_delete,

@@ -1,7 +1,7 @@
 """Trains the built-in streamer-tiny OpenCLIP model on procedural shapes, on CPU, and saves
 its checkpoint next to its config; ends with held-out retrieval, trained against random.
 
-    python -m streamer.training.train --out consumers/models --steps 800 --seed 0
+    python -m streamer.training.train --out consumers/embedding/models --steps 800 --seed 0
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-from consumers.models import BUILTIN_MODELS, register_builtin_configs
+from consumers.embedding.models import BUILTIN_MODELS, register_builtin_configs
 from streamer.training.augment import render_varied
 from streamer.training.evaluate import Preprocess, evaluate, evaluate_drawn
 from streamer.training.shapes import (

@@ -21,7 +21,7 @@ import pytest
 from chromadb.config import Settings as ChromaSettings
 
 import streamer
-from tests.kafka_fixtures import ServiceProcess
+from streamer.testing.kafka import ServiceProcess
 
 # Modest budgets: the suite runs twice (embedded, Kafka) in every CI run.
 hypothesis.settings.register_profile(

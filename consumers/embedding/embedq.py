@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from consumers.decode import to_pixels
+from consumers.loading.decode import to_pixels
 from schemas.errors import EmbeddingError
 from schemas.records import EncodedImage, Vector
 

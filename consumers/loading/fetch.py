@@ -30,7 +30,7 @@ from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import AzureStore, GCSStore, S3Store
 from PIL import Image as PILImage
 
-from consumers.remote import (
+from consumers.loading.remote import (
     HTTP_SCHEMES,
     IPNetwork,
     RemotePolicy,

@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
-from consumers.index import VectorIndex
-from consumers.log import MODALITIES, fsync_path
-from consumers.store import CollectionStore
+from consumers.runtime.files import fsync_path
+from consumers.storage.index import VectorIndex
+from consumers.storage.log import MODALITIES
+from consumers.storage.store import CollectionStore
 from schemas.errors import CorruptionError
 from schemas.records import CollectionSpec, Record
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 import anyio
 import anyio.to_thread
 
-from consumers.catalog import Catalog
-from consumers.lifecycle import Component
-from consumers.tasks import supervise
+from consumers.runtime.lifecycle import Component
+from consumers.runtime.tasks import supervise
+from consumers.storage.catalog import Catalog
 
 #: Vectors per step: about a quarter second of graph insertion, the longest a query waits.
 STEP = 512

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from consumers.catalog import CollectionState
-from consumers.embed import EmbeddingFunction
-from consumers.embedq import embed_query
-from consumers.pipeline import DataLoader, load_images
+from consumers.embedding.embed import EmbeddingFunction
+from consumers.embedding.embedq import embed_query
+from consumers.loading.load import DataLoader, load_images
+from consumers.storage.catalog import CollectionState
 from schemas.records import GetRequest, IncludeItem, QueryRequest, Vector
 
 

@@ -3,7 +3,7 @@
 Texts and images in one call are grouped by modality and run through the model in batches
 of ``batch_size`` (never one at a time), under ``inference_mode`` with the model in ``eval``
 mode and open_clip's validation transform. Weights are resolved as Chroma users name them
-(consumers/weights.py): an open_clip pretrained tag through the Hugging Face hub cache, a
+(consumers/embedding/weights.py): an open_clip pretrained tag through the Hugging Face hub cache, a
 local file, a built-in model's shipped checkpoint, or "random" when asked for."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from consumers import backends as B
-from consumers import weights as W
+from consumers.embedding import backends as B
+from consumers.embedding import weights as W
 from schemas.errors import EmbeddingError
 from schemas.records import Image, Vector
 
@@ -62,14 +62,14 @@ class OpenCLIPEmbeddingFunction:
     is the Hugging Face hub cache to use (default: huggingface_hub's, from HF_HOME);
     ``weights_sha256``, recorded in a collection's spec, makes loading refuse other weights.
     ``backend`` and ``precision`` ("auto": the fastest that passes the parity gate here) pick
-    the runtime (consumers/backends.py); ``choice`` says what load() picked and why."""
+    the runtime (consumers/embedding/backends.py); ``choice`` says what load() picked and why."""
 
     def __init__(self, model_name: str = "ViT-B-32", checkpoint: str | None = W.DEFAULT_CHECKPOINT,
                  device: str = "cpu", *, batch_size: int = 32, precision: Precision = "auto",
                  backend: str = "auto",
                  num_threads: int | None = None, cache_dir: str | None = None,
                  weights_sha256: str | None = None) -> None:
-        from consumers.models import BUILTIN_MODELS
+        from consumers.embedding.models import BUILTIN_MODELS
 
         self.model_name = model_name
         # A built-in model has no pretrained tags: Chroma's default tag means its own weights.
@@ -155,7 +155,7 @@ class OpenCLIPEmbeddingFunction:
             import open_clip
             import torch
 
-            from consumers.models import BUILTIN_MODELS, register_builtin_configs
+            from consumers.embedding.models import BUILTIN_MODELS, register_builtin_configs
 
             register_builtin_configs()
             weights = self.resolve()

@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
-from consumers import checkpoint
-from consumers.log import MutationLog, atomic_write
-from consumers.store import CollectionStore
+from consumers.runtime.files import atomic_write
+from consumers.storage import checkpoint
+from consumers.storage.log import MutationLog
+from consumers.storage.store import CollectionStore
 from schemas.errors import CorruptionError, NotFoundError, UniqueConstraintError
 from schemas.records import CollectionSpec, Mutation
 
@@ -157,7 +158,7 @@ class Catalog:
         return self._collections
 
     def specs(self) -> dict[str, CollectionSpec]:
-        """Name -> spec, as the admin rules (``consumers.admin``) read them."""
+        """Name -> spec, as the admin rules (``consumers.validation.admin``) read them."""
         return {name: state.spec for name, state in self._collections.items()}
 
     @contextlib.contextmanager
@@ -197,7 +198,7 @@ class Catalog:
                      fsync=self._fsync)
 
     def install(self, spec: CollectionSpec) -> CollectionState:
-        """Adopt a spec decided by ``consumers.admin`` (here, or elsewhere for a Kafka replica
+        """Adopt a spec decided by ``consumers.validation.admin`` (here, or elsewhere for a Kafka replica
         reading the collections topic): a new collection, a rename or new metadata."""
         with self._writing:
             renamed = self.by_id(spec.id)

@@ -1,34 +1,46 @@
-"""The load stage: ``ImageLoader``, Chroma's data loader protocol (``__call__(uris)``) with
+"""The load stage: Chroma's data loader protocol (``DataLoader``; ``load_images`` runs one on a
+worker thread) and ``ImageLoader``, its implementation (``__call__(uris)``) with
 concurrent reads, ``file://`` URIs, confinement to configured roots, and remote URIs
 (``s3://``, ``gs://``, ``az://``/``abfs://``, ``http(s)://``) when its remote policy allows
-them (``consumers/remote.py``, fetched by ``consumers/fetch.py``)."""
+them (``consumers/loading/remote.py``, fetched by ``consumers/loading/fetch.py``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlparse
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from consumers.fetch import Fetcher
-from consumers.remote import RemotePolicy, redact, scheme_of
+from consumers.loading.fetch import Fetcher
+from consumers.loading.remote import RemotePolicy, redact, scheme_of
 from schemas.errors import DataLoaderError, LimitExceededError, URIOutsideRootsError
-from schemas.records import Image, Op, WriteRequest
+from schemas.records import Image
 
-if TYPE_CHECKING:
-    from consumers.store import CollectionStore
+NO_LOADER = "You must set a data loader on the collection if loading from URIs."
+#: Chroma's data loader protocol: URIs in, an image (or nothing) for each out.
+DataLoader = Callable[[Sequence[str | None]], Sequence[Image | None]]
 
-#: Metadata keys that name an object's version (an S3 notification's eTag and versionId).
-VERSION_KEYS = ("etag", "version_id")
+
+async def load_images(loader: DataLoader | None, uris: Sequence[str]) -> list[Image]:
+    """Load URIs through a data loader on a worker thread; every URI must give an image."""
+    if loader is None:
+        raise DataLoaderError(NO_LOADER)
+    images: list[Image] = []
+    for uri, image in zip(uris, await anyio.to_thread.run_sync(loader, list(uris))):
+        if image is None:
+            raise DataLoaderError(f"Data loader returned nothing for {uri}")
+        images.append(image)
+    return images
 
 
 def uri_to_path(uri: str) -> Path:
@@ -183,23 +195,3 @@ class ImageLoader:
         return isinstance(other, ImageLoader) and other.get_config() == self.get_config()
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def reuse_unchanged(store: CollectionStore, request: WriteRequest) -> WriteRequest:
-    """An upsert or update by URI of an object that has not changed (same URI, and the same
-    ``etag``/``version_id`` in its metadata as the stored record) carries the stored vector,
-    so it is neither fetched nor embedded again; a new ETag re-embeds. Checked against the
-    applied state, so a repeat inside the batches still in flight is simply embedded again."""
-    if request.op not in (Op.UPSERT, Op.UPDATE):
-        return request
-    items = list(request.items)
-    for n, it in enumerate(items):
-        if it.uri is None or it.embedding is not None or not it.metadata:
-            continue
-        version = {k: it.metadata[k] for k in VERSION_KEYS if it.metadata.get(k) is not None}
-        rec = store.records.get(it.id)
-        if not version or rec is None or rec.uri != it.uri or not rec.metadata \
-                or any(rec.metadata.get(k) != v for k, v in version.items()):
-            continue
-        items[n] = dataclasses.replace(it, embedding=store.vectors([it.id])[0])
-    return WriteRequest(request.op, items)

@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from prometheus_client import Gauge
 
-from consumers.log import fsync_path
+from consumers.runtime.files import fsync_path
 from schemas.errors import EmbeddingError
 
 log = logging.getLogger(__name__)
@@ -195,11 +195,11 @@ def export_openvino(model: Model) -> tuple[Path, bool]:
     tmp.mkdir()
     try:
         torch.save(model.module.state_dict(), tmp / "state.pt")
-        root = str(Path(__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])  # above consumers/embedding/
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
         done = subprocess.run(
-            [sys.executable, "-m", "consumers.backends", model.name, str(tmp),
+            [sys.executable, "-m", "consumers.embedding.backends", model.name, str(tmp),
              str(model.image_size), str(model.context_length)],
             env=env, capture_output=True, text=True, check=False)
         (tmp / "state.pt").unlink()
@@ -227,7 +227,7 @@ def _export_child(name: str, directory: Path, size: int, ctx: int) -> None:
     import openvino as ov
     import torch
 
-    from consumers.models import register_builtin_configs
+    from consumers.embedding.models import register_builtin_configs
 
     register_builtin_configs()
     module = open_clip.create_model(name, pretrained=None)

@@ -11,11 +11,11 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from consumers.backfill import IndexBackfill
-from consumers.catalog import Catalog
-from consumers.embedq import EmbedExecutor
-from consumers.lifecycle import Component
-from consumers.pipeline import Pipeline
+from consumers.embedding.embedq import EmbedExecutor
+from consumers.runtime.lifecycle import Component
+from consumers.storage.backfill import IndexBackfill
+from consumers.storage.catalog import Catalog
+from consumers.write.pipeline import Pipeline
 
 
 class LocalStore(Component):

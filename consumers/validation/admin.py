@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, get_args
 
-from consumers.validate import (
+from consumers.validation.validate import (
     validate_collection_metadata,
     validate_collection_name,
     validate_metadata,

@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from consumers.decode import encoded
-from consumers.where import RegexSyntaxError, validate_where, validate_where_document
+from consumers.loading.decode import encoded
+from consumers.loading.load import NO_LOADER
+from consumers.validation.where import RegexSyntaxError, validate_where, validate_where_document
 from schemas.errors import (
     DuplicateIDError,
     InvalidArgumentError,
@@ -36,7 +37,6 @@ from schemas.records import (
 )
 
 T = TypeVar("T")
-NO_LOADER = "You must set a data loader on the collection if loading from URIs."
 NO_EMBEDDING_FUNCTION = ("You must provide an embedding function to compute embeddings."
                          "https://docs.trychroma.com/guides/embeddings")
 _EMBEDDABLE = "documents, images, uris"  # Chroma joins a set here; we fix the order

@@ -1,6 +1,6 @@
 """Which remote URIs a data loader may read: schemes, allow-listed prefixes, store options
 without secrets, and the address rules that keep http(s) off private networks (SSRF).
-Pure policy, no I/O; the fetching is ``consumers/fetch.py``."""
+Pure policy, no I/O; the fetching is ``consumers/loading/fetch.py``."""
 
 from __future__ import annotations
 

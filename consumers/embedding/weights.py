@@ -56,7 +56,7 @@ def resolve(model_name: str, checkpoint: str | None, cache_dir: str | None = Non
             download: bool = True) -> Weights | None:
     """The weights ``checkpoint`` names for ``model_name``. With ``download=False`` nothing
     touches the network and None means "pretrained but not cached here"."""
-    from consumers.models import BUILTIN_MODELS
+    from consumers.embedding.models import BUILTIN_MODELS
 
     builtin = BUILTIN_MODELS.get(model_name)
     if checkpoint == RANDOM:

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import orjson
 
+from consumers.runtime.files import fsync_path
 from schemas.records import Modality, Mutation
 
 log = logging.getLogger(__name__)
@@ -214,25 +215,3 @@ class MutationLog:
                 os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory (a rename is durable once its directory is synced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        fsync_path(path.parent)

@@ -1,4 +1,4 @@
-"""The expression language of source mappings (``consumers/mapping.py``): JSON paths over an
+"""The expression language of source mappings (``consumers/upstream/mapping.py``): JSON paths over an
 upstream record, with alternatives, literals, filters and templates. Pure.
 
 ``$`` is the event value (or the current element of a mapping's ``records``), ``$key`` the

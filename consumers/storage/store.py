@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from consumers.index import Keys, Matrix, VectorIndex
-from consumers.where import compile_where, compile_where_document
+from consumers.storage.index import Keys, Matrix, VectorIndex
+from consumers.validation.where import compile_where, compile_where_document
 from schemas.errors import DimensionMismatchError
 from schemas.records import (
     CollectionSpec,

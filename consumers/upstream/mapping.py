@@ -1,6 +1,6 @@
 """Declarative source mappings: an upstream event (object-store notification, CDC envelope,
 app JSON) becomes collection writes, described in a TOML/JSON file instead of code. Pure: the
-Kafka bridge that feeds it is ``streamer/sources.py``; expressions are ``mapping_expr``.
+Kafka bridge that feeds it is ``streamer/kafka/sources.py``; expressions are ``consumers.upstream.expr``.
 
 A mapping names its topic, its collection, the ``op`` (add/upsert/update/delete/skip, often
 looked up from the event) and one or more ``writes`` (id, then at most one of document, uri,
@@ -19,9 +19,9 @@ from typing import Any, Literal, cast
 
 import orjson
 
-from consumers.decode import check_limits
-from consumers.mapping_expr import ABSENT, FILTERS, Context, Field, compile_field
-from consumers.validate import prepare_write
+from consumers.loading.decode import check_limits
+from consumers.upstream.expr import ABSENT, FILTERS, Context, Field, compile_field
+from consumers.validation.validate import prepare_write
 from schemas.errors import InvalidArgumentError, SchemaError
 from schemas.records import DeleteRequest, EncodedImage, Op, WriteRequest
 

@@ -4,13 +4,15 @@ own thread) -> resolve (Chroma's rules + one modality per record), which returns
 collection's mutations. The caller commits them: the embedded engine with
 ``commit_locally`` (log, one fsync per collection per batch, then index), the Kafka writer by
 producing them to the compacted state topic inside its transaction. Failures are per job: a
-bad request gets its error, the batch goes on."""
+bad request gets its error, the batch goes on. ``reuse_unchanged`` spares an unchanged object
+(same URI and version) its fetch and embedding."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,25 +20,28 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from consumers.catalog import CollectionState
-from consumers.decode import to_pixels
-from consumers.embed import EmbeddingFunction, PreparingEmbeddingFunction
-from consumers.embedq import call_embedder as call_embedder  # re-exported for the clients
-from consumers.embedq import embed_steps
-from consumers.validate import NO_LOADER
-from schemas.errors import DataLoaderError, EmbeddingError, StreamerError
+from consumers.embedding.embed import EmbeddingFunction, PreparingEmbeddingFunction
+from consumers.embedding.embedq import call_embedder as call_embedder  # re-exported for the clients
+from consumers.embedding.embedq import embed_steps
+from consumers.loading.decode import to_pixels
+from consumers.loading.load import DataLoader, load_images
+from consumers.storage.catalog import CollectionState
+from consumers.storage.store import CollectionStore
+from schemas.errors import EmbeddingError, StreamerError
 from schemas.records import (
     DeleteRequest,
     Image,
     ImageInput,
     Mutation,
+    Op,
     Vector,
     WriteRequest,
 )
 
 log = logging.getLogger(__name__)
 
-DataLoader = Callable[[Sequence[str | None]], Sequence[Image | None]]
+#: Metadata keys that name an object's version (an S3 notification's eTag and versionId).
+VERSION_KEYS = ("etag", "version_id")
 
 
 @dataclass(slots=True)
@@ -64,18 +69,6 @@ class Resolved:
     state: CollectionState
     mutations: list[Mutation]
     jobs: list[WriteJob]
-
-
-async def load_images(loader: DataLoader | None, uris: Sequence[str]) -> list[Image]:
-    """Load URIs through a data loader on a worker thread; every URI must give an image."""
-    if loader is None:
-        raise DataLoaderError(NO_LOADER)
-    images: list[Image] = []
-    for uri, image in zip(uris, await anyio.to_thread.run_sync(loader, list(uris))):
-        if image is None:
-            raise DataLoaderError(f"Data loader returned nothing for {uri}")
-        images.append(image)
-    return images
 
 
 async def commit_locally(groups: list[Resolved], locks: Callable[[str], anyio.Lock]) -> None:
@@ -266,3 +259,23 @@ def _decode_and_prepare(embedder: PreparingEmbeddingFunction, image: ImageInput)
 def call_prepared(embedder: EmbeddingFunction, inputs: list[Any]) -> list[Vector]:
     assert isinstance(embedder, PreparingEmbeddingFunction)
     return embedder.embed_prepared(inputs)
+
+
+def reuse_unchanged(store: CollectionStore, request: WriteRequest) -> WriteRequest:
+    """An upsert or update by URI of an object that has not changed (same URI, and the same
+    ``etag``/``version_id`` in its metadata as the stored record) carries the stored vector,
+    so it is neither fetched nor embedded again; a new ETag re-embeds. Checked against the
+    applied state, so a repeat inside the batches still in flight is simply embedded again."""
+    if request.op not in (Op.UPSERT, Op.UPDATE):
+        return request
+    items = list(request.items)
+    for n, it in enumerate(items):
+        if it.uri is None or it.embedding is not None or not it.metadata:
+            continue
+        version = {k: it.metadata[k] for k in VERSION_KEYS if it.metadata.get(k) is not None}
+        rec = store.records.get(it.id)
+        if not version or rec is None or rec.uri != it.uri or not rec.metadata \
+                or any(rec.metadata.get(k) != v for k, v in version.items()):
+            continue
+        items[n] = dataclasses.replace(it, embedding=store.vectors([it.id])[0])
+    return WriteRequest(request.op, items)

@@ -1,4 +1,6 @@
-"""A real ``streamer serve`` process against the local Apache Kafka broker (compose/kafka)."""
+"""A real ``streamer serve`` process against the local Apache Kafka broker (compose/kafka),
+and the topic prefixes a run hands out. Run from a checkout: the broker starts with
+``compose/kafka/start`` and the service runs from the repository root."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: streamer/testing/ is two below
 BOOTSTRAP = os.environ.get("STREAMER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
 
@@ -52,8 +54,8 @@ class ServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.with_suffix(".log")
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", *(self.args or [])], cwd=ROOT,
-                                     env=self.env(), stdout=subprocess.PIPE, stderr=log)
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", *(self.args or [])],
+                                     cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=log)
         log.close()
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 90
