@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8765
     auth_tokens: str | None = None
+    # Chroma's HTTP API v2 (/api/v2, gateway/chroma_http.py): the grant ("r", "w" or "rw", every
+    # collection) of a request that carries no token, for chromadb.HttpClient(host, port) as it
+    # is; off by default (a request without a token is refused). allow_reset: POST /api/v2/reset
+    # deletes every collection (Chroma's ALLOW_RESET; refused with Chroma's error otherwise).
+    http_anonymous: str | None = None
+    allow_reset: bool = False
     ws_max_in_flight: int = 64  # requests per socket; more waits (TCP backpressure)
     ws_send_buffer_bytes: int = 8 << 20  # queued replies/pushes per socket before closing it
     ws_max_message_bytes: int = 16 << 20  # raised to max_message_bytes: a frame holds an event
