@@ -345,7 +345,7 @@ class ChromaAPI:
         result = await coll.get(ids=body.get("ids"), where=body.get("where"),
                                 limit=body.get("limit"), offset=body.get("offset"),
                                 where_document=body.get("where_document"),
-                                include=body.get("include"))
+                                include=body.get("include", ["documents", "metadatas"]))
         return json_response(result_json(result, query=False))
 
     async def query(self, request: web.Request, grant: Grant) -> web.Response:
@@ -356,7 +356,8 @@ class ChromaAPI:
                                   ids=body.get("ids"), n_results=10 if n_results is None
                                   else n_results, where=body.get("where"),
                                   where_document=body.get("where_document"),
-                                  include=body.get("include"))
+                                  include=body.get("include",
+                                                   ["documents", "metadatas", "distances"]))
         return json_response(result_json(result, query=True))
 
 

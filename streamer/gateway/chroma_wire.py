@@ -31,15 +31,14 @@ from schemas.errors import (
     UniqueConstraintError,
 )
 from schemas.records import CollectionSpec, Vector
+from streamer.client.collection import HNSW_PARAMS as HNSW
+from streamer.client.collection import configuration_json as streamer_configuration
 
 DEFAULT_TENANT = "default_tenant"
 DEFAULT_DATABASE = "default_database"
 DATABASE_ID = "00000000-0000-0000-0000-000000000000"
 #: What ``get_version`` answers: the chromadb release whose API this serves.
 VERSION = "1.5.9"
-#: usearch's HNSW parameters (consumers/index.py), under Chroma's names.
-HNSW = {"ef_construction": 128, "ef_search": 128, "max_neighbors": 16, "resize_factor": 1.2,
-        "sync_threshold": 1000}
 
 
 class HTTPError(Exception):
@@ -96,6 +95,7 @@ _IDS = {"type": "array", "items": {"type": "string"}}
 _EMBEDDINGS = {"type": "array", "description": "Float lists, or base64 strings of packed "
                "little-endian float32 (one per record)", "items": {"anyOf": [
                    {"type": "array", "items": {"type": "number"}}, {"type": "string"}]}}
+_FLOAT_LISTS = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
 _INCLUDE = {"type": "array", "items": {"enum": ["distances", "documents", "embeddings",
                                                  "metadatas", "uris"]}}
 
@@ -129,7 +129,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "get": _body([], ids=_nullable(_IDS), where=_nullable(_OBJECT),
                  where_document=_nullable(_OBJECT), limit=_nullable(_UINT),
                  offset=_nullable(_UINT), include=_INCLUDE),
-    "query": _body(["query_embeddings"], query_embeddings=_EMBEDDINGS, ids=_nullable(_IDS),
+    "query": _body(["query_embeddings"], query_embeddings=_FLOAT_LISTS, ids=_nullable(_IDS),
                    n_results=_nullable(_UINT), where=_nullable(_OBJECT),
                    where_document=_nullable(_OBJECT), include=_INCLUDE),
 }
@@ -265,9 +265,10 @@ def _schema(space: str) -> dict[str, Any]:
 
 def configuration_json(spec: CollectionSpec) -> dict[str, Any]:
     """Chroma's ``configuration_json``: the space and the index parameters streamer runs
-    with. The embedding function is the client's (``None`` here, as for a collection that
-    was created without one); a built-in streamer embeds with runs server-side."""
-    return {"hnsw": {"space": spec.space, **HNSW}, "spann": None, "embedding_function": None}
+    with. The embedding function is the client's: ``None`` here (what Chroma sends for a
+    collection created without one), since an ``HttpClient`` builds a named one itself; a
+    built-in streamer embeds with runs server-side."""
+    return {**streamer_configuration(spec), "embedding_function": None}
 
 
 def collection_json(spec: CollectionSpec) -> dict[str, Any]:
