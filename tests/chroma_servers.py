@@ -55,6 +55,7 @@ def wait_heartbeat(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: 
 def chroma_run(tmp: Path) -> Iterator[Server]:
     """``chroma run --path TMP --port P``: Chroma's own server, offline."""
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "chroma.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(CHROMA), "run", "--path", str(tmp / "chroma"), "--port",
