@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import numpy as np
 import pytest
 
@@ -254,9 +255,14 @@ def test_version_and_openapi(served: ServiceProcess) -> None:
     assert served.url is not None
     assert httpx.get(f"{served.url}/api/v2/version").json() == "1.5.9"
     doc = httpx.get(f"{served.url}/openapi.json").json()
-    ops = {op["operationId"] for path in doc["paths"].values() for op in path.values()}
+    names = [op["operationId"] for path in doc["paths"].values() for op in path.values()]
+    assert len(names) == len(set(names))
+    ops = set(names)
     assert {"collection_add", "collection_query", "create_collection", "get_collection_by_id",
             "pre_flight_checks", "reset"} <= ops
     add = doc["paths"]["/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/add"]["post"]
-    assert add["requestBody"]["content"]["application/json"]["schema"]["required"] == \
-        ["ids", "embeddings"]
+    schema = add["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["ids", "embeddings"]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate({"ids": ["a"], "embeddings": [[1.0], "AACAPw=="], "metadatas": [None]},
+                        schema)

@@ -116,6 +116,7 @@ class ChromaAPI:
             ("POST", COLL + "/delete", "collection_delete", self.delete, False),
             ("POST", COLL + "/get", "collection_get", self.get, False),
             ("POST", COLL + "/query", "collection_query", self.query, False),
+            ("GET", API + "/collections/{crn}", "not_implemented", self.unsupported, False),
             *((m, COLL + tail, "not_implemented", self.unsupported, False) for m, tail in (
                 ("POST", "/fork"), ("GET", "/fork_count"), ("POST", "/search"),
                 ("GET", "/indexing_status"), ("POST", "/functions/attach"),

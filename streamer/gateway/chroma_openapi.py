@@ -37,7 +37,9 @@ def _operation(method: str, path: str, name: str) -> dict[str, Any]:
         op["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": BODIES[_BODY[name]]}}}
     if name == "not_implemented":
-        op["operationId"] = f"not_implemented_{method.lower()}_{path.rsplit('}/', 1)[-1]}"
+        tail = path.rsplit("/", 1)[-1].strip("{}") if path.endswith("}") else \
+            path.rsplit("}/", 1)[-1].replace("/", "_")
+        op["operationId"] = f"not_implemented_{method.lower()}_{tail}"
         op["description"] = "Chroma route streamer does not implement: 501"
     return op
 
