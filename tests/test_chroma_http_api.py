@@ -4,11 +4,13 @@ access, reset, collections shared with the Python client by id, packed embedding
 from __future__ import annotations
 
 import base64
+import io
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
+import orjson
 import pytest
 
 import streamer
@@ -21,7 +23,10 @@ async def call(http: aiohttp.ClientSession, method: str, url: str, token: str | 
                json: Any = None, header: str = "Authorization") -> tuple[int, Any]:
     headers = {} if token is None else {
         header: f"Bearer {token}" if header == "Authorization" else token}
-    async with http.request(method, url, json=json, headers=headers) as res:
+    # Bytes in a BytesIO: aiohttp warns that a large raw body would block the loop.
+    data = None if json is None else io.BytesIO(orjson.dumps(json))
+    headers["Content-Type"] = "application/json"
+    async with http.request(method, url, data=data, headers=headers) as res:
         return res.status, await res.json(content_type=None)
 
 
@@ -111,3 +116,21 @@ async def test_collections_are_shared_with_the_python_client_by_id(tmp_path: Pat
         # And the other way: a collection made over HTTP is the Python client's too.
         _, made = await call(http, "POST", f"{u}{T}/collections", json={"name": "web"})
         assert (await client.get_collection("web", embedding_function=None)).id == made["id"]
+
+
+async def test_a_large_batch_round_trips(tmp_path: Path) -> None:
+    """A body over 1 MiB is parsed, and a large result encoded, off the event loop."""
+    async with embedded_gateway(tmp_path / "store", None) as (_, gw), \
+            aiohttp.ClientSession() as http:
+        u = gw.url
+        _, made = await call(http, "POST", f"{u}{T}/collections", json={"name": "big"})
+        vectors = np.random.default_rng(5).standard_normal((700, 512)).astype(np.float32)
+        packed = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
+        ids = [f"v{i}" for i in range(len(vectors))]
+        status, _ = await call(http, "POST", f"{u}{T}/collections/{made['id']}/add",
+                               json={"ids": ids, "embeddings": packed})
+        assert status == 201
+        status, got = await call(http, "POST", f"{u}{T}/collections/{made['id']}/get",
+                                 json={"ids": ids, "include": ["embeddings"]})
+        assert status == 200 and got["ids"] == ids
+        np.testing.assert_array_equal(np.asarray(got["embeddings"], dtype=np.float32), vectors)

@@ -43,6 +43,7 @@ from streamer.gateway.chroma_wire import (
     embeddings,
     from_error,
     json_response,
+    large_json_response,
     not_found,
     query_uint,
     read_body,
@@ -323,7 +324,7 @@ class ChromaAPI:
         coll = await self._collection(request, grant, "w")
         if body["ids"]:  # Chroma answers an empty batch without writing anything
             await getattr(coll, op)(
-                ids=body["ids"], embeddings=embeddings(body.get("embeddings")),
+                ids=body["ids"], embeddings=await embeddings(body.get("embeddings")),
                 metadatas=body.get("metadatas"), documents=body.get("documents"),
                 uris=body.get("uris"), wait=True)
             await self.backend.sync()
@@ -347,19 +348,19 @@ class ChromaAPI:
                                 limit=body.get("limit"), offset=body.get("offset"),
                                 where_document=body.get("where_document"),
                                 include=body.get("include", ["documents", "metadatas"]))
-        return json_response(result_json(result, query=False))
+        return await large_json_response(result_json(result, query=False))
 
     async def query(self, request: web.Request, grant: Grant) -> web.Response:
         body = await read_body(request, "query")
         coll = await self._collection(request, grant, "r")
         n_results = body.get("n_results")
-        result = await coll.query(query_embeddings=embeddings(body["query_embeddings"]),
+        result = await coll.query(query_embeddings=await embeddings(body["query_embeddings"]),
                                   ids=body.get("ids"), n_results=10 if n_results is None
                                   else n_results, where=body.get("where"),
                                   where_document=body.get("where_document"),
                                   include=body.get("include",
                                                    ["documents", "metadatas", "distances"]))
-        return json_response(result_json(result, query=True))
+        return await large_json_response(result_json(result, query=True))
 
 
 __all__ = ["ChromaAPI"]

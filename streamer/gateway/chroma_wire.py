@@ -14,6 +14,7 @@ import binascii
 import uuid
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import orjson
 from aiohttp import web
@@ -52,9 +53,18 @@ class HTTPError(Exception):
         return json_response({"error": self.name, "message": self.message}, self.status)
 
 
+def _dumps(body: Any) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
-                        status=status, content_type="application/json")
+    return web.Response(body=_dumps(body), status=status, content_type="application/json")
+
+
+async def large_json_response(body: Any) -> web.Response:
+    """A get/query result, encoded on a thread (it can hold thousands of vectors)."""
+    return web.Response(body=await anyio.to_thread.run_sync(_dumps, body),
+                        content_type="application/json")
 
 
 def not_found(what: str) -> HTTPError:
@@ -177,8 +187,12 @@ def _mismatch(value: Any, schema: dict[str, Any], at: str) -> str | None:
     return None
 
 
-async def read_body(request: web.Request, kind: str) -> dict[str, Any]:
-    raw = await request.read()
+#: Bodies larger than this are parsed and checked on a thread, not on the event loop (a full
+#: batch of 5461 1536-d vectors is ~45 MB of JSON).
+_OFF_LOOP_BYTES = 1 << 20
+
+
+def _parse(raw: bytes, kind: str) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -190,6 +204,13 @@ async def read_body(request: web.Request, kind: str) -> dict[str, Any]:
                         f"Failed to deserialize the JSON body into the target type: {why}")
     assert isinstance(body, dict)
     return body
+
+
+async def read_body(request: web.Request, kind: str) -> dict[str, Any]:
+    raw = await request.read()
+    if len(raw) > _OFF_LOOP_BYTES:
+        return await anyio.to_thread.run_sync(_parse, raw, kind)
+    return _parse(raw, kind)
 
 
 def query_uint(request: web.Request, name: str) -> int | None:
@@ -211,7 +232,14 @@ def collection_uuid(raw: str) -> str:
                         "Collection ID is not a valid UUIDv4") from None
 
 
-def embeddings(rows: list[Any] | None) -> list[Vector] | None:
+async def embeddings(rows: list[Any] | None) -> list[Vector] | None:
+    """``decode_embeddings``, on a thread for a large batch."""
+    if rows is not None and len(rows) > 64:
+        return await anyio.to_thread.run_sync(decode_embeddings, rows)
+    return decode_embeddings(rows)
+
+
+def decode_embeddings(rows: list[Any] | None) -> list[Vector] | None:
     """Float lists or Chroma's packed base64 float32 (what ``chromadb.HttpClient`` sends when
     pre-flight says ``supports_base64_encoding``), as float32 vectors."""
     if rows is None:
