@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     auth_tokens: str | None = Field(default=None, description=(
         "Bearer tokens of the gateway: 'token:mode:collections' entries separated by ';', "
         "mode r, w or rw, collections * or a comma-separated list; none refuses every request."))
+    http_anonymous: str | None = Field(default=None, description=(
+        "Chroma's HTTP API v2: the grant (r, w or rw, every collection) of a request that "
+        "carries no token, for chromadb.HttpClient(host, port) as it is; none refuses such "
+        "requests."))
+    allow_reset: bool = Field(default=False, description=(
+        "Chroma's ALLOW_RESET: POST /api/v2/reset deletes every collection; refused with "
+        "Chroma's error otherwise."))
     ws_max_in_flight: int = Field(default=64, description=(
         "Requests in flight per socket; more waits (TCP backpressure)."))
     ws_send_buffer_bytes: int = Field(default=8 << 20, description=(

@@ -4,7 +4,8 @@ names its test, every link and nav entry resolves, every ```python example runs 
 
 Examples are run in a fresh temporary directory, each in its own interpreter. A marker comment
 on the line above a block changes how: ``<!-- example: kafka -->`` runs it in the
-kafka-marked test against a real ``streamer serve``; ``<!-- example: skip REASON -->`` skips
+kafka-marked test against a real ``streamer serve`` (Chroma's HTTP API on the port in
+``STREAMER_HTTP_PORT``); ``<!-- example: skip REASON -->`` skips
 it, with the reason shown (few, and each must say why)."""
 
 from __future__ import annotations
@@ -217,15 +218,19 @@ def test_embedded_example_runs_as_written(block: Block, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_kafka_examples_run_as_written(tmp_path: Path) -> None:
-    """Each kafka example against one real ``streamer serve`` (its own topic prefix)."""
+    """Each kafka example against one real ``streamer serve`` (its own topic prefix), whose
+    HTTP port (Chroma's API, for ``chromadb.HttpClient``) is ``STREAMER_HTTP_PORT`` and whose
+    token is the docs' ``s3cret``."""
     ensure_broker()
-    svc = ServiceProcess(new_prefix(), tmp_path / "svc", instance="docs")
+    svc = ServiceProcess(new_prefix(), tmp_path / "svc", instance="docs",
+                         extra_env={"STREAMER_AUTH_TOKENS": "s3cret:rw:*"})
     svc.start()
     try:
         for block in (b for b in PYTHON if b.mode == "kafka"):
             cwd = tmp_path / f"example-{block.line}"
             cwd.mkdir()
-            run_example(block, cwd, {"STREAMER_KAFKA_TOPIC_PREFIX": svc.prefix})
+            run_example(block, cwd, {"STREAMER_KAFKA_TOPIC_PREFIX": svc.prefix,
+                                     "STREAMER_HTTP_PORT": str(svc.port)})
     finally:
         svc.kill()
 

@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="topic prefix (default: STREAMER_KAFKA_TOPIC_PREFIX or 'streamer')")
     p.add_argument("--data-dir", metavar="DIR", help="local replica directory (default: in memory)")
     p.add_argument("--http-port", type=int, metavar="PORT",
-                   help="gateway port: websocket /ws, search page, /healthz, /readyz, /metrics "
-                        "(default: STREAMER_HTTP_PORT or 8765; 0 picks a free port)")
+                   help="gateway port: Chroma's HTTP API /api/v2 (docs/http-api.md), websocket "
+                        "/ws, search page, /healthz, /readyz, /metrics (default: "
+                        "STREAMER_HTTP_PORT or 8765; 0 picks a free port)")
     p.add_argument("--embedded", action="store_true",
                    help="no Kafka: serve the gateway over the in-process engine (--data-dir)")
     p.add_argument("--source", action="append", metavar="FILE",

@@ -47,4 +47,9 @@ class Backend(Protocol):
 
     async def count(self, spec: CollectionSpec) -> int: ...
 
+    async def sync(self) -> None:
+        """Return once every write this backend sent is applied where its reads are answered
+        (Chroma's read-your-writes for callers that do not share this backend's session)."""
+        ...
+
     async def close(self) -> None: ...

@@ -25,6 +25,20 @@ from schemas.errors import LimitExceededError
 from schemas.records import CollectionSpec, GetRequest, Op
 from streamer.client.backend import Backend
 
+#: The HNSW parameters every index runs with (usearch's connectivity 16, expansion 128 for
+#: adding and searching: consumers/index.py), under Chroma's configuration names.
+HNSW_PARAMS: dict[str, Any] = {"ef_construction": 128, "ef_search": 128, "max_neighbors": 16,
+                               "resize_factor": 1.2, "sync_threshold": 1000}
+
+
+def configuration_json(spec: CollectionSpec) -> dict[str, Any]:
+    """Chroma's ``configuration_json`` for a collection: its space and the index parameters;
+    a built-in embedding function as Chroma names a known one (``{"type": "known", "name",
+    "config"}``), None for a collection that embeds nothing itself."""
+    ef = spec.embedding_function
+    return {"hnsw": {"space": spec.space, **HNSW_PARAMS}, "spann": None,
+            "embedding_function": None if ef is None else {"type": "known", **ef}}
+
 
 def _check_batch(size: int, backend: Backend) -> None:
     if size > backend.max_batch_size:
@@ -68,7 +82,13 @@ class AsyncCollection:
     @property
     def configuration_json(self) -> dict[str, Any]:
         """Chroma's view of the index configuration (its tests read the space here)."""
-        return {"hnsw": {"space": self._spec.space}}
+        return configuration_json(self._spec)
+
+    @property
+    def configuration(self) -> dict[str, Any]:
+        """Chroma's ``collection.configuration``: ``hnsw`` (space and parameters), ``spann``
+        (None) and the embedding function object (LangChain reads ``["hnsw"]["space"]``)."""
+        return {**configuration_json(self._spec), "embedding_function": self._embedding_function}
 
     @property
     def embedding_function(self) -> EmbeddingFunction | None:
@@ -208,6 +228,10 @@ class Collection:
     @property
     def configuration_json(self) -> dict[str, Any]:
         return self._inner.configuration_json
+
+    @property
+    def configuration(self) -> dict[str, Any]:
+        return self._inner.configuration
 
     # Explicit: both are callables, which __getattr__ would wrap as methods.
     @property

@@ -185,3 +185,6 @@ class Engine(Component):
 
     async def count(self, spec: CollectionSpec) -> int:
         return self._state(spec).store.count()
+
+    async def sync(self) -> None:
+        """Nothing to wait for: a write returns once it is committed to the local store."""

@@ -1,6 +1,7 @@
 """The HTTP/websocket gateway (aiohttp), served by ``streamer serve`` next to the consumers.
 
 Routes: ``/ws`` (requests, replies and live queries; see gateway_ops and gateway_socket),
+Chroma's HTTP API v2 under ``/api/v2`` and its ``/openapi.json`` (gateway.chroma_http),
 ``/search`` (the search page), ``/api/collections`` and ``/api/thumbnail`` (for the page;
 thumbnails load a record's URI through its collection's data loader, so the loader's roots
 apply), ``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus).
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from schemas.errors import (
 from schemas.records import CollectionSpec, Image
 from streamer.client.backend import Backend
 from streamer.gateway.auth import PROTOCOL, Authenticator, Grant
+from streamer.gateway.chroma_http import ChromaAPI
 from streamer.gateway.ops import Local, Operations, Resolver
 from streamer.gateway.socket import Connection
 from streamer.kafka.runtimes import Runtimes
@@ -82,6 +83,7 @@ class Gateway(Component):
         async def runtimes_of(spec: CollectionSpec) -> tuple[Any, Any]:
             return await rt.get(spec.embedding_function), await rt.get(spec.data_loader)
         self.ops = Operations(settings, backend, local, resolve or runtimes_of)
+        self.chroma = ChromaAPI(settings, self.ops, self.auth, lambda: self.ready)
         self.connections: set[Connection] = set()
         self.ready = False
         self.port: int | None = None
@@ -101,7 +103,6 @@ class Gateway(Component):
         app = web.Application(client_max_size=self._frame_bytes)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/api/v2/heartbeat", self._heartbeat)  # Chroma's liveness path
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/", self._index)
@@ -109,13 +110,19 @@ class Gateway(Component):
         app.router.add_static("/static/", STATIC)
         app.router.add_get("/api/collections", self._collections)
         app.router.add_get("/api/thumbnail", self._thumbnail)
+        self.chroma.add_routes(app)  # /api/v2/... and /openapi.json
         app.on_shutdown.append(self._close_sockets)
         return app
 
     # ---- lifecycle ----------------------------------------------------------------
     async def _start(self) -> None:
         if not self.auth.configured:
-            log.warning("no STREAMER_AUTH_TOKENS: the gateway refuses every client")
+            log.warning("no STREAMER_AUTH_TOKENS: the gateway refuses every client%s",
+                        " but the Chroma HTTP API's anonymous ones (STREAMER_HTTP_ANONYMOUS)"
+                        if self.settings.http_anonymous else "")
+        elif self.settings.http_anonymous:
+            log.warning("STREAMER_HTTP_ANONYMOUS=%s: the Chroma HTTP API serves requests "
+                        "without a token", self.settings.http_anonymous)
         self.parts.on_stop(self.ops.close)  # last: after the sockets closed
         # Built on a thread: aiohttp resolves the static directory on disk.
         app = await anyio.to_thread.run_sync(self.make_app)
@@ -163,9 +170,6 @@ class Gateway(Component):
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
-
-    async def _heartbeat(self, request: web.Request) -> web.Response:
-        return web.json_response({"nanosecond heartbeat": time.time_ns()})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ready" if self.ready else "not ready"},

@@ -419,6 +419,11 @@ class KafkaBackend(Component):
         n: int = await self._rpc({"op": "count", "collection": spec.id})
         return n
 
+    async def sync(self) -> None:
+        """A ``sync`` RPC carries this session's offsets like any read: it is answered once
+        the replica answering reads has applied every write sent so far (on every shard)."""
+        await self._rpc({"op": "sync"})
+
 
 class AsyncKafkaClient(AsyncClient):
     def __init__(self, bootstrap_servers: str | None = None, *, wait_writes: bool = False,

@@ -42,6 +42,12 @@ class ServiceProcess:
     args: list[str] | None = None  # extra `streamer serve` arguments, e.g. ["--source", FILE]
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    url: str | None = None  # the gateway's, from the "streamer: gateway on URL" line
+
+    @property
+    def port(self) -> int:
+        assert self.url is not None, "the service has not printed its gateway URL"
+        return int(self.url.rsplit(":", 1)[1])
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "STREAMER_KAFKA_BOOTSTRAP": BOOTSTRAP,
@@ -62,6 +68,8 @@ class ServiceProcess:
         line = b""
         while time.monotonic() < deadline and b"serving" not in line:
             line = self.proc.stdout.readline()
+            if line.startswith(b"streamer: gateway on "):
+                self.url = line.split()[-1].decode()
             if not line and self.proc.poll() is not None:
                 raise RuntimeError(f"service exited: {self.log_path.read_text()[-2000:]}")
         if b"serving" not in line:
