@@ -1,12 +1,14 @@
 """A client's first request to a service that is not up yet: it waits on the queries topic
 and is answered once a reader starts (a reader group seen for the first time starts at the
-earliest offset), unless the caller's ``deadline_ms`` passed first."""
+earliest offset), unless the caller's ``deadline_ms`` passed first; with no reader at all the
+call says so, within its timeout."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streamer.errors import UnavailableError
 from streamer.kafka.client import KafkaClient
 from streamer.kafka.common import rpc_headers
 from streamer.kafka.reader import expired
@@ -66,6 +69,19 @@ def test_first_request_sent_before_the_service_started_is_answered(
         assert [c.name for c in client.list_collections()] == ["early"]
     finally:
         client.close()
+
+
+@pytest.mark.kafka
+def test_a_request_with_no_service_running_says_so_within_its_timeout() -> None:
+    client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=new_prefix(), kafka_request_timeout_s=4)
+    try:
+        started = time.monotonic()
+        with pytest.raises(UnavailableError, match="none is running, or it is still starting"):
+            client.create_collection("nobody")
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()
+    assert elapsed <= 4.5, elapsed
 
 
 def _record(headers: list[tuple[str, bytes]]) -> ConsumerRecord[bytes, bytes]:

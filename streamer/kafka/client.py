@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from consumers.embedding.embed import EmbeddingFunction
@@ -69,11 +70,14 @@ from streamer.kafka.common import (
     supervise,
 )
 from streamer.kafka.scatter import Scatter
-from streamer.kafka.shards import read_layout
+from streamer.kafka.shards import group_live, read_layout
 from streamer.kafka.wire_checks import check_document, check_image
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: how long before a read's deadline an unanswered call checks for a reader, at most
+READERS_CHECK_S = 1.0
 
 
 class KafkaBackend(Component):
@@ -225,7 +229,32 @@ class KafkaBackend(Component):
         except (UnavailableError, LimitExceededError):
             self.forget(corr)
             raise
+        # Shortly before the deadline, a call still unanswered asks whether any reader is
+        # there at all: a service that is not running, or still starting, is said so in time.
+        margin = min(READERS_CHECK_S, self.settings.kafka_request_timeout_s / 4)
+        with anyio.move_on_after(deadline - anyio.current_time() - margin):
+            await asyncio.shield(fut)
+        if not fut.done() and not await self._readers_live(margin):
+            self.forget(corr)
+            raise UnavailableError(
+                f"No streamer service reads {self.topics.queries} yet (its reader group "
+                f"{self.topics.readers} has no member): none is running, or it is still "
+                f"starting. The request expires unanswered; retry once the service is up.")
         return await self._await(corr, fut, max(0.0, deadline - anyio.current_time()))
+
+    async def _readers_live(self, within: float) -> bool:
+        """Whether the reader group has a member; True when Kafka cannot tell in time (the
+        call then ends as any unanswered one)."""
+        admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
+        try:
+            with anyio.fail_after(within):
+                await admin.start()
+                return await group_live(admin, self.topics.readers)
+        except (KafkaError, TimeoutError):
+            return True
+        finally:
+            with anyio.CancelScope(shield=True):
+                await admin.close()
 
     # ---- collections --------------------------------------------------------------
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,

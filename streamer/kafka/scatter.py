@@ -26,13 +26,12 @@ from schemas.errors import (
 )
 from schemas.events import decode_array, dumps, encode_array
 from streamer.kafka.common import Topics, client_kwargs
-from streamer.kafka.shards import reader_group
+from streamer.kafka.shards import group_live, reader_group
 from streamer.settings import Settings
 
 SCATTERED = ("query", "get", "count", "sync")
 #: how long a liveness answer is trusted before a call, and how often a waiting call rechecks
 LIVENESS_S = 1.0
-_EMPTY = ("Empty", "Dead")
 
 
 class Requests(Protocol):
@@ -73,16 +72,13 @@ class Scatter:
                     admin = AIOKafkaAdminClient(**client_kwargs(self.backend.settings))
                     await admin.start()
                     self._admin = admin
-                # One group per request: aiokafka misreads a DescribeGroups answer holding
-                # several.
-                answers = await asyncio.gather(*(self._admin.describe_consumer_groups(
-                    [reader_group(self.backend.topics.readers, k, self.count)]) for k in todo))
+                answers = await asyncio.gather(*(group_live(
+                    self._admin, reader_group(self.backend.topics.readers, k, self.count))
+                    for k in todo))
             except KafkaError as exc:
                 raise UnavailableError(f"Kafka is unavailable: {exc!r}") from exc
-            for k, [resp] in zip(todo, answers, strict=True):
-                # (error_code, group, state, protocol_type, protocol, members)
-                g = resp.groups[0]
-                self._checked[k] = (now, g[2] not in _EMPTY and bool(g[5]))
+            for k, live in zip(todo, answers, strict=True):
+                self._checked[k] = (now, live)
         return {k: self._checked.get(k, (now, False))[1] for k in shards}
 
     async def _require(self, shards: list[int], *, fresh: bool) -> None:

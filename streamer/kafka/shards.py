@@ -68,6 +68,18 @@ def reader_group(readers: str, shard: int, count: int) -> str:
     return f"{readers}.{Shard(shard, count).suffix}"
 
 
+_EMPTY = ("Empty", "Dead")
+
+
+async def group_live(admin: AIOKafkaAdminClient, group: str) -> bool:
+    """Whether a consumer group has members (a reader that answers the queries topic). One
+    group per request: aiokafka misreads a DescribeGroups answer holding several."""
+    [resp] = await admin.describe_consumer_groups([group])
+    # (error_code, group, state, protocol_type, protocol, members)
+    g = resp.groups[0]
+    return g[2] not in _EMPTY and bool(g[5])
+
+
 def layout_topic(settings: Settings) -> str:
     return f"{settings.kafka_topic_prefix}.shards"
 
