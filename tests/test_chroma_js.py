@@ -41,8 +41,9 @@ def package() -> Path:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("kafka", "auth"), [
-    (False, "bearer"), (False, "anonymous"),
-    pytest.param(True, "bearer", marks=pytest.mark.kafka),
+    pytest.param(False, "bearer", id="embedded-bearer"),
+    pytest.param(False, "anonymous", id="embedded-anonymous"),
+    pytest.param(True, "bearer", marks=pytest.mark.kafka, id="kafka-bearer"),
 ])
 def test_chroma_js_client(package: Path, tmp_path: Path, kafka: bool, auth: str) -> None:
     # With a token, anonymous requests are refused, so the token is what lets the client in.
