@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -46,3 +49,12 @@ def random_image(seed: int, size: int = 24) -> np.ndarray:
 def write_png(path: Path, image: np.ndarray) -> str:
     Image.fromarray(image).save(path)
     return str(path)
+
+
+def require_node() -> None:
+    """Skips the test where Node >= 20 and npm are missing (.ci/run installs both)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("needs node >= 20 and npm")
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
+    if int(version.lstrip("v").split(".")[0]) < 20:
+        pytest.skip(f"needs node >= 20, found {version.strip()}")

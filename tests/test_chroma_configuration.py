@@ -5,27 +5,15 @@ embedding function), on both clients."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import chromadb
 import pytest
 from chromadb.api import ClientAPI
-from chromadb.config import Settings as ChromaSettings
 
 import streamer
+from tests.test_chroma_parity import chroma, chroma_client
 
-
-@pytest.fixture(scope="module")
-def chroma_client() -> ClientAPI:
-    return chromadb.EphemeralClient(settings=ChromaSettings(allow_reset=True,
-                                                            anonymized_telemetry=False))
-
-
-@pytest.fixture
-def chroma(chroma_client: ClientAPI) -> Iterator[ClientAPI]:
-    chroma_client.reset()
-    yield chroma_client
+__all__ = ["chroma", "chroma_client"]  # the fixtures, used by name
 
 
 def _types(d: dict[str, Any]) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from streamer.testing.chroma import TOKEN, streamer_serve
 from streamer.testing.kafka import ROOT
+from tests.helpers import require_node
 
 PACKAGE = ROOT / "tests" / "chroma_js"
 CHECKS = 15  # the checks in check.mjs
@@ -27,11 +27,7 @@ CHECKS = 15  # the checks in check.mjs
 @pytest.fixture(scope="session")
 def package() -> Path:
     """tests/chroma_js with node_modules (npm ci when it is missing)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("needs node >= 20 and npm")
-    version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
-    if int(version.lstrip("v").split(".")[0]) < 20:
-        pytest.skip(f"needs node >= 20, found {version.strip()}")
+    require_node()
     if not (PACKAGE / "node_modules" / "chromadb" / "package.json").exists():
         done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PACKAGE,
                               capture_output=True, text=True, timeout=300)

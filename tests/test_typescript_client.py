@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from streamer.testing.gateway import TOKEN, TOKENS
 from streamer.testing.kafka import ROOT, ServiceProcess, ensure_broker, new_prefix
 from streamer.testing.servers import free_port
 from streamer.training.shapes import ShapeSpec, render
+from tests.helpers import require_node
 
 PACKAGE = ROOT / "clients" / "typescript"
 
@@ -33,11 +33,7 @@ def _npm(*args: str, timeout: float = 300) -> None:
 @pytest.fixture(scope="session")
 def package() -> Path:
     """The built package (npm ci when node_modules is missing, then tsc)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("needs node >= 20 and npm")
-    version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
-    if int(version.lstrip("v").split(".")[0]) < 20:
-        pytest.skip(f"needs node >= 20, found {version.strip()}")
+    require_node()
     if not (PACKAGE / "node_modules" / ".package-lock.json").exists():
         _npm("ci", "--no-audit", "--no-fund")
     _npm("run", "build")
