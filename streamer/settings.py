@@ -5,9 +5,9 @@ the only module that reads the environment."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "STREAMER_"
@@ -87,11 +87,34 @@ class Settings(BaseSettings):
         "Session timeout of the writers' group: a writer silent this long loses its "
         "partitions and, through its per-partition transactional ids, any right to commit for "
         "them (streamer/kafka/producers.py)."))
-    kafka_security_protocol: str = Field(default="PLAINTEXT", description=(
-        "Kafka security protocol, passed to every client (PLAINTEXT, SASL_PLAINTEXT...)."))
-    kafka_sasl_mechanism: str | None = Field(default=None, description="SASL mechanism (e.g. PLAIN).")
-    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
-    kafka_sasl_password: str | None = Field(default=None, description="SASL password.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description=(
+            "Security protocol of every Kafka client of the process (service, clients, CLI, "
+            "benchmarks); managed clusters want SASL_SSL or SSL (docs/managed-kafka.md)."))
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = \
+        Field(default=None, description="SASL mechanism, with a SASL_* security protocol.")
+    kafka_sasl_username: str | None = Field(default=None, description=(
+        "SASL user name (PLAIN, SCRAM)."))
+    kafka_sasl_password: SecretStr | None = Field(default=None, description=(
+        "SASL password (PLAIN, SCRAM); shown in no log, error or metric."))
+    kafka_sasl_oauth_token_file: str | None = Field(default=None, description=(
+        "OAUTHBEARER: a file holding the token (a JWT), read again when it changes and when "
+        "the token it held expires."))
+    kafka_sasl_oauth_token_provider: str | None = Field(default=None, description=(
+        "OAUTHBEARER: 'module:function' returning a token (sync functions run on a thread), "
+        "called for each new connection; 'msk-iam' for AWS MSK IAM (extra streamer[msk-iam])."))
+    kafka_aws_region: str | None = Field(default=None, description=(
+        "AWS region of an MSK cluster, for msk-iam tokens."))
+    kafka_ssl_cafile: str | None = Field(default=None, description=(
+        "PEM file of the CAs that sign the brokers' certificates; none trusts the system's."))
+    kafka_ssl_certfile: str | None = Field(default=None, description=(
+        "PEM client certificate (chain) for mutual TLS."))
+    kafka_ssl_keyfile: str | None = Field(default=None, description=(
+        "PEM private key of the client certificate (none: it is in the certificate file)."))
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description=(
+        "Password of an encrypted client key."))
+    kafka_ssl_check_hostname: bool = Field(default=True, description=(
+        "Verify that a broker's certificate names the host connected to."))
     kafka_compression: str = Field(default="zstd", description=(
         "Producer compression: zstd takes back most of base64's third on image payloads, "
         "which lz4 (no entropy coding) cannot; 'none' turns it off."))
@@ -143,6 +166,14 @@ class Settings(BaseSettings):
     allow_reset: bool = Field(default=False, description=(
         "Chroma's ALLOW_RESET: POST /api/v2/reset deletes every collection; refused with "
         "Chroma's error otherwise."))
+    http_tls_certfile: str | None = Field(default=None, description=(
+        "PEM certificate (chain) of the gateway: with http_tls_keyfile it serves https and "
+        "wss only."))
+    http_tls_keyfile: str | None = Field(default=None, description=(
+        "PEM private key of http_tls_certfile."))
+    ops_token: SecretStr | None = Field(default=None, description=(
+        "When set, /metrics and /healthz answer only requests with 'Authorization: Bearer "
+        "<ops_token>' (401 otherwise); /readyz stays open for load balancers."))
     ws_max_in_flight: int = Field(default=64, description=(
         "Requests in flight per socket; more waits (TCP backpressure)."))
     ws_send_buffer_bytes: int = Field(default=8 << 20, description=(

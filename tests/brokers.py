@@ -40,6 +40,7 @@ class PrivateBroker:
                     "STREAMER_KAFKA_PORT": str(self.port),
                     "STREAMER_KAFKA_CONTROLLER_PORT": str(controller),
                     "STREAMER_KAFKA_SASL_PORT": str(sasl),
+                    "STREAMER_KAFKA_SECURE": "0",  # the TLS listeners stay the shared one's
                     "STREAMER_KAFKA_HEAP_OPTS": "-Xms64m -Xmx384m",
                     "STREAMER_KAFKA_START_TIMEOUT": "120"}
         self.bootstrap = f"127.0.0.1:{self.port}"

@@ -12,8 +12,10 @@ tests) or a ``KafkaBackend`` in the Kafka service, so its answers are the Python
 from __future__ import annotations
 
 import asyncio
+import hmac
 import io
 import logging
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from schemas.errors import (
 )
 from schemas.records import CollectionSpec, Image
 from streamer.client.backend import Backend
-from streamer.gateway.auth import PROTOCOL, Authenticator, Grant
+from streamer.gateway.auth import PROTOCOL, Authenticator, Grant, token_from_headers
 from streamer.gateway.chroma_http import ChromaAPI
 from streamer.gateway.ops import Local, Operations, Resolver
 from streamer.gateway.socket import Connection
@@ -62,6 +64,22 @@ def _status(exc: StreamerError) -> int:
         if cls in _HTTP_STATUS:
             return _HTTP_STATUS[cls]
     return 503 if exc.retriable else 500
+
+
+def server_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The gateway's TLS context (https, wss) from ``http_tls_certfile``/``_keyfile``."""
+    cert, key = settings.http_tls_certfile, settings.http_tls_keyfile
+    if cert is None and key is None:
+        return None
+    if cert is None:
+        raise InvalidArgumentError("http_tls_keyfile needs http_tls_certfile")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidArgumentError(f"gateway TLS: {exc} (http_tls_certfile={cert}, "
+                                   f"http_tls_keyfile={key})") from None
+    return context
 
 
 def thumbnail_png(image: Image, size: int) -> bytes:
@@ -91,7 +109,8 @@ class Gateway(Component):
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.http_host}:{self.port}"
+        scheme = "https" if self.settings.http_tls_certfile else "http"
+        return f"{scheme}://{self.settings.http_host}:{self.port}"
 
     @property
     def _frame_bytes(self) -> int:
@@ -131,7 +150,9 @@ class Gateway(Component):
         await self._runner.setup()
         # Stop listening, close sockets with GOING_AWAY (after answering what is in flight).
         self.parts.on_stop(self._runner.cleanup)
-        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
+        tls = await anyio.to_thread.run_sync(server_tls, self.settings)  # reads the files
+        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port,
+                           ssl_context=tls)
         await site.start()  # e.g. the port is taken: the rollback releases the runner
         self.port = int(self._runner.addresses[0][1])
         self.ready = True
@@ -168,7 +189,18 @@ class Gateway(Component):
             self.connections.discard(conn)
         return ws
 
+    def _check_ops(self, request: web.Request) -> None:
+        """``ops_token``, when set, guards what tells an outsider about the process."""
+        want = self.settings.ops_token
+        given = token_from_headers(request.headers)
+        if want is not None and not (given is not None and hmac.compare_digest(
+                given.encode(), want.get_secret_value().encode())):
+            AUTH_FAILURES.inc()
+            raise web.HTTPUnauthorized(text="missing or invalid ops token",
+                                       headers={"WWW-Authenticate": 'Bearer realm="streamer-ops"'})
+
     async def _healthz(self, request: web.Request) -> web.Response:
+        self._check_ops(request)
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
@@ -176,6 +208,7 @@ class Gateway(Component):
                                  status=200 if self.ready else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        self._check_ops(request)
         # The process collector reads /proc: on a thread.
         body = await anyio.to_thread.run_sync(generate_latest, REGISTRY)
         return web.Response(body=body,

@@ -61,7 +61,6 @@ from streamer.client.clients import AsyncClient, Client
 from streamer.kafka.common import (
     Topics,
     cancel,
-    client_kwargs,
     consumer_kwargs,
     ensure_topics,
     partitions,
@@ -70,6 +69,7 @@ from streamer.kafka.common import (
     supervise,
 )
 from streamer.kafka.scatter import Scatter
+from streamer.kafka.security import client_kwargs, describe, preflight
 from streamer.kafka.shards import group_live, read_layout
 from streamer.kafka.wire_checks import check_document, check_image
 from streamer.settings import Settings
@@ -96,17 +96,12 @@ class KafkaBackend(Component):
         self._scatter: Scatter | None = None
 
     async def _start(self) -> None:
+        await preflight(self.settings)  # a refused connection fails here, typed and fast
         try:
             await self._connect()
         except KafkaError as exc:
-            cfg = self.settings
-            sasl = f", SASL {cfg.kafka_sasl_mechanism} as {cfg.kafka_sasl_username!r}" \
-                if cfg.kafka_sasl_mechanism else ""
-            # aiokafka says only "Unable to bootstrap", whatever the cause: name what was tried.
-            raise UnavailableError(
-                f"Cannot connect to Kafka at {cfg.kafka_bootstrap} ({cfg.kafka_security_protocol}"
-                f"{sasl}): {exc}. Check the address, the security protocol and the "
-                f"credentials.") from exc
+            raise UnavailableError(f"Cannot connect to Kafka at {describe(self.settings)}: "
+                                   f"{exc}") from exc
 
     async def _connect(self) -> None:
         await ensure_topics(self.settings, self.topics)

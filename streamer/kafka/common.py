@@ -1,4 +1,5 @@
-"""Topic names, client settings and topic creation shared by the service and the client."""
+"""Topic names, producer and consumer sizing and topic creation shared by the service and the
+client (connection settings: ``streamer.kafka.security``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from aiokafka.partitioner import murmur2
 
 from consumers.runtime.tasks import cancel as cancel
 from consumers.runtime.tasks import supervise as supervise
+from streamer.kafka.security import client_kwargs
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,17 +63,6 @@ def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (where its record lives)."""
     index: int = murmur2(key) & 0x7FFFFFFF
     return index % partitions
-
-
-def client_kwargs(settings: Settings) -> dict[str, Any]:
-    """Connection settings passed through to every aiokafka client (SASL/TLS included)."""
-    kw: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap,
-                          "security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_sasl_mechanism:
-        kw.update(sasl_mechanism=settings.kafka_sasl_mechanism,
-                  sasl_plain_username=settings.kafka_sasl_username,
-                  sasl_plain_password=settings.kafka_sasl_password)
-    return kw
 
 
 def producer_kwargs(settings: Settings) -> dict[str, Any]:

@@ -36,13 +36,13 @@ from streamer import metrics
 from streamer.kafka.common import (
     Topics,
     cancel,
-    client_kwargs,
     consumer_kwargs,
     producer_kwargs,
     supervise,
 )
 from streamer.kafka.replica import Replica
 from streamer.kafka.runtimes import Runtimes
+from streamer.kafka.security import client_kwargs
 from streamer.kafka.shards import Shard
 from streamer.kafka.wire_checks import checked_get, checked_query
 from streamer.settings import Settings

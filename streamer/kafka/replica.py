@@ -27,11 +27,11 @@ from schemas.records import CollectionSpec, Mutation
 from streamer.kafka.common import (
     Topics,
     cancel,
-    client_kwargs,
     consumer_kwargs,
     partitions,
     supervise,
 )
+from streamer.kafka.security import client_kwargs
 from streamer.kafka.shards import Shard
 from streamer.metrics import REPLICA_PROGRESS
 from streamer.settings import Settings

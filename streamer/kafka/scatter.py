@@ -25,7 +25,8 @@ from schemas.errors import (
     error_from_wire,
 )
 from schemas.events import decode_array, dumps, encode_array
-from streamer.kafka.common import Topics, client_kwargs
+from streamer.kafka.common import Topics
+from streamer.kafka.security import client_kwargs
 from streamer.kafka.shards import group_live, reader_group
 from streamer.settings import Settings
 

@@ -49,7 +49,6 @@ from streamer import metrics
 from streamer.kafka.common import (
     Topics,
     cancel,
-    client_kwargs,
     consumer_kwargs,
     ensure_topics,
     partition_of,
@@ -59,6 +58,7 @@ from streamer.kafka.producers import FENCED, PartitionProducers
 from streamer.kafka.reader import Reader, send_reply
 from streamer.kafka.replica import PROGRESS, Replica
 from streamer.kafka.runtimes import Runtimes
+from streamer.kafka.security import client_kwargs, preflight
 from streamer.kafka.shards import assignors, publish_layout
 from streamer.kafka.wire_checks import (
     check_delete,
@@ -122,6 +122,7 @@ class Service(Component):
     async def _start(self) -> None:
         """In dependency order; stopping runs it backwards: the write loop and the readers
         stop before the replica, and the store's checkpoint comes last."""
+        await preflight(self.settings)  # a refused connection ends `streamer serve` with why
         await ensure_topics(self.settings, self.topics)
         await publish_layout(self.settings, client_kwargs(self.settings))
         await self.parts.start(self.store)

@@ -37,11 +37,11 @@ from streamer.kafka.client import KafkaBackend
 from streamer.kafka.common import (
     Topics,
     cancel,
-    client_kwargs,
     consumer_kwargs,
     supervise,
     transactional_producer,
 )
+from streamer.kafka.security import client_kwargs
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
