@@ -102,6 +102,23 @@ class ServiceProcess:
             self.proc.stdout.close()
 
 
+def refused_start(svc: ServiceProcess, within_s: float = 60) -> str:
+    """Start ``svc``, which must exit (a misconfiguration) within ``within_s``: its log."""
+    started = time.monotonic()
+    try:
+        svc.start()
+    except RuntimeError as exc:
+        if "service exited" not in str(exc):
+            raise
+    else:
+        raise AssertionError("the service started")
+    finally:
+        svc.kill()
+    assert time.monotonic() - started < within_s
+    assert svc.log_path is not None
+    return svc.log_path.read_text()
+
+
 # Every prefix this test process handed out: their topics are deleted when the session ends,
 # so the developer's broker does not grow by thousands of partitions per run (a broker that
 # must load them all at start-up no longer answers within compose/kafka/start's wait).
