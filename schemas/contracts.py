@@ -28,8 +28,10 @@ INCLUDE = {"type": "array", "items": {"enum": ["documents", "embeddings", "metad
 WRITE_RECORD = {
     "title": "WriteEvent", "type": "object", "required": ["v", "op", "collection", "id"],
     "description": "One record of an add/update/upsert/delete call. Topic key: '<collection>/<id>', "
-                   "on the partition Kafka's default murmur2 partitioner gives that key (librdkafka "
-                   "clients: partitioner=murmur2_random); elsewhere it is refused (invalid_argument).",
+                   "placed by the producer's own partitioner: the writer that receives it forwards "
+                   "it to that key's partition under Java's murmur2, whose writer applies it in "
+                   "order. A delete may name ids on several partitions, or a filter: it is applied "
+                   "on each in turn and answered once, with Chroma's count.",
     "properties": {"v": VERSION, "op": {"enum": ["add", "update", "upsert", "delete"]},
                    "collection": {"type": "string"}, "id": {"type": "string"},
                    "embedding": ARRAY, "document": {"type": "string"}, "image": IMAGE,
@@ -39,8 +41,11 @@ WRITE_RECORD = {
                              "maxItems": 2}}}
 DELETE_WHERE = {
     "title": "DeleteEvent", "type": "object", "required": ["v", "op", "collection", "ids"],
-    "description": "A delete by filter. Topic key: '<collection>'. Send one copy to every partition "
-                   "of the requests topic: each deletes the matching records whose keys hash there.",
+    "description": "A delete by filter (or of ids on several partitions). Topic key: "
+                   "'<collection>', on any one partition: the writers pass it from partition to "
+                   "partition, each deleting the matching records whose keys hash there, and the "
+                   "last answers with the total. With the header scope=partition it applies to "
+                   "its own partition only (KafkaClient sends one such copy to every partition).",
     "properties": {"v": VERSION, "op": {"const": "delete"}, "collection": {"type": "string"},
                    "ids": {"type": ["array", "null"], "items": {"type": "string"}},
                    "where": {"anyOf": [WHERE, {"type": "null"}]},

@@ -13,3 +13,6 @@ REPLICA_PROGRESS = Gauge("streamer_replica_progress", "Request offset applied by
                          ["partition"])
 FENCED = Counter("streamer_writer_fenced_total",
                  "Writer batches dropped because another writer took their partition")
+FORWARDED = Counter("streamer_writer_forwarded_total",
+                    "Write events forwarded to the partition their records belong on (a "
+                    "producer whose partitioner is not murmur2's, or a delete spanning partitions)")

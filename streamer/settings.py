@@ -163,6 +163,9 @@ class Settings(BaseSettings):
         "Chroma's HTTP API v2: the grant (r, w or rw, every collection) of a request that "
         "carries no token, for chromadb.HttpClient(host, port) as it is; none refuses such "
         "requests."))
+    http_max_body_bytes: int = Field(default=40 << 20, gt=0, description=(
+        "The largest request body Chroma's HTTP API reads: 40 MiB, chroma run's own limit; "
+        "a larger one is 413 'Payload too large', as from chroma run."))
     allow_reset: bool = Field(default=False, description=(
         "Chroma's ALLOW_RESET: POST /api/v2/reset deletes every collection; refused with "
         "Chroma's error otherwise."))

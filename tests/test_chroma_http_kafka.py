@@ -10,6 +10,7 @@ from typing import Any
 import chromadb
 import pytest
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import QuotaError
 
 from streamer.kafka.client import KafkaClient
 from streamer.testing.chroma import streamer_serve
@@ -37,3 +38,20 @@ def test_a_write_answers_once_applied_for_every_client(tmp_path: Path) -> None:
             assert theirs.count() == 10
         finally:
             other.close()
+
+
+def test_the_services_limits_are_chromas_quota_errors(tmp_path: Path) -> None:
+    """A document or n_results over the service's limits: 400 ``QuotaError``, which Chroma's
+    own client raises as ``chromadb.errors.QuotaError`` (Chroma Cloud's name for a limit)."""
+    with streamer_serve(tmp_path, kafka=True, STREAMER_MAX_DOCUMENT_BYTES="1000",
+                        STREAMER_MAX_N_RESULTS="5") as svc:
+        http = chromadb.HttpClient(host="127.0.0.1", port=svc.port,
+                                   settings=ChromaSettings(anonymized_telemetry=False))
+        col: Any = http.create_collection("limits", embedding_function=None)
+        with pytest.raises(QuotaError, match="exceeds 1000 bytes"):
+            col.add(ids=["big"], embeddings=[[1.0, 2.0]], documents=["x" * 1001])
+        col.add(ids=["ok"], embeddings=[[1.0, 2.0]], documents=["x" * 1000])
+        with pytest.raises(QuotaError, match="n_results"):
+            col.query(query_embeddings=[[1.0, 2.0]], n_results=6)
+        assert col.query(query_embeddings=[[1.0, 2.0]], n_results=5)["ids"] == [["ok"]]
+        assert col.count() == 1

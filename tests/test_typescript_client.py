@@ -6,6 +6,7 @@ installed from its lockfile (``npm ci``) and built with ``tsc`` once per session
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -91,3 +92,49 @@ async def test_node_suites_against_streamer_serve(package: Path, tmp_path: Path)
 def test_results_are_typed_by_include(package: Path) -> None:
     """tsc rejects reading a field the call did not include (test/typing.ts)."""
     _npm("run", "typecheck")
+
+
+WSS_SCRIPT = """
+import WebSocket from "ws";
+import { StreamerClient } from "./dist/index.js";
+const c = new StreamerClient({ url: process.env.STREAMER_URL, token: process.env.STREAMER_TOKEN,
+                               WebSocket });
+const col = await c.createCollection({ name: "over-wss", embeddingFunction: null });
+await col.add({ ids: ["a", "b"], embeddings: [[1, 0], [0, 1]], documents: ["one", "two"] });
+const hit = await col.query({ queryEmbeddings: [[0.9, 0.1]], nResults: 1, include: ["documents"] });
+console.log(JSON.stringify({ count: await col.count(), ids: hit.ids, docs: hit.documents }));
+c.close();
+"""
+
+
+def test_node_reaches_the_gateway_over_wss(package: Path, tmp_path: Path) -> None:
+    """``streamer serve`` with a certificate serves wss: Node's client connects when it trusts
+    the CA (NODE_EXTRA_CA_CERTS, as an operator sets it) and refuses the server otherwise."""
+    tls = tmp_path / "tls"
+    subprocess.run([str(ROOT / "compose/kafka/certs"), str(tls)], check=True, timeout=60,
+                   capture_output=True)
+    svc = ServiceProcess("embedded", tmp_path / "svc", instance="wss", args=["--embedded"],
+                         extra_env={"STREAMER_AUTH_TOKENS": TOKENS, "STREAMER_HTTP_PORT": "0",
+                                    "STREAMER_HTTP_TLS_CERTFILE": str(tls / "broker.pem"),
+                                    "STREAMER_HTTP_TLS_KEYFILE": str(tls / "broker.key")})
+    svc.start()
+    try:
+        assert svc.url is not None and svc.url.startswith("https://")
+        script = package / f"wss-check-{os.getpid()}.mjs"  # beside dist/ and node_modules/
+        script.write_text(WSS_SCRIPT)
+        env = {**os.environ, "STREAMER_URL": svc.url.replace("https://", "wss://"),
+               "STREAMER_TOKEN": TOKEN}
+        try:
+            trusted = subprocess.run(["node", script.name], cwd=package, capture_output=True,
+                                     text=True, timeout=120,
+                                     env={**env, "NODE_EXTRA_CA_CERTS": str(tls / "ca.pem")})
+            untrusted = subprocess.run(["node", script.name], cwd=package, capture_output=True,
+                                       text=True, timeout=120, env=env)
+        finally:
+            script.unlink()
+    finally:
+        svc.kill()
+    assert trusted.returncode == 0, trusted.stderr[-3000:]
+    assert json.loads(trusted.stdout) == {"count": 2, "ids": [["a"]], "docs": [["one"]]}
+    assert untrusted.returncode != 0
+    assert "certificate" in untrusted.stderr, untrusted.stderr[-3000:]

@@ -20,6 +20,7 @@ import sys
 import traceback
 
 from schemas.errors import InvalidArgumentError
+from streamer import tracing
 from streamer.cli import ingest as cli_ingest
 from streamer.cli import query as cli_query
 from streamer.cli.common import UsageError
@@ -134,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "serve":  # serve logs JSON lines at its own level
         logging.basicConfig(level=logging.WARNING, format="streamer: %(levelname)s: %(message)s")
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its failures reach us as errors
+    # Traces when the standard OTEL_* variables ask for them (streamer/tracing.py).
+    try:
+        tracing.configure()
+    except ValueError as exc:
+        print(f"streamer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
@@ -147,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"streamer {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        tracing.shutdown()
     return code
 
 

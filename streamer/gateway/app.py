@@ -22,6 +22,8 @@ from typing import Any
 import anyio.to_thread
 import numpy as np
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from opentelemetry.trace import SpanKind
 from PIL import Image as PILImage
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
@@ -37,9 +39,11 @@ from schemas.errors import (
     error_to_wire,
 )
 from schemas.records import CollectionSpec, Image
+from streamer import tracing
 from streamer.client.backend import Backend
 from streamer.gateway.auth import PROTOCOL, Authenticator, Grant, token_from_headers
 from streamer.gateway.chroma_http import ChromaAPI
+from streamer.gateway.chroma_wire import MAX_BODY
 from streamer.gateway.ops import Local, Operations, Resolver
 from streamer.gateway.socket import Connection
 from streamer.kafka.runtimes import Runtimes
@@ -119,7 +123,10 @@ class Gateway(Component):
         return max(self.settings.ws_max_message_bytes, self.settings.max_message_bytes)
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self._frame_bytes)
+        app = web.Application(client_max_size=max(self._frame_bytes,
+                                                  self.settings.http_max_body_bytes),
+                              middlewares=[_traced])
+        app[MAX_BODY] = self.settings.http_max_body_bytes
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -249,6 +256,24 @@ class Gateway(Component):
         return web.Response(body=png, content_type="image/png",
                             headers={"Cache-Control": "private, max-age=300",
                                      "X-Content-Type-Options": "nosniff"})
+
+
+@web.middleware
+async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A SERVER span per HTTP request, in the caller's trace when it sent ``traceparent``
+    (what opentelemetry-instrumentation-aiohttp-server does; it has no release for the
+    OpenTelemetry line chromadb's pins need)."""
+    if not tracing.enabled():
+        return await handler(request)
+    parent = tracing.extract([(k, v.encode("latin-1")) for k, v in request.headers.items()
+                              if k.lower() in ("traceparent", "tracestate")])
+    route = request.match_info.route.resource
+    name = f"{request.method} {route.canonical if route is not None else request.path}"
+    with tracing.span(name, parent=parent, kind=SpanKind.SERVER) as span:
+        response = await handler(request)
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status)
+        return response
 
 
 __all__ = ["Gateway", "thumbnail_png"]

@@ -24,6 +24,7 @@ from schemas.errors import (
     DuplicateIDError,
     InvalidArgumentError,
     InvalidTypeError,
+    LimitExceededError,
     NotFoundError,
     PermissionDeniedError,
     RequestTimeoutError,
@@ -51,6 +52,20 @@ class HTTPError(Exception):
 
     def response(self) -> web.Response:
         return json_response({"error": self.name, "message": self.message}, self.status)
+
+
+class PayloadTooLarge(HTTPError):
+    """A body over ``http_max_body_bytes``: chroma run's own answer, 413 in plain text."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "PayloadTooLarge", "Payload too large")
+
+    def response(self) -> web.Response:
+        return web.Response(status=413, text=self.message)
+
+
+#: The largest request body read (``Settings.http_max_body_bytes``), set on the app.
+MAX_BODY = web.AppKey("chroma_max_body", int)
 
 
 def _dumps(body: Any) -> bytes:
@@ -81,6 +96,8 @@ _ERRORS: dict[type[BaseException], tuple[int, str]] = {
     # chroma run answers an existing name with 409 and the generic name.
     UniqueConstraintError: (409, "ChromaError"),
     PermissionDeniedError: (403, "AuthorizationError"),
+    # Chroma's name for a request over a limit (its Python client raises QuotaError).
+    LimitExceededError: (400, "QuotaError"),
     UnavailableError: (503, "InternalError"),
     RequestTimeoutError: (504, "InternalError"),
 }
@@ -207,7 +224,12 @@ def _parse(raw: bytes, kind: str) -> dict[str, Any]:
 
 
 async def read_body(request: web.Request, kind: str) -> dict[str, Any]:
+    limit = request.app[MAX_BODY]
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge
     raw = await request.read()
+    if len(raw) > limit:  # a chunked body, without a length
+        raise PayloadTooLarge
     if len(raw) > _OFF_LOOP_BYTES:
         return await anyio.to_thread.run_sync(_parse, raw, kind)
     return _parse(raw, kind)

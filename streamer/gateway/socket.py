@@ -18,10 +18,12 @@ import time
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge, Histogram
 
 from schemas.errors import SchemaError, StreamerError, UnavailableError, error_to_wire
 from schemas.events import dumps, loads
+from streamer import tracing
 from streamer.gateway.auth import Grant
 from streamer.gateway.live import Subscription
 from streamer.gateway.ops import OPS, Operations
@@ -96,7 +98,9 @@ class Connection:
             label = ev["op"] if ev.get("op") in OPS else "unknown"
             if self._draining:
                 raise UnavailableError("The server is shutting down; retry on another one")
-            result = await self._ops.dispatch(ev, self)
+            with tracing.span(f"ws {label}", parent=tracing.extract_text(ev.get("traceparent")),
+                              kind=SpanKind.SERVER):
+                result = await self._ops.dispatch(ev, self)
         except Exception as exc:  # every failure is a typed error reply; the socket goes on
             if not isinstance(exc, StreamerError):
                 log.exception("websocket request failed")

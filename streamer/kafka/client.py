@@ -27,6 +27,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from opentelemetry.trace import SpanKind
 
 from consumers.embedding.embed import EmbeddingFunction
 from consumers.loading.decode import check_limits, compress_array
@@ -57,6 +58,7 @@ from schemas.records import (
     QueryRequest,
     WriteRequest,
 )
+from streamer import tracing
 from streamer.client.clients import AsyncClient, Client
 from streamer.kafka.common import (
     Topics,
@@ -68,6 +70,7 @@ from streamer.kafka.common import (
     rpc_headers,
     supervise,
 )
+from streamer.kafka.routing import SCOPE
 from streamer.kafka.scatter import Scatter
 from streamer.kafka.security import client_kwargs, describe, preflight
 from streamer.kafka.shards import group_live, read_layout
@@ -192,9 +195,8 @@ class KafkaBackend(Component):
             with anyio.fail_after(self.settings.kafka_request_timeout_s):
                 async with self._producing() as producer:
                     await producer.send_and_wait(
-                        self.topics.queries, value=value,
-                        headers=rpc_headers(self.topics.replies, corr,
-                                            self.settings.kafka_request_timeout_s))
+                        self.topics.queries, value=value, headers=tracing.inject(rpc_headers(
+                            self.topics.replies, corr, self.settings.kafka_request_timeout_s)))
         except TimeoutError:
             raise UnavailableError("Kafka did not take the request in time") from None
 
@@ -212,6 +214,10 @@ class KafkaBackend(Component):
         return reply.get("result")
 
     async def _rpc(self, payload: dict[str, Any]) -> Any:
+        with tracing.span(f"streamer {payload.get('op')}", kind=SpanKind.CLIENT):
+            return await self._rpc_traced(payload)
+
+    async def _rpc_traced(self, payload: dict[str, Any]) -> Any:
         payload = {**payload, "after": {str(p): o for p, o in self._session.items()}}
         if self._scatter is not None:
             return await self._scatter.call(payload)
@@ -332,6 +338,13 @@ class KafkaBackend(Component):
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
                     wait: bool) -> int:
+        op = "delete" if isinstance(request, DeleteRequest) else request.op
+        with tracing.span(f"streamer {op}", kind=SpanKind.PRODUCER):
+            return await self._write(spec, request, embedder=embedder, loader=loader, wait=wait)
+
+    async def _write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
+                     embedder: EmbeddingFunction | None, loader: DataLoader | None,
+                     wait: bool) -> int:
         if isinstance(request, DeleteRequest):
             return await self._delete(spec, request, wait or self.wait_writes)
         for it in request.items:
@@ -364,7 +377,7 @@ class KafkaBackend(Component):
         key = spec.id.encode()
         if request.limit is None:
             ev = delete_event(spec.id, request)
-            replies = await self._send([(key, ev, p) for p in targets], wait=True)
+            replies = await self._send([(key, ev, p) for p in targets], wait=True, scoped=True)
             return sum(r["deleted"] for r in replies)
         # A limit spans partitions: ask them one at a time for what is left of it.
         total = 0
@@ -374,27 +387,29 @@ class KafkaBackend(Component):
                 break
             part = DeleteRequest(ids=request.ids, where=request.where,
                                  where_document=request.where_document, limit=left)
-            total += (await self._send([(key, delete_event(spec.id, part), p)], wait=True))[0][
-                "deleted"]
+            total += (await self._send([(key, delete_event(spec.id, part), p)], wait=True,
+                                       scoped=True))[0]["deleted"]
         return total
 
     async def _send(self, events: list[tuple[bytes, dict[str, Any], int | None]],
-                    wait: bool) -> list[Any]:
+                    wait: bool, scoped: bool = False) -> list[Any]:
         """Produce events (acks=all), remember their offsets for session reads and, with
-        ``wait``, return the writers' results (raising the first error)."""
+        ``wait``, return the writers' results (raising the first error). ``scoped``: filtered
+        deletes, one per partition, each for its partition's records only (routing.py)."""
         values = [self.sized(dumps(ev), f"Record {ev.get('id', ev['collection'])}")
                   for _, ev, _ in events]
         sends = []
         waits = []
+        traced = tracing.inject([(SCOPE, b"partition")] if scoped else [])  # and its span
         try:
             async with self._producing() as producer:
                 for (key, _, partition), value in zip(events, values, strict=True):
-                    headers: list[tuple[str, bytes]] = []
+                    headers = list(traced)
                     if wait:
                         corr, fut = self._expect()
                         waits.append((corr, fut))
-                        headers = [("reply_to", self.topics.replies.encode()),
-                                   ("correlation_id", corr.encode())]
+                        headers += [("reply_to", self.topics.replies.encode()),
+                                    ("correlation_id", corr.encode())]
                     sends.append(await producer.send(self.topics.requests, key=key,
                                                      value=value, partition=partition,
                                                      headers=headers))

@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
+from opentelemetry.trace import Span, SpanKind
 
 from consumers.reads.query import get_result, query_vectors, search_result
 from consumers.runtime.lifecycle import Component
@@ -32,7 +33,7 @@ from schemas.errors import (
 )
 from schemas.events import READ_OPS, dumps, encode_result, loads
 from schemas.records import CollectionSpec
-from streamer import metrics
+from streamer import metrics, tracing
 from streamer.kafka.common import (
     Topics,
     cancel,
@@ -64,15 +65,19 @@ def expired(rec: ConsumerRecord[bytes, bytes]) -> bool:
 
 
 async def send_reply(producer: AIOKafkaProducer, rec: ConsumerRecord[bytes, bytes],
-                     payload: dict[str, Any], shard: Shard | None = None) -> None:
-    """A sharded reader answers as ``<correlation_id>#<K>``: the caller gathers one per shard."""
+                     payload: dict[str, Any], shard: Shard | None = None,
+                     headers: tracing.Headers | None = None) -> None:
+    """A sharded reader answers as ``<correlation_id>#<K>``: the caller gathers one per shard.
+    ``headers`` carry a trace context; by default the current span's."""
     reply_to = header(rec, "reply_to")
     corr = header(rec, "correlation_id")
     if reply_to is None or corr is None:
         return
     if shard is not None:
         corr = f"{corr}#{shard.index}"
-    await producer.send(reply_to, value=dumps(payload), headers=[("correlation_id", corr.encode())])
+    extra = tracing.inject([]) if headers is None else headers
+    await producer.send(reply_to, value=dumps(payload),
+                        headers=[("correlation_id", corr.encode()), *extra])
 
 
 class Reader(Component):
@@ -120,11 +125,18 @@ class Reader(Component):
         if expired(rec):
             metrics.QUERIES.labels("unknown", "expired").inc()
             return
+        with tracing.span("reader", parent=tracing.extract(rec.headers),
+                          kind=SpanKind.CONSUMER) as span:
+            await self._answer_traced(rec, span)
+
+    async def _answer_traced(self, rec: ConsumerRecord[bytes, bytes], span: Span | None) -> None:
         started = time.perf_counter()
         op: Any = "unknown"
         try:
             ev = loads(rec.value)
             op = ev.get("op")
+            if span is not None:
+                span.update_name(f"reader {op}")
             if op not in READ_OPS:
                 raise SchemaError(f"Unknown op {op!r}; expected one of {', '.join(READ_OPS)}")
             target = ev.get("shard")
@@ -132,9 +144,12 @@ class Reader(Component):
                 return  # an admin op, answered by one shard only (kafka/scatter.py)
             after = {int(p): int(o) for p, o in (ev.get("after") or {}).items()
                      if self.shard is None or self.shard.owns(int(p))}
-            if after and not await self.replica.wait_for(
-                    lambda: self.replica.caught_up(after), self.settings.kafka_request_timeout_s):
-                raise RequestTimeoutError("Timed out waiting for this session's writes to apply")
+            with tracing.span("reader session wait"):
+                if after and not await self.replica.wait_for(
+                        lambda: self.replica.caught_up(after),
+                        self.settings.kafka_request_timeout_s):
+                    raise RequestTimeoutError(
+                        "Timed out waiting for this session's writes to apply")
             result = await self._dispatch(op, ev)
             payload: dict[str, Any] = {"ok": True, "result": result}
         except Exception as exc:
@@ -175,9 +190,11 @@ class Reader(Component):
             embedder = await self.runtimes.get(state.spec.embedding_function)
             req = checked_query(ev, self.settings, has_embedding_function=embedder is not None)
             loader = await self.runtimes.get(state.spec.data_loader)
-            vectors = await query_vectors(req, embedder, loader, self.embed_thread)
-            async with self.lock(state.spec.id):
-                result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
+            with tracing.span("reader embed"):
+                vectors = await query_vectors(req, embedder, loader, self.embed_thread)
+            with tracing.span("reader search"):
+                async with self.lock(state.spec.id):
+                    result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
             return encode_result(result)
         return await self._admin(op, ev)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -17,6 +18,7 @@ import anyio
 import anyio.to_thread
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from opentelemetry.trace import SpanKind
 
 from consumers.runtime.files import atomic_write
 from consumers.runtime.lifecycle import Component
@@ -24,6 +26,7 @@ from consumers.storage.backfill import MAX_PENDING
 from consumers.storage.catalog import Catalog
 from schemas.events import loads, parse_state
 from schemas.records import CollectionSpec, Mutation
+from streamer import tracing
 from streamer.kafka.common import (
     Topics,
     cancel,
@@ -97,7 +100,7 @@ class Replica(Component):
         # Bootstrap: catch up to the end of both topics before serving anything.
         ends = await self._consumer.end_offsets(tps)
         while await self._behind(ends):
-            await self._poll_once()
+            await self._poll_once(replay=True)
         task = supervise(asyncio.create_task(self._loop(), name="replica"))
         self.parts.on_stop(partial(cancel, task))
 
@@ -112,11 +115,16 @@ class Replica(Component):
         while True:
             await self._poll_once()
 
-    async def _poll_once(self) -> None:
+    async def _poll_once(self, replay: bool = False) -> None:
+        """``replay``: catching up at start, where old records' traces are long closed."""
         assert self._consumer is not None
         batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
         if not batches:
             return
+        started = time.time_ns()
+        traced = [] if replay or not tracing.enabled() else [
+            ctx for records in batches.values() for rec in records
+            if (ctx := tracing.extract(rec.headers)) is not None]
         specs: list[tuple[str, CollectionSpec | None]] = []
         muts: dict[str, list[Mutation]] = defaultdict(list)
         progress: dict[int, int] = {}
@@ -165,6 +173,9 @@ class Replica(Component):
             await anyio.to_thread.run_sync(atomic_write, self._positions_file, data)
         async with self._changed:
             self._changed.notify_all()
+        for ctx in traced:  # applied, durable and visible to reads from here on
+            tracing.TRACER.start_span("replica apply", context=ctx, kind=SpanKind.CONSUMER,
+                                      start_time=started).end()
 
     def _apply_specs(self, specs: list[tuple[str, CollectionSpec | None]]) -> None:
         for name, spec in specs:

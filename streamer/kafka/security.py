@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import importlib
 import inspect
 import os
@@ -24,11 +25,14 @@ from typing import Any
 
 import orjson
 from aiokafka.abc import AbstractTokenProvider
-from aiokafka.conn import create_conn
+from aiokafka.conn import AIOKafkaConnection
 from aiokafka.protocol.metadata import MetadataRequest
 
 from schemas.errors import InvalidArgumentError, UnavailableError
 from streamer.settings import Settings
+
+#: how long a preflight waits for its probe connection's socket to close
+CLOSE_WAIT_S = 2.0
 
 #: ``kafka_sasl_oauth_token_provider`` value for AWS MSK IAM (extra ``streamer[msk-iam]``).
 MSK_IAM = "msk-iam"
@@ -238,13 +242,14 @@ async def preflight(settings: Settings) -> None:
         authenticated = False
         try:
             async with asyncio.timeout(timeout):
-                conn = await create_conn(host.strip("[]"), int(port),
-                                         request_timeout_ms=int(timeout * 1000), **kw)
-                authenticated = True
+                conn = AIOKafkaConnection(host.strip("[]"), int(port),
+                                          request_timeout_ms=int(timeout * 1000), **kw)
                 try:
+                    await conn.connect()
+                    authenticated = True
                     metadata = await conn.send(MetadataRequest([]))
                 finally:
-                    conn.close()
+                    await _closed(conn)
                 if not metadata.brokers:  # every broker lists itself: this is no answer
                     raise ConnectionError("the broker's answer lists no broker")
             return
@@ -253,6 +258,17 @@ async def preflight(settings: Settings) -> None:
     raise UnavailableError(
         f"Cannot connect to Kafka at {describe(settings)}: {'; '.join(causes)}. Check the "
         f"address, the security protocol, the certificates and the credentials.")
+
+
+async def _closed(conn: AIOKafkaConnection) -> None:
+    """Close and wait until the socket is closed: ``close()`` only starts a TLS shutdown, and a
+    loop that ends before it completes leaves the socket to the garbage collector (a
+    ResourceWarning in the caller's process; aiokafka's own close on a failed connect is the
+    same call)."""
+    closing = conn.close()
+    if closing is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closing), CLOSE_WAIT_S)
 
 
 def _cause(exc: BaseException, settings: Settings, timeout: float, authenticated: bool) -> str:

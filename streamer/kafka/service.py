@@ -18,60 +18,49 @@ import logging
 import socket
 import time
 from functools import partial
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from aiokafka import (
     AIOKafkaConsumer,
-    AIOKafkaProducer,
     ConsumerRebalanceListener,
-    ConsumerRecord,
     TopicPartition,
 )
 from aiokafka.errors import KafkaError
 
 from consumers.runtime.lifecycle import Component
 from consumers.write.local import LocalStore
-from consumers.write.pipeline import WriteJob, reuse_unchanged
+from consumers.write.pipeline import WriteJob
 from schemas.errors import (
-    NotFoundError,
     StreamerError,
     error_to_wire,
 )
 from schemas.events import (
     dumps,
-    loads,
-    parse_write,
     state_key,
     state_record,
 )
-from schemas.records import DeleteRequest, WriteRequest
+from schemas.records import DeleteRequest
 from streamer import metrics
+from streamer.kafka.batches import Batches, Prepared, Record, needs_model, result
 from streamer.kafka.common import (
     Topics,
     cancel,
     consumer_kwargs,
     ensure_topics,
-    partition_of,
     supervise,
 )
+from streamer.kafka.intake import Intake
 from streamer.kafka.producers import FENCED, PartitionProducers
 from streamer.kafka.reader import Reader, send_reply
 from streamer.kafka.replica import PROGRESS, Replica
 from streamer.kafka.runtimes import Runtimes
 from streamer.kafka.security import client_kwargs, preflight
 from streamer.kafka.shards import assignors, publish_layout
-from streamer.kafka.wire_checks import (
-    check_delete,
-    check_route,
-    check_write,
-)
 from streamer.settings import Settings
+from streamer.tracing import BatchTrace, headers_of
 
 log = logging.getLogger(__name__)
-Record: TypeAlias = ConsumerRecord[bytes, bytes]
-Batches: TypeAlias = dict[TopicPartition, list[Record]]
 Out: TypeAlias = tuple[bytes, bytes | None]
-Prepared: TypeAlias = tuple[Batches, list[tuple[Record, WriteJob]], list[tuple[Record, BaseException]]]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -109,6 +98,8 @@ class Service(Component):
         self._pipeline = self.store.pipeline
         self.replica = Replica(settings, self.topics, self.catalog, self.lock)
         self.runtimes = Runtimes(self.embed_thread, settings)
+        self._intake = Intake(settings, self.topics, self.catalog, self.replica, self.runtimes,
+                              self._partitions)
         self._ready: asyncio.Queue[tuple[int, Prepared]] = asyncio.Queue(maxsize=1)
         self._embedded: asyncio.Queue[tuple[int, float, Prepared]] = asyncio.Queue(maxsize=1)
         self._processing = asyncio.Lock()
@@ -163,12 +154,12 @@ class Service(Component):
                   supervise(asyncio.create_task(self._embed_loop(), name="embed"))]
         try:
             while True:
-                generation, started, (batches, jobs, failed) = await self._embedded.get()
+                generation, started, prepared = await self._embedded.get()
                 async with self._processing:
                     # Fetched before a rebalance: aiokafka restarts every assigned partition
                     # from its committed offset, so this batch comes again (to us or another).
                     if generation == self._generation:
-                        await self._finish(started, batches, jobs, failed)
+                        await self._finish(started, prepared)
         finally:
             for stage in stages:
                 await cancel(stage)
@@ -179,7 +170,8 @@ class Service(Component):
             if generation != self._generation:
                 continue  # revoked while it waited (see _write_loop)
             started = time.perf_counter()
-            await self._pipeline.embed([j for _, j in prepared[1]])
+            with prepared.stage("writer embed"):
+                await self._pipeline.embed([j for _, j in prepared.jobs])
             await self._embedded.put((generation, started, prepared))
 
     async def _prefetch_loop(self) -> None:
@@ -194,17 +186,17 @@ class Service(Component):
             # Records that bring their embeddings cost the model nothing: while the batch is
             # full of them, take what is already fetched too (a backfill pays per batch:
             # transactions, replica applies, fsyncs).
-            while (_size(prepared[0]) < cfg.batch_max_records
-                   and _size(batches) == cfg.batch_max_items
-                   and not any(needs_model(job) for _, job in prepared[1])):
+            while (prepared.size < cfg.batch_max_records
+                   and sum(len(r) for r in batches.values()) == cfg.batch_max_items
+                   and not any(needs_model(job) for _, job in prepared.jobs)):
                 batches = await self._writer.getmany(timeout_ms=0, max_records=cfg.batch_max_items)
                 if not batches:
                     break
-                prepared = _merge(prepared, await self._prepare(batches))
+                prepared = prepared.merge(await self._prepare(batches))
             if generation != self._generation:
                 # A rebalance ran while fetching: the records may predate it. Nothing of the
                 # new generation is processed yet, so restart from the offsets it read.
-                for tp in prepared[0]:
+                for tp in prepared.records:
                     if tp.partition in self._committed and tp in self._writer.assignment():
                         self._writer.seek(tp, self._committed[tp.partition])
                 continue
@@ -267,11 +259,15 @@ class Service(Component):
         self._writer._coordinator.request_rejoin()
 
 
-    async def _finish(self, started: float, batches: Batches, jobs: list[tuple[Record, WriteJob]],
-                      failed: list[tuple[Record, BaseException]]) -> None:
-        await self._process(batches, jobs, failed)
+    async def _finish(self, started: float, prepared: Prepared) -> None:
+        try:
+            await self._process(prepared.keep(self._producers))
+        finally:
+            if prepared.traced is not None:
+                prepared.traced.end()
+        batches = prepared.records
         elapsed = time.perf_counter() - started
-        size = sum(len(r) for r in batches.values())
+        size = prepared.size
         log.debug("batch of %d records in %.3f s", size, elapsed)
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.BATCH_SIZE.observe(size)
@@ -282,27 +278,33 @@ class Service(Component):
                 metrics.LAG.labels(tp.topic, tp.partition).set(hw - await self._writer.position(tp))
 
     async def _prepare(self, batches: Batches) -> Prepared:
-        jobs: list[tuple[Record, WriteJob]] = []
-        failed: list[tuple[Record, BaseException]] = []
-        for records in batches.values():
-            for rec in records:
-                try:
-                    jobs.append((rec, await self._job(rec)))
-                except StreamerError as exc:
-                    failed.append((rec, exc))
-                except Exception as exc:  # a bug on one event must not stop the writer
-                    log.exception("unexpected error on %s:%d:%d", rec.topic, rec.partition,
-                                  rec.offset)
-                    failed.append((rec, exc))
-        await self._pipeline.prepare([j for _, j in jobs])
-        return batches, jobs, failed
+        prepared = Prepared(batches,
+                            traced=BatchTrace.of(r for recs in batches.values() for r in recs))
+        with prepared.stage("writer load"):
+            for records in batches.values():
+                for rec in records:
+                    try:
+                        job, hop = await self._intake.job(rec)
+                    except StreamerError as exc:
+                        prepared.failed.append((rec, exc))
+                        continue
+                    except Exception as exc:  # a bug on one event must not stop the writer
+                        log.exception("unexpected error on %s:%d:%d", rec.topic, rec.partition,
+                                      rec.offset)
+                        prepared.failed.append((rec, exc))
+                        continue
+                    if job is None:
+                        prepared.moves.append((rec, hop))
+                        continue
+                    prepared.jobs.append((rec, job))
+                    if isinstance(job.request, DeleteRequest):
+                        prepared.hops[rec.partition, rec.offset] = hop
+            await self._pipeline.prepare([j for _, j in prepared.jobs])
+        return prepared
 
-    async def _process(self, batches: Batches, jobs: list[tuple[Record, WriteJob]],
-                       failed: list[tuple[Record, BaseException]]) -> None:
+    async def _process(self, prepared: Prepared) -> None:
         # Partitions fenced since this batch was fetched come again after the rejoin.
-        batches = {tp: recs for tp, recs in batches.items() if tp.partition in self._producers}
-        jobs = [(rec, job) for rec, job in jobs if rec.partition in self._producers]
-        failed = [(rec, exc) for rec, exc in failed if rec.partition in self._producers]
+        batches, jobs, failed = prepared.records, prepared.jobs, prepared.failed
         if not batches:
             return
         # Resolving needs our previous transactions on these partitions applied locally; the
@@ -319,44 +321,65 @@ class Service(Component):
             log.warning("resolving before the replica applied partitions up to %s (has %s)",
                         first, {p: self.replica.progress.get(p, 0) for p in first})
         outs: dict[int, list[Out]] = {}
-        for tp in batches:
-            # Resolved per partition so each partition's state records go in its transaction;
-            # ids are co-partitioned (and filtered deletes run on every partition, each writer
-            # deleting its own), so no partition's outcome depends on another's.
-            groups = await self._pipeline.resolve(
-                [j for rec, j in jobs if rec.partition == tp.partition])
-            outs[tp.partition] = [(state_key(g.state.spec.id, m.id),
-                                   state_record(g.state.spec.id, m))
-                                  for g in groups for m in g.mutations]
-        failed += [(rec, job.error) for rec, job in jobs if job.error is not None]
-        # A delete's reply carries its count (Chroma's {"deleted": n}); other writes' None.
-        ok = [(rec, {"deleted": job.deleted} if isinstance(job.request, DeleteRequest) else None)
-              for rec, job in jobs if job.error is None]
+        with prepared.stage("writer resolve"):
+            for tp in batches:
+                # Resolved per partition so each partition's state records go in its
+                # transaction; ids are co-partitioned (and filtered deletes run on every
+                # partition, each writer deleting its own), so no partition's outcome depends
+                # on another's.
+                groups = await self._pipeline.resolve(
+                    [j for rec, j in jobs if rec.partition == tp.partition])
+                outs[tp.partition] = [(state_key(g.state.spec.id, m.id),
+                                       state_record(g.state.spec.id, m))
+                                      for g in groups for m in g.mutations]
+        failed = failed + [(rec, job.error) for rec, job in jobs if job.error is not None]
+        ok = [(rec, job) for rec, job in jobs if job.error is None]
         metrics.RECORDS.labels("ok").inc(len(ok))
         metrics.RECORDS.labels("error").inc(len(failed))
         await asyncio.gather(*(
             self._commit(tp, recs[-1].offset + 1, outs[tp.partition],
-                         [(r, res) for r, res in ok if r.partition == tp.partition],
-                         [(r, e) for r, e in failed if r.partition == tp.partition])
+                         [(r, j) for r, j in ok if r.partition == tp.partition],
+                         [(r, e) for r, e in failed if r.partition == tp.partition], prepared)
             for tp, recs in batches.items()))
 
     async def _commit(self, tp: TopicPartition, nxt: int, states: list[Out],
-                      ok: list[tuple[Record, Any]],
-                      failed: list[tuple[Record, BaseException]]) -> None:
+                      ok: list[tuple[Record, WriteJob]], failed: list[tuple[Record, BaseException]],
+                      prepared: Prepared) -> None:
         """One partition's share of the batch, in the transaction of that partition's own
-        producer: a writer fenced on ``tp`` can commit nothing for it."""
+        producer: a writer fenced on ``tp`` can commit nothing for it. Events that continue
+        on another partition (routing.py) are forwarded in it, and answered there."""
         tx = self._producers.get(tp.partition)
         if tx is None:
             return
+        traced = prepared.traced
+        # A traced request's state record and reply carry its transaction span's context.
+        spans = {} if traced is None else {
+            rec.key: span for rec, _ in [*ok, *failed]
+            if (span := traced.stages_of(rec.partition, rec.offset)) is not None}
+        moves = [(rec, hop, 0) for rec, hop in prepared.moves if rec.partition == tp.partition]
+        answers = []
+        for rec, job in ok:
+            hop = prepared.hops.get((rec.partition, rec.offset))
+            limit = job.request.limit if isinstance(job.request, DeleteRequest) else None
+            if hop is not None and hop.continues(job.deleted, None if limit is None
+                                                 else limit + hop.before):
+                moves.append((rec, hop, job.deleted))
+            else:
+                answers.append((rec, result(job, hop)))
         try:
             async with tx.transaction():
                 for key, value in states:
-                    await tx.send(self.topics.state, key=key, value=value)
-                for rec, result in ok:
-                    await send_reply(tx, rec, {"ok": True, "result": result})
+                    await tx.send(self.topics.state, key=key, value=value,
+                                  headers=headers_of(spans.get(key)))
+                for rec, hop, deleted in moves:
+                    await self._intake.forward(tx, rec, hop, deleted)
+                for rec, answer in answers:
+                    await send_reply(tx, rec, {"ok": True, "result": answer},
+                                     headers=headers_of(spans.get(rec.key)))
                 for rec, error in failed:
-                    await self._dead_letter(tx, rec, error)
-                    await send_reply(tx, rec, {"ok": False, "error": error_to_wire(error)})
+                    await self._intake.dead_letter(tx, rec, error)
+                    await send_reply(tx, rec, {"ok": False, "error": error_to_wire(error)},
+                                     headers=headers_of(spans.get(rec.key)))
                 await tx.send(self.topics.state, key=f"{PROGRESS}{tp.partition}".encode(),
                               value=dumps({"next": nxt}), partition=tp.partition)
                 await tx.send_offsets_to_transaction({tp: nxt}, self.topics.writers)
@@ -371,37 +394,10 @@ class Service(Component):
             log.warning("transaction on partition %d failed (%r): rejoining", tp.partition, exc)
             await self._fenced(tp)
             return
+        finally:
+            for span in spans.values():
+                span.end()
         self._committed[tp.partition] = nxt
-
-    async def _job(self, rec: ConsumerRecord[bytes, bytes]) -> WriteJob:
-        ev = loads(rec.value)
-        op, collection_id, payload = parse_write(ev)
-        state = self.catalog.by_id(collection_id)
-        if state is None:
-            await self.replica.wait_for(lambda: self.catalog.by_id(collection_id) is not None, 5.0)
-            state = self.catalog.by_id(collection_id)
-            if state is None:
-                raise NotFoundError(f"Collection [{collection_id}] does not exist")
-        embedder = await self.runtimes.get(state.spec.embedding_function)
-        loader = await self.runtimes.get(state.spec.data_loader)
-        request: WriteRequest | DeleteRequest
-        n = self._partitions()
-        if isinstance(payload, DeleteRequest):
-            request = check_delete(payload, self.settings)
-            if request.where is not None or request.where_document is not None:
-                # The client sends a filtered delete to every partition, after its earlier
-                # writes there; each writer deletes only its partition's records, so the
-                # delete is ordered after every write of those records.
-                part, cid = rec.partition, collection_id
-                return WriteJob(state, request, scope=lambda i: partition_of(
-                    state_key(cid, i), n) == part)
-            check_route(collection_id, request.ids or [], rec.partition, n)
-            return WriteJob(state, request)
-        check_write(op, payload, self.settings, has_embedding_function=embedder is not None,
-                    has_loader=loader is not None)
-        check_route(collection_id, [payload.id], rec.partition, n)
-        request = reuse_unchanged(state.store, WriteRequest(op, [payload]))
-        return WriteJob(state, request, embedder=embedder, loader=loader)
 
     def _partitions(self) -> int:
         """The requests topic's partition count, which places every key. The consumer's
@@ -410,27 +406,3 @@ class Service(Component):
         never 1, which would refuse most writes as sent to the wrong partition."""
         current = self._writer.partitions_for_topic(self.topics.requests)
         return len(current) if current else self._known_partitions
-
-    async def _dead_letter(self, tx: AIOKafkaProducer, rec: Record, exc: BaseException) -> None:
-        headers = [("reason", str(exc).encode()), ("code", error_to_wire(exc)["code"].encode()),
-                   ("source", f"{rec.topic}:{rec.partition}:{rec.offset}".encode())]
-        # Events mapped from an upstream topic (streamer/sources.py) name their upstream record.
-        headers += [(k, v) for k, v in rec.headers or () if k == "origin"]
-        await tx.send(self.topics.dlq, key=rec.key, value=rec.value, headers=headers)
-
-
-def _size(batches: Batches) -> int:
-    return sum(len(records) for records in batches.values())
-
-
-def _merge(a: Prepared, b: Prepared) -> Prepared:
-    batches = {tp: a[0].get(tp, []) + b[0].get(tp, []) for tp in {*a[0], *b[0]}}
-    return batches, a[1] + b[1], a[2] + b[2]
-
-
-def needs_model(job: WriteJob) -> bool:
-    """Whether the job gives the model work (an item without its embedding)."""
-    return (job.embedder is not None and isinstance(job.request, WriteRequest)
-            and any(it.embedding is None and (it.document is not None or it.image is not None
-                                              or it.uri is not None)
-                    for it in job.request.items))

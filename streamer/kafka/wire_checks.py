@@ -23,9 +23,8 @@ from consumers.validation.validate import (
     validate_metadata,
 )
 from schemas.errors import DataLoaderError, InvalidArgumentError, LimitExceededError
-from schemas.events import parse_get, parse_query, state_key
+from schemas.events import parse_get, parse_query
 from schemas.records import DeleteRequest, GetRequest, ImageInput, Op, QueryRequest, WriteItem
-from streamer.kafka.common import partition_of
 from streamer.settings import Settings
 
 # Loader presence is checked where it matters (a URI to load), so the include/URI checks of
@@ -67,23 +66,6 @@ def check_write(op: Op, item: WriteItem, settings: Settings, *, has_embedding_fu
             raise DataLoaderError(NO_LOADER)
         if not has_embedding_function:
             raise InvalidArgumentError(NO_EMBEDDING_FUNCTION)
-
-
-def check_route(collection_id: str, ids: list[str], partition: int, partitions: int) -> None:
-    """A record's events must all arrive on one partition, the one Kafka's default partitioner
-    (murmur2) gives the key ``collection/id``: its writer orders them, and a filtered delete
-    on a partition applies to exactly the records that hash there. librdkafka's default
-    (kcat, confluent-kafka, node-rdkafka) hashes with CRC32 instead, so its events would land
-    elsewhere and race the same record's events from other producers."""
-    for id_ in ids:
-        key = state_key(collection_id, id_)
-        want = partition_of(key, partitions)
-        if want != partition:
-            raise InvalidArgumentError(
-                f"The event for record {id_!r} arrived on requests partition {partition}, but "
-                f"its key {key.decode()!r} belongs on partition {want}: key each event "
-                "'<collection id>/<record id>' and use Kafka's default murmur2 partitioner "
-                "(librdkafka clients such as kcat: partitioner=murmur2_random)")
 
 
 def check_delete(req: DeleteRequest, settings: Settings) -> DeleteRequest:

@@ -97,9 +97,12 @@ export class Socket {
                 this.attempt = 0;
                 resolve(ws);
             };
-            ws.onerror = () => {
+            ws.onerror = (ev) => {
+                // Node's `ws` says why (a refused certificate, a 401 for a wrong token); a browser's
+                // error event carries no reason.
+                const why = ev?.message;
                 if (!opened)
-                    reject(new UnavailableError(`Cannot connect to ${this.url} (refused, or a wrong token)`));
+                    reject(new UnavailableError(`Cannot connect to ${this.url}: ${typeof why === "string" && why ? why : "refused, or a wrong token"}`));
             };
             ws.onmessage = (ev) => this.onFrame(String(ev.data));
             ws.onclose = (ev) => {
