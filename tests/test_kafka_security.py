@@ -13,7 +13,6 @@ import os
 import random
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +26,12 @@ from streamer.kafka.client import KafkaClient
 from streamer.testing.gateway import TOKENS, ws_client
 from streamer.testing.kafka import (
     BOOTSTRAP,
+    KillLoop,
     ServiceProcess,
     ensure_broker,
     new_prefix,
     refused_start,
+    starter,
 )
 from streamer.testing.servers import free_port
 from tests.helpers import random_image, write_png
@@ -179,33 +180,15 @@ def test_sigkill_loop_mid_ingest_on_sasl_ssl_gives_the_exact_state(
     env = {**env_of(bootstrap, settings), "STREAMER_BATCH_MAX_ITEMS": "16",
            "STREAMER_DATA_ROOTS": str(root)}
 
-    def start() -> ServiceProcess:
-        svc = ServiceProcess(prefix, tmp_path / "svc", instance="crash-tls", extra_env=env)
-        svc.start()
-        services.append(svc)
-        return svc
-
-    svc = start()
-    kills = 0
-
-    def killer() -> None:
-        nonlocal svc, kills
-        rng = random.Random(37)
-        while kills < 4:
-            time.sleep(rng.uniform(0.5, 2.0))
-            svc.kill()  # SIGKILL: whatever batch, transaction or fsync is in flight
-            kills += 1
-            svc = start()
-
+    start = starter(services, prefix, tmp_path / "svc", "crash-tls", env)
+    loop = KillLoop(start, times=4, seed=37)  # the service starts; the kills wait for `with`
     with KafkaClient(bootstrap, kafka_topic_prefix=prefix, kafka_request_timeout_s=240,
                      **settings) as client:
         col = warm_collection(client, "crash-tls", root)
-        thread = threading.Thread(target=killer, name="killer")
-        thread.start()
-        for kind, kwargs in calls:  # acknowledged by Kafka (acks=all)
-            getattr(col, kind)(**kwargs)
-        thread.join(timeout=300)
-        assert not thread.is_alive() and kills == 4
+        with loop:
+            for kind, kwargs in calls:  # acknowledged by Kafka (acks=all)
+                getattr(col, kind)(**kwargs)
+            assert loop.done(timeout=300) == 4
         got = full_state(col)  # session consistency: once every write is applied
     assert_same_state(got, want)
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,15 @@ import streamer
 from schemas.events import encode_array
 from streamer.kafka.client import KafkaClient
 from streamer.kafka.common import partition_of
-from streamer.testing.kafka import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import (
+    BOOTSTRAP,
+    ROOT,
+    KillLoop,
+    ServiceProcess,
+    ensure_broker,
+    new_prefix,
+    starter,
+)
 from tests.helpers import random_image, require_node, write_png
 from tests.test_fencing import assert_same_state, expected_state, tiny, warm_collection
 from tests.test_reliability import crash_workload, full_state
@@ -269,32 +275,14 @@ def test_sigkills_mid_ingest_from_a_producer_at_its_defaults_give_the_exact_stat
     want = expected_state(calls, root, "crash-raw")
     env = {"STREAMER_BATCH_MAX_ITEMS": "16", "STREAMER_DATA_ROOTS": str(root)}
 
-    def start() -> ServiceProcess:
-        svc = ServiceProcess(prefix, tmp_path / "svc", instance="crash-raw", extra_env=env)
-        svc.start()
-        services.append(svc)
-        return svc
-
-    svc = start()
-    kills = 0
-
-    def killer() -> None:
-        nonlocal svc, kills
-        rng = random.Random(47)
-        while kills < 4:
-            time.sleep(rng.uniform(0.5, 2.0))
-            svc.kill()  # SIGKILL: whatever batch, forward, transaction or fsync is in flight
-            kills += 1
-            svc = start()
-
+    start = starter(services, prefix, tmp_path / "svc", "crash-raw", env)
+    loop = KillLoop(start, times=4, seed=47)  # the service starts; the kills wait for `with`
     with KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix, kafka_request_timeout_s=240) as client:
         col = warm_collection(client, "crash-raw", root)
         lines = raw_events(calls, col.id)
-        thread = threading.Thread(target=killer, name="killer")
-        thread.start()
-        placed = confluent(f"{prefix}.requests", lines, tmp_path)  # acknowledged (acks=all)
-        thread.join(timeout=300)
-        assert not thread.is_alive() and kills == 4
+        with loop:
+            placed = confluent(f"{prefix}.requests", lines, tmp_path)  # acknowledged (acks=all)
+            assert loop.done(timeout=300) == 4
         n = partitions(f"{prefix}.requests")
         assert sum(partition_of(key.encode(), n) != p  # most of them took the detour
                    for (key, _), p in zip(lines, placed, strict=True)) > len(lines) / 3

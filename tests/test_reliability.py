@@ -19,7 +19,14 @@ import streamer
 from consumers.loading.load import ImageLoader
 from streamer.errors import StreamerError
 from streamer.kafka.client import KafkaClient
-from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new_prefix
+from streamer.testing.kafka import (
+    BOOTSTRAP,
+    KillLoop,
+    ServiceProcess,
+    ensure_broker,
+    new_prefix,
+    starter,
+)
 from tests.brokers import PrivateBroker
 from tests.helpers import HashEmbedding, random_image, write_png
 
@@ -105,52 +112,22 @@ def test_sigkill_loop_during_10k_mixed_modality_events_gives_the_exact_state(
 
     env = {"STREAMER_BATCH_MAX_ITEMS": "32", "STREAMER_CHECKPOINT_EVERY": "700"}
 
-    def start() -> ServiceProcess:
-        svc = ServiceProcess(prefix, tmp_path / "svc", instance="crash", extra_env=env)
-        svc.start()
-        services.append(svc)
-        return svc
-
-    svc = start()
-    kills: list[float] = []
-    produced = threading.Event()
-    stop_killing = threading.Event()
-
-    def killer() -> None:
-        nonlocal svc
-        rng = random.Random(5)
-        while len(kills) < 5 or not (produced.is_set() or stop_killing.is_set()):
-            if stop_killing.wait(rng.uniform(0.2, 2.5)):
-                return
-            svc.kill()  # SIGKILL: whatever batch, transaction or fsync is in flight
-            kills.append(time.monotonic())
-            services.remove(svc)
-            svc = start()  # same instance id: its transactional id fences the dead one
-
+    start = starter(services, prefix, tmp_path / "svc", "crash", env)
     # Reads wait (session consistency) until the restarted service has caught up.
-    client = KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix, kafka_request_timeout_s=90)
-    thread = threading.Thread(target=killer, name="killer")
-    try:
+    loop = KillLoop(start, times=5, seed=5, gap_s=(0.2, 2.5), until_done=True)
+    with KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix, kafka_request_timeout_s=90) as client:
         col = client.create_collection("crash10k", embedding_function=ef,
                                        data_loader=ImageLoader(roots=[root]))
-        thread.start()
-        for kind, kwargs in calls:  # acknowledged by Kafka (acks=all) whatever the service does
-            getattr(col, kind)(**kwargs)
-        produced.set()
-        thread.join(timeout=200)
-        assert not thread.is_alive()
-        assert len(kills) >= 5
+        with loop:
+            for kind, kwargs in calls:  # acknowledged by Kafka (acks=all) whatever the service does
+                getattr(col, kind)(**kwargs)
+            assert loop.done(timeout=200) >= 5
         got, got_vectors = full_state(col)  # answers once every write is applied (session)
         assert col.count() == len(want)
         # The index holds exactly the live ids, once each.
         probe = next(iter(want_vectors.values()))
         hits = col.query(query_embeddings=[probe], n_results=len(want), include=[])["ids"][0]
         assert sorted(hits) == sorted(want)
-    finally:
-        stop_killing.set()
-        if thread.is_alive():
-            thread.join(timeout=120)
-        client.close()
     lost = set(want) - set(got)
     extra = set(got) - set(want)
     assert not lost and not extra, f"lost {sorted(lost)[:5]}, resurrected {sorted(extra)[:5]}"

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +102,61 @@ class ServiceProcess:
     def _close(self) -> None:
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def starter(started: list[ServiceProcess], prefix: str, data_dir: Path, instance: str,
+            env: dict[str, str]) -> Callable[[], ServiceProcess]:
+    """Starts a fresh ``streamer serve`` of one instance and data dir each call, kept in
+    ``started`` (the test's ``services``) so it is killed when the test ends."""
+    def start() -> ServiceProcess:
+        svc = ServiceProcess(prefix, data_dir, instance=instance, extra_env=env)
+        svc.start()
+        started.append(svc)
+        return svc
+    return start
+
+
+class KillLoop:
+    """SIGKILLs a service at random gaps and starts it again, on a thread: ``times`` kills, or
+    with ``until_done`` at least ``times`` and on until :meth:`done` (the workload is all
+    acknowledged). ``start`` returns a started service; the loop keeps the newest in
+    ``service``, and a restarted one keeps the instance id, so its transactional id fences the
+    dead one."""
+
+    def __init__(self, start: Callable[[], ServiceProcess], *, times: int, seed: int,
+                 gap_s: tuple[float, float] = (0.5, 2.0), until_done: bool = False) -> None:
+        self.service = start()
+        self.kills = 0
+        self._start, self._times, self._until_done = start, times, until_done
+        self._rng, self._gap_s = random.Random(seed), gap_s
+        self._done, self._stopped = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="killer")
+
+    def _more(self) -> bool:
+        return self.kills < self._times or (self._until_done and not self._done.is_set())
+
+    def _run(self) -> None:
+        while self._more():
+            if self._stopped.wait(self._rng.uniform(*self._gap_s)):
+                return
+            self.service.kill()  # SIGKILL: whatever batch, transaction or fsync is in flight
+            self.kills += 1
+            self.service = self._start()
+
+    def __enter__(self) -> KillLoop:
+        self._thread.start()
+        return self
+
+    def done(self, timeout: float) -> int:
+        """The workload is acknowledged: let the loop finish its kills; how many it made."""
+        self._done.set()
+        self._thread.join(timeout=timeout)
+        assert not self._thread.is_alive(), "the kill loop did not finish"
+        return self.kills
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=120)
 
 
 def refused_start(svc: ServiceProcess, within_s: float = 60) -> str:
