@@ -73,7 +73,11 @@ REQUEST = {
                    "new_name": {"type": ["string", "null"]},
                    "embedding_function": {"type": ["object", "null"]},
                    "data_loader": {"type": ["object", "null"]},
-                   "get_or_create": {"type": "boolean"}}}
+                   "sparse": {"type": ["object", "null"]},
+                   "get_or_create": {"type": "boolean"},
+                   "searches": {"type": "array", "minItems": 1, "items": {"type": "object"},
+                                "description": "search: chromadb Search.to_dict() forms, "
+                                               "string Knn queries already embedded"}}}
 ERROR = {"type": "object", "required": ["code", "name", "message", "retriable"],
          "properties": {"code": {"type": "string"}, "name": {"type": "string"},
                         "message": {"type": "string"}, "retriable": {"type": "boolean"}}}

@@ -34,7 +34,7 @@ from schemas.records import (
 
 SCHEMA_VERSION = 1
 WRITE_OPS = ("add", "update", "upsert", "delete")
-READ_OPS = ("query", "get", "count", "create_collection", "get_collection",
+READ_OPS = ("query", "get", "search", "count", "create_collection", "get_collection",
             "list_collections", "delete_collection", "modify_collection", "sync")
 _DTYPES = ("uint8", "int16", "int32", "int64", "float16", "float32", "float64")
 IMAGE_CODECS = ("zstd", "delta-zstd")

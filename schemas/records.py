@@ -60,6 +60,24 @@ class Modality(StrEnum):
 
 
 @dataclass(slots=True)
+class SparseVector:
+    """Chroma's ``SparseVector``: ascending term ids (uint32) and their weights (float32),
+    optionally the tokens they stand for; on the wire Chroma's transport dict
+    (``{"#type": "sparse_vector", "indices", "values", "tokens"?}``)."""
+
+    indices: npt.NDArray[np.uint32]
+    values: npt.NDArray[np.float32]
+    labels: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"#type": "sparse_vector", "indices": self.indices.tolist(),
+                               "values": self.values.tolist()}
+        if self.labels is not None:
+            out["tokens"] = list(self.labels)
+        return out
+
+
+@dataclass(slots=True)
 class WriteItem:
     """One record of an add/update/upsert call after Chroma's validation.
 
@@ -184,12 +202,16 @@ class CollectionSpec:
     dimension: int | None = None
     embedding_function: dict[str, Any] | None = None
     data_loader: dict[str, Any] | None = None
+    #: A sparse vector index Chroma's ``Schema`` declares: ``{"key", "source_key",
+    #: "embedding_function": {"name", "config"}, "bm25"}``, or None.
+    sparse: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "metadata": self.metadata, "space": self.space,
             "dtype": self.dtype, "dimension": self.dimension,
             "embedding_function": self.embedding_function, "data_loader": self.data_loader,
+            "sparse": self.sparse,
         }
 
     @classmethod
@@ -198,5 +220,5 @@ class CollectionSpec:
             id=d["id"], name=d["name"], metadata=d.get("metadata"),
             space=d.get("space", "cosine"), dtype=d.get("dtype", "f32"),
             dimension=d.get("dimension"), embedding_function=d.get("embedding_function"),
-            data_loader=d.get("data_loader"),
+            data_loader=d.get("data_loader"), sparse=d.get("sparse"),
         )

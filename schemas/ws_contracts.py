@@ -32,7 +32,7 @@ DEFS = {
     "IncludeItem": {"enum": ["documents", "embeddings", "metadatas", "distances", "uris", "data"]},
 }
 
-WS_OPS = ["query", "get", "count", "list_collections", "get_collection", "create_collection",
+WS_OPS = ["query", "get", "search", "count", "list_collections", "get_collection", "create_collection",
           "delete_collection", "add", "update", "upsert", "delete", "subscribe", "unsubscribe"]
 WS_REQUEST = {
     "title": "WsRequest", "type": "object", "required": ["v", "op"],
@@ -58,6 +58,11 @@ WS_REQUEST = {
         "embedding_function": {"anyOf": [{"$ref": "#/$defs/Builtin"}, {"type": "null"}]},
         "data_loader": {"anyOf": [{"$ref": "#/$defs/Builtin"}, {"type": "null"}]},
         "get_or_create": {"type": "boolean"},
+        "searches": {"type": "array", "minItems": 1, "items": {"type": "object"},
+                     "description": "search: chromadb Search.to_dict() forms"},
+        "sparse": {"type": ["object", "null"], "description": (
+            "create_collection: a BM25 sparse index, {key, source_key: '#document', "
+            "embedding_function: {name: 'chroma_bm25', config}, bm25}")},
         "threshold": {"type": "number"}, "top_k": {"type": "integer", "minimum": 1},
         "subscription": {"type": "string", "minLength": 1, "maxLength": 128},
         "stream": {"type": "string"}, "resume_after": {"type": "integer", "minimum": 0}},
@@ -98,7 +103,9 @@ COLLECTION_SPEC = {
                    "space": {"enum": ["cosine", "l2", "ip"]}, "dtype": {"enum": ["f32", "f16", "i8"]},
                    "dimension": {"type": ["integer", "null"]},
                    "embedding_function": {"anyOf": [{"$ref": "#/$defs/Builtin"}, {"type": "null"}]},
-                   "data_loader": {"anyOf": [{"$ref": "#/$defs/Builtin"}, {"type": "null"}]}},
+                   "data_loader": {"anyOf": [{"$ref": "#/$defs/Builtin"}, {"type": "null"}]},
+                   "sparse": {"type": ["object", "null"], "description":
+                              "A sparse vector index: key, source_key, embedding_function, bm25"}},
     "$defs": DEFS}
 _RESULT = {
     "ids": {"type": "array", "items": {"type": "string"}},

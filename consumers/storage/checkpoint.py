@@ -111,6 +111,7 @@ def _load_dir(directory: Path, spec: CollectionSpec) -> CollectionStore:
                                       None if order is None else (order[0], order[1]))
                 by_key[key] = id_
             del rows
+            store.rebuild_sparse()
             if index_bytes is not None:
                 verified = index_bytes.result()
                 if spec.dimension:

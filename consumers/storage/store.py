@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from consumers.embedding.bm25 import Bm25, sparse_function
 from consumers.storage.index import Keys, Matrix, VectorIndex
+from consumers.storage.sparse import SparseIndex
 from consumers.validation.where import compile_where, compile_where_document
 from schemas.errors import DimensionMismatchError
 from schemas.records import (
@@ -64,6 +66,12 @@ class CollectionStore:
         self.index: VectorIndex | None = None
         self.applied_seq = 0
         self.source: dict[str, Any] = {}
+        #: The sparse index a schema declares, with the function that weighs documents' terms.
+        self.sparse: SparseIndex | None = None
+        self._bm25: Bm25 | None = None
+        if spec.sparse is not None:
+            self.sparse = SparseIndex()
+            self._bm25 = sparse_function(spec.sparse["embedding_function"])
 
     # ---- writes -------------------------------------------------------------------
     def check_dimension(self, vectors: Iterable[Vector]) -> None:
@@ -152,6 +160,8 @@ class CollectionStore:
                     del self.by_key[old.key]
                     drop.append(old.key)
                     self._ordered = None
+                    if self.sparse is not None:
+                        self.sparse.remove(old.key)
                 continue
             if old is None:
                 key, order = self._take_key(), m.order
@@ -161,6 +171,12 @@ class CollectionStore:
             modality = m.modality or Modality.EMBEDDING
             self.records[id_] = Record(key, modality, m.document, m.uri, m.metadata, order)
             self.by_key[key] = id_
+            if self.sparse is not None and self._bm25 is not None:
+                # A record's terms are its document's: an image or a URI has none.
+                if m.document is None:
+                    self.sparse.remove(key)
+                elif old is None or old.document != m.document:
+                    self.sparse.put(key, self._bm25.encode(m.document))
             if m.vector is not None:
                 put_keys.append(key)
                 put_vecs.append(m.vector)
@@ -172,6 +188,16 @@ class CollectionStore:
                 self.spec.dimension = int(matrix.shape[1])
                 self.index = VectorIndex(self.spec.dimension, self.spec.space, self.spec.dtype)
             self.index.upsert(np.asarray(put_keys, dtype=np.uint64), matrix, defer=defer_index)
+
+    def rebuild_sparse(self) -> None:
+        """The sparse index from the records (a checkpoint keeps the documents it derives
+        from, not the index)."""
+        if self.sparse is None or self._bm25 is None:
+            return
+        encode = self._bm25.encode
+        for rec in self.records.values():
+            if rec.document is not None:
+                self.sparse.put(rec.key, encode(rec.document))
 
     def _take_key(self) -> int:
         key = self.next_key

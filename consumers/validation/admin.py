@@ -88,9 +88,30 @@ def listing(existing: Existing, limit: Any = None, offset: Any = None) -> list[C
     return specs[start:] if limit is None else specs[start:start + limit]
 
 
+def validate_sparse(sparse: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A sparse index declaration (``CollectionSpec.sparse``) the store can build: BM25 from
+    the documents, on a metadata key that is not one of Chroma's reserved ``#`` keys."""
+    if sparse is None:
+        return None
+    key, source = sparse.get("key"), sparse.get("source_key")
+    if not isinstance(key, str) or not key or key.startswith("#"):
+        raise InvalidArgumentError(f"A sparse vector index needs a metadata key, got {key!r}")
+    if source != "#document":
+        raise InvalidArgumentError(
+            f"Sparse vector index on {key!r}: streamer builds it from #document, got {source!r}")
+    ef = sparse.get("embedding_function")
+    if not isinstance(ef, dict) or ef.get("name") != "chroma_bm25":
+        raise InvalidArgumentError(
+            f"Sparse vector index on {key!r} needs the chroma_bm25 embedding function")
+    return {"key": key, "source_key": source,
+            "embedding_function": {"name": "chroma_bm25", "config": dict(ef.get("config") or {})},
+            "bm25": bool(sparse.get("bm25", True))}
+
+
 def create(existing: Existing, name: str, *, metadata: dict[str, Any] | None,
            embedding_function: dict[str, Any] | None, data_loader: dict[str, Any] | None,
-           get_or_create: bool, space: str = "l2") -> Created:
+           get_or_create: bool, space: str = "l2",
+           sparse: dict[str, Any] | None = None) -> Created:
     """``create_collection`` / ``get_or_create_collection``: Chroma validates the metadata
     (refusing an empty one) and the name before it looks at what exists. ``space`` is the
     default when the metadata names none (see ``default_space``)."""
@@ -104,7 +125,7 @@ def create(existing: Existing, name: str, *, metadata: dict[str, Any] | None,
     chosen, dtype = index_settings(metadata, space)
     spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=metadata, space=chosen,
                           dtype=dtype, embedding_function=embedding_function,
-                          data_loader=data_loader)
+                          data_loader=data_loader, sparse=validate_sparse(sparse))
     return Created(spec, new=True)
 
 

@@ -19,7 +19,8 @@ class Backend(Protocol):
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
-                                get_or_create: bool, space: str = "l2") -> CollectionSpec:
+                                get_or_create: bool, space: str = "l2",
+                                sparse: dict[str, Any] | None = None) -> CollectionSpec:
         """``space`` applies when the metadata names none (``consumers.validation.admin.default_space``)."""
         ...
 
@@ -44,6 +45,11 @@ class Backend(Protocol):
     async def query(self, spec: CollectionSpec, request: QueryRequest, *,
                     embedder: EmbeddingFunction | None,
                     loader: DataLoader | None) -> dict[str, Any]: ...
+
+    async def search(self, spec: CollectionSpec,
+                     searches: list[dict[str, Any]]) -> dict[str, Any]:
+        """Chroma's Search API: the dict forms of ``Search``, string queries embedded."""
+        ...
 
     async def count(self, spec: CollectionSpec) -> int: ...
 

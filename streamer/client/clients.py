@@ -23,6 +23,7 @@ from schemas.records import CollectionSpec
 from streamer.client.backend import Backend
 from streamer.client.collection import AsyncCollection, Collection
 from streamer.client.engine import Engine
+from streamer.client.search import sparse_of_schema
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,7 +98,8 @@ class AsyncClient:
                                 data_loader: DataLoader | None = None,
                                 metadata: dict[str, Any] | None = None,
                                 get_or_create: bool = False, *,
-                                configuration: dict[str, Any] | None = None) -> AsyncCollection:
+                                configuration: dict[str, Any] | None = None,
+                                schema: Any = None) -> AsyncCollection:
         validate_collection_metadata(metadata)  # here too: not every metadata can cross a wire
         await self.start()
         if embedding_function is DEFAULT:  # its constructor looks up the built-in model's files
@@ -106,10 +108,13 @@ class AsyncClient:
         # Describing reads the disk (the weights' hash, a loader's roots): off the loop.
         ef_desc = await anyio.to_thread.run_sync(describe, embedding_function)
         loader_desc = await anyio.to_thread.run_sync(describe, data_loader)
+        # chromadb's Schema validates its JSON against schema files it reads: off the loop too.
+        sparse = await anyio.to_thread.run_sync(sparse_of_schema, schema)
         spec = await self._backend.create_collection(
             name, metadata=metadata, embedding_function=ef_desc,
             data_loader=loader_desc, get_or_create=get_or_create,
-            space=default_space(configuration, embedding_function))
+            space=default_space(configuration, embedding_function),
+            sparse=sparse)
         return AsyncCollection(self._backend, spec, embedding_function, data_loader)
 
     async def get_collection(self, name: str, embedding_function: Any = DEFAULT,
@@ -121,10 +126,11 @@ class AsyncClient:
     async def get_or_create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                        data_loader: DataLoader | None = None,
                                        metadata: dict[str, Any] | None = None, *,
-                                       configuration: dict[str, Any] | None = None
-                                       ) -> AsyncCollection:
+                                       configuration: dict[str, Any] | None = None,
+                                       schema: Any = None) -> AsyncCollection:
         return await self.create_collection(name, embedding_function, data_loader, metadata,
-                                            get_or_create=True, configuration=configuration)
+                                            get_or_create=True, configuration=configuration,
+                                            schema=schema)
 
     async def list_collections(self, limit: int | None = None,
                                offset: int | None = None) -> list[AsyncCollection]:
@@ -187,10 +193,11 @@ class Client:
                           data_loader: DataLoader | None = None,
                           metadata: dict[str, Any] | None = None,
                           get_or_create: bool = False, *,
-                          configuration: dict[str, Any] | None = None) -> Collection:
+                          configuration: dict[str, Any] | None = None,
+                          schema: Any = None) -> Collection:
         return self._sync(self._call(lambda: self._async.create_collection(
             name, embedding_function, data_loader, metadata, get_or_create,
-            configuration=configuration)))
+            configuration=configuration, schema=schema)))
 
     def get_collection(self, name: str, embedding_function: Any = DEFAULT,
                        data_loader: Any = DEFAULT) -> Collection:
@@ -200,9 +207,10 @@ class Client:
     def get_or_create_collection(self, name: str, embedding_function: Any = DEFAULT,
                                  data_loader: DataLoader | None = None,
                                  metadata: dict[str, Any] | None = None, *,
-                                 configuration: dict[str, Any] | None = None) -> Collection:
+                                 configuration: dict[str, Any] | None = None,
+                                 schema: Any = None) -> Collection:
         return self.create_collection(name, embedding_function, data_loader, metadata, True,
-                                      configuration=configuration)
+                                      configuration=configuration, schema=schema)
 
     def list_collections(self, limit: int | None = None,
                          offset: int | None = None) -> list[Collection]:

@@ -24,6 +24,7 @@ from consumers.validation.validate import (
 from schemas.errors import LimitExceededError
 from schemas.records import CollectionSpec, GetRequest, Op
 from streamer.client.backend import Backend
+from streamer.client.search import SearchResult, wire_searches
 
 #: The HNSW parameters every index runs with (usearch's connectivity 16, expansion 128 for
 #: adding and searching: consumers/index.py), under Chroma's configuration names.
@@ -176,6 +177,18 @@ class AsyncCollection:
                                            embedder=self._embedding_function,
                                            loader=self._data_loader)
         return await _finish(result, list(request.include), self._data_loader, nested=True)
+
+    async def search(self, searches: Any) -> SearchResult:
+        """Chroma's Search API (``chromadb.Search`` objects, or their dict forms): filter,
+        dense and BM25 ranks and their arithmetic (``Rrf``), group, limit, select."""
+        ef = self._embedding_function
+
+        async def embed_text(text: str) -> list[float]:
+            assert ef is not None
+            vectors = await anyio.to_thread.run_sync(ef, [text])
+            return [float(x) for x in vectors[0]]
+        wire = await wire_searches(searches, self._spec, None if ef is None else embed_text)
+        return SearchResult(await self._backend.search(self._spec, wire))
 
     async def count(self) -> int:
         return await self._backend.count(self._spec)

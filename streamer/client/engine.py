@@ -16,6 +16,7 @@ import anyio.to_thread
 from consumers.embedding.embed import EmbeddingFunction
 from consumers.loading.load import DataLoader
 from consumers.reads.query import get_result, query_vectors, search_result
+from consumers.reads.search import run_searches
 from consumers.runtime.lifecycle import Component
 from consumers.storage.catalog import CollectionState
 from consumers.validation import admin
@@ -119,12 +120,13 @@ class Engine(Component):
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
-                                get_or_create: bool, space: str = "l2") -> CollectionSpec:
+                                get_or_create: bool, space: str = "l2",
+                                sparse: dict[str, Any] | None = None) -> CollectionSpec:
         async with self._admin:
             created = admin.create(self.catalog.specs(), name, metadata=metadata,
                                    embedding_function=embedding_function,
                                    data_loader=data_loader, get_or_create=get_or_create,
-                                   space=space)
+                                   space=space, sparse=sparse)
             if not created.new:
                 return created.spec
             state = await anyio.to_thread.run_sync(self.catalog.install, created.spec)
@@ -182,6 +184,12 @@ class Engine(Component):
         vectors = await query_vectors(request, embedder, loader, self.embed_thread)
         async with self.lock(spec.id):
             return await anyio.to_thread.run_sync(search_result, state, request, vectors)
+
+    async def search(self, spec: CollectionSpec,
+                     searches: list[dict[str, Any]]) -> dict[str, Any]:
+        state = self._state(spec)
+        async with self.lock(spec.id):
+            return await anyio.to_thread.run_sync(run_searches, state, searches)
 
     async def count(self, spec: CollectionSpec) -> int:
         return self._state(spec).store.count()

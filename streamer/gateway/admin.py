@@ -34,7 +34,7 @@ async def collection_admin(backend: Backend, ev: dict[str, Any], grant: Grant) -
     loader = await anyio.to_thread.run_sync(_builtin, ev.get("data_loader"), "data_loader")
     spec = await backend.create_collection(
         name, metadata=metadata, embedding_function=embedding, data_loader=loader,
-        get_or_create=bool(ev.get("get_or_create", False)))
+        get_or_create=bool(ev.get("get_or_create", False)), sparse=ev.get("sparse"))
     return spec.to_dict()
 
 

@@ -30,6 +30,7 @@ from aiohttp import web
 from schemas.errors import InvalidArgumentError, NotFoundError, StreamerError
 from schemas.records import CollectionSpec
 from streamer.client.collection import AsyncCollection
+from streamer.client.search import sparse_of_schema
 from streamer.gateway import chroma_openapi
 from streamer.gateway.auth import Authenticator, Grant, Mode
 from streamer.gateway.chroma_wire import (
@@ -49,6 +50,7 @@ from streamer.gateway.chroma_wire import (
     read_body,
     result_json,
     space_of,
+    without_sparse,
 )
 from streamer.gateway.ops import Operations
 from streamer.settings import Settings
@@ -117,9 +119,10 @@ class ChromaAPI:
             ("POST", COLL + "/delete", "collection_delete", self.delete, False),
             ("POST", COLL + "/get", "collection_get", self.get, False),
             ("POST", COLL + "/query", "collection_query", self.query, False),
+            ("POST", COLL + "/search", "collection_search", self.search, False),
             ("GET", API + "/collections/{crn}", "not_implemented", self.unsupported, False),
             *((m, COLL + tail, "not_implemented", self.unsupported, False) for m, tail in (
-                ("POST", "/fork"), ("GET", "/fork_count"), ("POST", "/search"),
+                ("POST", "/fork"), ("GET", "/fork_count"),
                 ("GET", "/indexing_status"), ("POST", "/functions/attach"),
                 ("GET", "/functions/{function_name}"),
                 ("POST", "/attached_functions/{name}/detach"))),
@@ -274,7 +277,8 @@ class ChromaAPI:
         spec = await self.backend.create_collection(
             name, metadata=body.get("metadata"), embedding_function=None, data_loader=None,
             get_or_create=bool(body.get("get_or_create", False)),
-            space=space_of(body.get("configuration")))
+            space=space_of(body.get("configuration")),
+            sparse=sparse_of_schema(body.get("schema")))
         return json_response(collection_json(spec))
 
     async def get_collection(self, request: web.Request, grant: Grant) -> web.Response:
@@ -321,11 +325,12 @@ class ChromaAPI:
     async def write(self, request: web.Request, grant: Grant) -> web.Response:
         op = request.path.rsplit("/", 1)[1]
         body = await read_body(request, op)
-        coll = await self._collection(request, grant, "w")
+        spec = await self._spec(request, grant, "w")
+        coll = await self.ops.wrap(spec)
         if body["ids"]:  # Chroma answers an empty batch without writing anything
             await getattr(coll, op)(
                 ids=body["ids"], embeddings=await embeddings(body.get("embeddings")),
-                metadatas=body.get("metadatas"), documents=body.get("documents"),
+                metadatas=without_sparse(body.get("metadatas"), spec), documents=body.get("documents"),
                 uris=body.get("uris"), wait=True)
             await self.backend.sync()
         return json_response({}, 201 if op == "add" else 200)
@@ -361,6 +366,13 @@ class ChromaAPI:
                                   include=body.get("include",
                                                    ["documents", "metadatas", "distances"]))
         return await large_json_response(result_json(result, query=True))
+
+    async def search(self, request: web.Request, grant: Grant) -> web.Response:
+        """Chroma's Search API, which ``chroma run`` answers with 501: here, the same rule
+        the clients run (``consumers.reads.search``)."""
+        body = await read_body(request, "search")
+        coll = await self._collection(request, grant, "r")
+        return await large_json_response(dict(await coll.search(body["searches"])))
 
 
 __all__ = ["ChromaAPI"]

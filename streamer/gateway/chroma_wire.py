@@ -116,7 +116,10 @@ _UINT = {"type": "integer", "minimum": 0}
 _SCALAR = {"type": ["string", "number", "boolean"]}
 _METADATA = {"type": "object", "additionalProperties": {"anyOf": [
     {"type": ["string", "number", "boolean", "null"]},
-    {"type": "array", "items": _SCALAR}]}}
+    {"type": "array", "items": _SCALAR},
+    {"type": "object", "description": "a SparseVector", "required": ["#type", "indices", "values"],
+     "properties": {"#type": {"enum": ["sparse_vector"]}, "indices": {"type": "array"},
+                    "values": {"type": "array"}}}]}}
 _OBJECT = {"type": "object"}
 _IDS = {"type": "array", "items": {"type": "string"}}
 _EMBEDDINGS = {"type": "array", "description": "Float lists, or base64 strings of packed "
@@ -156,6 +159,8 @@ BODIES: dict[str, dict[str, Any]] = {
     "get": _body([], ids=_nullable(_IDS), where=_nullable(_OBJECT),
                  where_document=_nullable(_OBJECT), limit=_nullable(_UINT),
                  offset=_nullable(_UINT), include=_INCLUDE),
+    "search": _body(["searches"], searches={"type": "array", "items": _OBJECT},
+                    read_level=_nullable({"type": "string"})),
     "query": _body(["query_embeddings"], query_embeddings=_FLOAT_LISTS, ids=_nullable(_IDS),
                    n_results=_nullable(_UINT), where=_nullable(_OBJECT),
                    where_document=_nullable(_OBJECT), include=_INCLUDE),
@@ -284,8 +289,9 @@ def decode_embeddings(rows: list[Any] | None) -> list[Vector] | None:
 
 
 # ---- response bodies ---------------------------------------------------------------------
-def _schema(space: str) -> dict[str, Any]:
-    """Chroma's collection schema for a dense, client-embedded collection in ``space``."""
+def _schema(space: str, sparse: dict[str, Any] | None) -> dict[str, Any]:
+    """Chroma's collection schema for a dense, client-embedded collection in ``space``, with
+    the sparse vector index its schema declared (a client embeds string queries with it)."""
     def index(enabled: bool) -> dict[str, Any]:
         return {"enabled": enabled, "config": {}}
 
@@ -293,6 +299,17 @@ def _schema(space: str) -> dict[str, Any]:
     hnsw.update(num_threads=1, batch_size=100, sync_threshold=HNSW["sync_threshold"],
                 resize_factor=HNSW["resize_factor"])
     vector = {"space": space, "hnsw": hnsw}
+    keys: dict[str, Any] = {
+        "#embedding": {"float_list": {"vector_index": {
+            "enabled": True, "config": {**vector, "source_key": "#document"}}}},
+        "#document": {"string": {"fts_index": index(True),
+                                 "string_inverted_index": index(False)}},
+    }
+    if sparse is not None:
+        ef = sparse["embedding_function"]
+        keys[sparse["key"]] = {"sparse_vector": {"sparse_vector_index": {"enabled": True, "config": {
+            "embedding_function": {"type": "known", "name": ef["name"], "config": ef["config"]},
+            "source_key": sparse["source_key"], "bm25": sparse["bm25"]}}}}
     return {
         "defaults": {
             "string": {"fts_index": index(False), "string_inverted_index": index(True)},
@@ -304,12 +321,7 @@ def _schema(space: str) -> dict[str, Any]:
             "float": {"float_inverted_index": index(True)},
             "bool": {"bool_inverted_index": index(True)},
         },
-        "keys": {
-            "#embedding": {"float_list": {"vector_index": {
-                "enabled": True, "config": {**vector, "source_key": "#document"}}}},
-            "#document": {"string": {"fts_index": index(True),
-                                     "string_inverted_index": index(False)}},
-        },
+        "keys": keys,
     }
 
 
@@ -323,7 +335,7 @@ def configuration_json(spec: CollectionSpec) -> dict[str, Any]:
 
 def collection_json(spec: CollectionSpec) -> dict[str, Any]:
     return {"id": spec.id, "name": spec.name, "configuration_json": configuration_json(spec),
-            "schema": _schema(spec.space), "metadata": spec.metadata,
+            "schema": _schema(spec.space, spec.sparse), "metadata": spec.metadata,
             "dimension": spec.dimension, "tenant": DEFAULT_TENANT,
             "database": DEFAULT_DATABASE, "log_position": 0, "version": 0}
 
@@ -336,6 +348,25 @@ def result_json(result: dict[str, Any], *, query: bool) -> dict[str, Any]:
     if query:
         out["distances"] = result.get("distances")
     out["include"] = list(result.get("included") or [])
+    return out
+
+
+def without_sparse(metadatas: list[Any] | None, spec: CollectionSpec) -> list[Any] | None:
+    """Metadatas less the sparse vectors a Chroma client computed for the schema's sparse
+    index: the store derives the same ones from the documents with the same function."""
+    if metadatas is None:
+        return None
+    key = (spec.sparse or {}).get("key")
+    out = []
+    for meta in metadatas:
+        if isinstance(meta, dict):
+            for k, v in meta.items():
+                if isinstance(v, dict) and k != key:
+                    raise HTTPError(400, "InvalidArgumentError", (
+                        f"Metadata key {k!r} holds a sparse vector: streamer keeps them only in "
+                        "a schema's sparse vector index on #document"))
+            meta = {k: v for k, v in meta.items() if not isinstance(v, dict)} or None
+        out.append(meta)
     return out
 
 

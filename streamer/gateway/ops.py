@@ -62,7 +62,7 @@ from streamer.settings import Settings
 
 Resolver = Callable[[CollectionSpec],
                     Awaitable[tuple[EmbeddingFunction | None, DataLoader | None]]]
-READ_OPS = ("query", "get", "count", "list_collections", "get_collection", "subscribe",
+READ_OPS = ("query", "get", "search", "count", "list_collections", "get_collection", "subscribe",
             "unsubscribe")
 WRITE_OPS = ("add", "update", "upsert", "delete")
 OPS = READ_OPS + WRITE_OPS + ADMIN_OPS
@@ -220,6 +220,8 @@ class Operations:
                 include=ev.get("include")))
         if op == "query":
             return await self._query(coll, ev)
+        if op == "search":  # Chroma's Search API; string queries embedded server-side
+            return dict(await coll.search(ev.get("searches")))
         return await self._subscribe(coll, ev, session)
 
     # ---- collections --------------------------------------------------------------

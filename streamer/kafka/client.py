@@ -261,11 +261,12 @@ class KafkaBackend(Component):
     async def create_collection(self, name: str, *, metadata: dict[str, Any] | None,
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
-                                get_or_create: bool, space: str = "l2") -> CollectionSpec:
+                                get_or_create: bool, space: str = "l2",
+                                sparse: dict[str, Any] | None = None) -> CollectionSpec:
         return CollectionSpec.from_dict(await self._rpc({
             "op": "create_collection", "name": name, "metadata": metadata,
             "embedding_function": embedding_function, "data_loader": data_loader,
-            "get_or_create": get_or_create, "space": space}))
+            "get_or_create": get_or_create, "space": space, "sparse": sparse}))
 
     async def get_collection(self, name: str) -> CollectionSpec:
         return CollectionSpec.from_dict(await self._rpc({"op": "get_collection", "name": name}))
@@ -452,6 +453,12 @@ class KafkaBackend(Component):
             request.images = await self._compact([(f"Query image {i}", image)
                                                   for i, image in enumerate(request.images)])
         result: dict[str, Any] = decode_result(await self._rpc(query_event(spec.id, request)))
+        return result
+
+    async def search(self, spec: CollectionSpec,
+                     searches: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._rpc(
+            {"op": "search", "collection": spec.id, "searches": searches})
         return result
 
     async def count(self, spec: CollectionSpec) -> int:

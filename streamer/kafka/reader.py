@@ -19,6 +19,7 @@ from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
 from opentelemetry.trace import Span, SpanKind
 
 from consumers.reads.query import get_result, query_vectors, search_result
+from consumers.reads.search import run_searches
 from consumers.runtime.lifecycle import Component
 from consumers.storage.catalog import Catalog, CollectionState
 from consumers.validation import admin
@@ -196,6 +197,15 @@ class Reader(Component):
                 async with self.lock(state.spec.id):
                     result = await anyio.to_thread.run_sync(search_result, state, req, vectors)
             return encode_result(result)
+        if op == "search":
+            state = self._state(ev)
+            searches = ev.get("searches")
+            if not isinstance(searches, list) or not searches or \
+                    not all(isinstance(s, dict) for s in searches):
+                raise SchemaError("Field 'searches' must be a non-empty list of Search objects")
+            with tracing.span("reader search"):
+                async with self.lock(state.spec.id):
+                    return await anyio.to_thread.run_sync(run_searches, state, searches)
         return await self._admin(op, ev)
 
     async def _admin(self, op: str, ev: dict[str, Any]) -> Any:
@@ -214,7 +224,8 @@ class Reader(Component):
                                    embedding_function=ev.get("embedding_function"),
                                    data_loader=ev.get("data_loader"),
                                    get_or_create=bool(ev.get("get_or_create")),
-                                   space=str(ev.get("space") or "l2"))
+                                   space=str(ev.get("space") or "l2"),
+                                   sparse=ev.get("sparse"))
             if created.new:
                 await self._check_runtimes(created.spec)
                 await self._publish_spec(name, created.spec)

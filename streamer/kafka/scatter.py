@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from schemas.errors import (
+    InvalidArgumentError,
     RequestTimeoutError,
     ShardUnavailableError,
     UnavailableError,
@@ -94,6 +95,11 @@ class Scatter:
         op = payload.get("op")
         shards = list(range(self.count)) if op in SCATTERED else [0]
         sent = dict(payload)
+        if op == "search" and self.count > 1:
+            # A sharded search needs the whole collection's term statistics and one fusion
+            # of every shard's candidates: not built yet, so refused rather than half-answered.
+            raise InvalidArgumentError(
+                f"search runs on one shard; this deployment has {self.count} shards")
         if op not in SCATTERED:
             sent["shard"] = 0
         elif op == "query" and "distances" not in (sent.get("include") or []):
