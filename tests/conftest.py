@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -9,6 +10,10 @@ from blockbuster import blockbuster_ctx
 import streamer
 from streamer.testing.kafka import ServiceProcess, delete_test_topics, ensure_broker, new_prefix, service
 from tests.helpers import HashEmbedding
+
+# tests/chroma_search needs Chroma's distributed-mode environment when chromadb's tests are
+# imported: tests/test_chroma_search_peer.py runs it in a pytest process of its own.
+collect_ignore = [] if os.environ.get("CHROMA_CLUSTER_TEST_ONLY") == "1" else ["chroma_search"]
 
 
 @pytest.fixture(scope="session")

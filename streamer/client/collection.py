@@ -178,9 +178,10 @@ class AsyncCollection:
                                            loader=self._data_loader)
         return await _finish(result, list(request.include), self._data_loader, nested=True)
 
-    async def search(self, searches: Any) -> SearchResult:
+    async def search(self, searches: Any, read_level: Any = None) -> SearchResult:
         """Chroma's Search API (``chromadb.Search`` objects, or their dict forms): filter,
-        dense and BM25 ranks and their arithmetic (``Rrf``), group, limit, select."""
+        dense and BM25 ranks and their arithmetic (``Rrf``), group, limit, select. Every
+        ``read_level`` reads what this session wrote (there is no compaction lag to skip)."""
         ef = self._embedding_function
 
         async def embed_text(text: str) -> list[float]:
