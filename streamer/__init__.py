@@ -9,6 +9,23 @@ from typing import TYPE_CHECKING, Any
 from streamer import data_loaders, embedding_functions, errors
 from streamer.client.clients import AsyncClient, Client
 from streamer.client.collection import AsyncCollection, Collection
+from streamer.client.search import SearchResult
+from streamer.expression import (
+    GroupBy,
+    K,
+    Key,
+    Knn,
+    Limit,
+    MaxK,
+    MinK,
+    Rrf,
+    Schema,
+    Search,
+    Select,
+    SparseVector,
+    SparseVectorIndexConfig,
+    Val,
+)
 
 if TYPE_CHECKING:
     from streamer.kafka.client import AsyncKafkaClient, KafkaClient
@@ -25,4 +42,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["AsyncClient", "AsyncCollection", "AsyncKafkaClient", "Client", "Collection",
-           "KafkaClient", "data_loaders", "embedding_functions", "errors"]
+           "GroupBy", "K", "KafkaClient", "Key", "Knn", "Limit", "MaxK", "MinK", "Rrf", "Schema",
+           "Search", "SearchResult", "Select", "SparseVector", "SparseVectorIndexConfig", "Val",
+           "data_loaders", "embedding_functions", "errors"]

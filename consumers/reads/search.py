@@ -172,6 +172,10 @@ def _run_knn(store: CollectionStore, knn: _Knn, allowed: np.ndarray | None) -> N
         keys, scores = _dense(store, knn, allowed)
     else:
         keys, scores = _sparse(store, knn, allowed)
+    if len(scores) > knn.limit:  # the nearest `limit`, and every record tied with the last
+        cut = np.partition(scores, knn.limit - 1)[knn.limit - 1]
+        near = np.flatnonzero(scores <= cut)
+        keys, scores = keys[near], scores[near]
     order = np.lexsort((keys, scores))[:knn.limit]  # by score, ties by key
     knn.found = {int(keys[i]): (float(r) if knn.return_rank else float(scores[i]))
                  for r, i in enumerate(order)}

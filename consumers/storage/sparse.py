@@ -93,8 +93,12 @@ class SparseIndex:
         parts = [(p.arrays(), w) for t, w in weights if (p := self._terms.get(t)) is not None]
         if not parts:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        keys = np.concatenate([k for (k, _), _ in parts])
-        dots = np.bincount(keys, weights=np.concatenate([v * w for (_, v), w in parts]),
-                           minlength=size)
-        hit = np.unique(keys)
+        if len(parts) == 1:
+            (keys, values), w = parts[0]
+            return keys, 1.0 - values * w
+        dots = np.zeros(size, np.float64)
+        for (keys, values), w in parts:
+            dots[keys] += values * w  # keys are unique within one term's postings
+        # Every weight and every IDF is positive, so a shared term makes the dot positive.
+        hit = np.flatnonzero(dots)
         return hit, 1.0 - dots[hit]
