@@ -2,7 +2,8 @@
 Kafka, against a brute-force reference written here from Chroma's documented semantics:
 chromadb's own BM25 function for the terms, numpy for the distances, every record scored.
 Random collections, writes (updates, deletes, documents replaced by vectors), filters, ranks
-(dense, sparse, Rrf, arithmetic with defaults), groups and limits; exact ids, scores to 1e-5."""
+(dense, sparse, Rrf, arithmetic with defaults), groups and limits; exact ids, scores to 1e-5,
+also after a restart (embedded) and a SIGKILL of ``streamer serve`` (Kafka)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,17 @@ from chromadb.utils.embedding_functions import ChromaBm25EmbeddingFunction
 
 import streamer
 from schemas.errors import InvalidArgumentError
+from streamer.kafka.client import KafkaClient
 from streamer.testing.chroma import streamer_serve
 from streamer.testing.gateway import ws_client
+from streamer.testing.kafka import (
+    BOOTSTRAP,
+    KillLoop,
+    ServiceProcess,
+    ensure_broker,
+    new_prefix,
+    starter,
+)
 from tests.gateway_helpers import embedded_gateway
 from tests.helpers import HashEmbedding, random_image
 
@@ -359,3 +369,25 @@ async def test_the_websocket_searches_with_string_queries_embedded_server_side(
         reply = await ws.call({"op": "search", "name": "ws-search",
                                "searches": [{"rank": {"$knn": {"query": "x", "key": "nope"}}}]})
         assert reply["error"]["code"] == "invalid_argument"
+
+
+@pytest.mark.kafka
+def test_search_after_sigkills_mid_ingest_is_exact(tmp_path: Path,
+                                                   services: list[ServiceProcess]) -> None:
+    """``streamer serve`` SIGKILLed twice while the collection is written: the restarted
+    replica rebuilds the sparse index from its checkpoint and the state topic, and searches
+    match the reference, scores to 1e-5."""
+    ensure_broker()
+    prefix = new_prefix()
+    start = starter(services, prefix, tmp_path / "svc", "search-kill",
+                    {"STREAMER_CHECKPOINT_EVERY": "30"})
+    rng = random.Random(21)
+    loop = KillLoop(start, times=2, seed=23, gap_s=(1.0, 3.0))
+    with KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix, wait_writes=True,
+                     kafka_request_timeout_s=180) as client:
+        col = client.create_collection("kill-search", embedding_function=None, schema=schema())
+        ref = Reference()
+        with loop:
+            _workload(col, ref, rng, n=60)
+            assert loop.done(timeout=300) == 2
+        _check(col, ref, rng, searches=25)
