@@ -391,3 +391,24 @@ def test_search_after_sigkills_mid_ingest_is_exact(tmp_path: Path,
             _workload(col, ref, rng, n=60)
             assert loop.done(timeout=300) == 2
         _check(col, ref, rng, searches=25)
+
+
+def test_text_queries_embed_with_the_built_in_model_where_it_runs(
+        client: streamer.Client, tmp_path: Path) -> None:
+    """A text Knn on ``#embedding`` of a built-in-model collection: embedded in-process by
+    the embedded client, server-side over Kafka (as ``query_texts``); the same answers."""
+    from streamer.embedding_functions import OpenCLIPEmbeddingFunction
+    docs = ["a red circle", "a blue square", "red pump seal", "green triangle", "kite"]
+    search = Search().rank(Rrf([Knn(query="a red shape", return_rank=True, limit=5, default=5),
+                                Knn(query="red seal", key="sparse", return_rank=True, limit=5,
+                                    default=5)])).select(K.SCORE)
+    results = []
+    with streamer.Client(tmp_path / "oracle") as oracle:
+        for c in (client, oracle):
+            col = c.create_collection("clip-search", schema=schema(),
+                                      embedding_function=OpenCLIPEmbeddingFunction("streamer-tiny"))
+            col.add(ids=[f"d{i}" for i in range(len(docs))], documents=docs)
+            results.append(col.search(search))
+    got, want = results
+    assert got["ids"] == want["ids"] and len(got["ids"][0]) == len(docs)
+    np.testing.assert_allclose(got["scores"][0], want["scores"][0], atol=1e-6)

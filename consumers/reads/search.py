@@ -12,7 +12,7 @@ arithmetic in the dict form) sums. Ties order by the record's key, its place in 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -317,6 +317,33 @@ def run_search(state: CollectionState, search: dict[str, Any]) -> dict[str, Any]
         chosen = list(ranked)
     chosen = chosen[offset:] if count is None else chosen[offset:offset + count]
     return {**_columns(state, chosen, select), "select": list(select)}
+
+
+def _dense_knns(node: Any) -> list[dict[str, Any]]:
+    if isinstance(node, list):
+        return [k for n in node for k in _dense_knns(n)]
+    if not isinstance(node, dict):
+        return []
+    knn = node.get("$knn")
+    if isinstance(knn, dict):
+        return [knn] if knn.get("key", EMBEDDING) == EMBEDDING else []
+    return [k for v in node.values() for k in _dense_knns(v)]
+
+
+async def embed_text_queries(searches: list[dict[str, Any]],
+                             embed: Callable[[list[str]], Awaitable[list[Any]]] | None) -> None:
+    """Replace the text queries of dense Knns by their vectors, in place: a server running
+    the collection's built-in embedding function embeds them, as it does ``query_texts``."""
+    knns = [k for s in searches for k in _dense_knns(s.get("rank"))
+            if isinstance(k.get("query"), str)]
+    if not knns:
+        return
+    if embed is None:
+        raise InvalidArgumentError(
+            "You must provide an embedding function to compute embeddings.")
+    vectors = await embed([k["query"] for k in knns])
+    for knn, vector in zip(knns, vectors, strict=True):
+        knn["query"] = [float(x) for x in vector]
 
 
 def run_searches(state: CollectionState, searches: list[dict[str, Any]]) -> dict[str, Any]:

@@ -188,7 +188,10 @@ class AsyncCollection:
             assert ef is not None
             vectors = await anyio.to_thread.run_sync(ef, [text])
             return [float(x) for x in vectors[0]]
-        wire = await wire_searches(searches, self._spec, None if ef is None else embed_text)
+        # Over Kafka a built-in embedding function runs server-side, as for query_texts.
+        server = not self._backend.in_process and self._spec.embedding_function is not None
+        wire = await wire_searches(searches, self._spec, None if ef is None else embed_text,
+                                   server_embeds=server)
         return SearchResult(await self._backend.search(self._spec, wire))
 
     async def count(self) -> int:

@@ -75,8 +75,10 @@ def sparse_config(key: str, function: Any, *, bm25: bool = True) -> dict[str, An
 
 
 async def wire_searches(searches: Any, spec: CollectionSpec,
-                        embed_text: EmbedText | None) -> list[dict[str, Any]]:
-    """The dict forms of one search or many, string Knn queries embedded."""
+                        embed_text: EmbedText | None, *,
+                        server_embeds: bool = False) -> list[dict[str, Any]]:
+    """The dict forms of one search or many, string Knn queries embedded (those on
+    ``#embedding`` left to the server when ``server_embeds``: a built-in runs there)."""
     items = searches if isinstance(searches, list) else [searches]
     if not items:
         raise InvalidArgumentError("Expected at least one search")
@@ -87,28 +89,29 @@ async def wire_searches(searches: Any, spec: CollectionSpec,
             raise InvalidArgumentError(f"Expected a Search, got {type(item).__name__}")
         doc = dict(doc)
         if doc.get("rank") is not None:
-            doc["rank"] = await _embed_rank(doc["rank"], spec, embed_text)
+            doc["rank"] = await _embed_rank(doc["rank"], spec, embed_text, server_embeds)
         out.append(doc)
     return out
 
 
-async def _embed_rank(node: Any, spec: CollectionSpec, embed_text: EmbedText | None) -> Any:
+async def _embed_rank(node: Any, spec: CollectionSpec, embed_text: EmbedText | None,
+                      server_embeds: bool) -> Any:
     if isinstance(node, list):
-        return [await _embed_rank(n, spec, embed_text) for n in node]
+        return [await _embed_rank(n, spec, embed_text, server_embeds) for n in node]
     if not isinstance(node, dict):
         return node
     if "$knn" in node and isinstance(node["$knn"], dict):
         knn = dict(node["$knn"])
         query = knn.get("query")
         key = knn.get("key", "#embedding")
-        if isinstance(query, str):
+        if isinstance(query, str) and not (server_embeds and key == "#embedding"):
             knn["query"] = await _embed_query(query, key, spec, embed_text)
         elif isinstance(query, np.ndarray):
             knn["query"] = query.tolist()
         elif query is not None and hasattr(query, "to_dict"):
             knn["query"] = query.to_dict()
         return {"$knn": knn}
-    return {k: await _embed_rank(v, spec, embed_text) for k, v in node.items()}
+    return {k: await _embed_rank(v, spec, embed_text, server_embeds) for k, v in node.items()}
 
 
 async def _embed_query(text: str, key: str, spec: CollectionSpec,

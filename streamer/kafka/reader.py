@@ -18,8 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
 from opentelemetry.trace import Span, SpanKind
 
+from consumers.embedding.embedq import embed_query
 from consumers.reads.query import get_result, query_vectors, search_result
-from consumers.reads.search import run_searches
+from consumers.reads.search import embed_text_queries, run_searches
 from consumers.runtime.lifecycle import Component
 from consumers.storage.catalog import Catalog, CollectionState
 from consumers.validation import admin
@@ -203,6 +204,12 @@ class Reader(Component):
             if not isinstance(searches, list) or not searches or \
                     not all(isinstance(s, dict) for s in searches):
                 raise SchemaError("Field 'searches' must be a non-empty list of Search objects")
+            embedder = await self.runtimes.get(state.spec.embedding_function)
+
+            async def embed(texts: list[str]) -> list[Any]:
+                return await embed_query(self.embed_thread, embedder, texts)
+            with tracing.span("reader embed"):
+                await embed_text_queries(searches, None if embedder is None else embed)
             with tracing.span("reader search"):
                 async with self.lock(state.spec.id):
                     return await anyio.to_thread.run_sync(run_searches, state, searches)
