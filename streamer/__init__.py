@@ -19,13 +19,11 @@ from streamer.expression import (
     MaxK,
     MinK,
     Rrf,
-    Schema,
     Search,
     Select,
-    SparseVector,
-    SparseVectorIndexConfig,
     Val,
 )
+from streamer.schema import Schema, SparseVector, SparseVectorIndexConfig
 
 if TYPE_CHECKING:
     from streamer.kafka.client import AsyncKafkaClient, KafkaClient

@@ -1,8 +1,8 @@
 """Chroma's Search API expressions, for code that imports them from streamer instead of
 ``chromadb.execution.expression`` (which is not a dependency): ``Search``, ``Key``/``K``,
 ``Knn``, ``Val``, ``Rrf`` and the rank arithmetic, ``Limit``, ``Select``, ``GroupBy`` with
-``MinK``/``MaxK``, plus ``SparseVector``, ``Schema`` with ``SparseVectorIndexConfig`` and
-``ChromaBm25EmbeddingFunction``. Each builds exactly the dict that chromadb's ``to_dict()``
+``MinK``/``MaxK`` (the sparse vector, schema and BM25 function are in ``streamer.schema``).
+Each builds exactly the dict that chromadb's ``to_dict()``
 builds (a test holds them to it), which is what ``Collection.search`` sends; chromadb's own
 objects work as well."""
 
@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from consumers.embedding.bm25 import Bm25
 
 
 # ---- filters ------------------------------------------------------------------------
@@ -359,77 +357,3 @@ class Search:
         group = _dict(self.group_by_) if self.group_by_ is not None else {}
         return {"filter": _dict(self.where_), "rank": _dict(self.rank_), "group_by": group,
                 "limit": self.limit_.to_dict(), "select": self.select_.to_dict()}
-
-
-# ---- sparse vectors and the schema --------------------------------------------------
-@dataclass
-class SparseVector:
-    indices: list[int]
-    values: list[float]
-    labels: list[str] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"#type": "sparse_vector", "indices": list(self.indices),
-                               "values": list(self.values)}
-        if self.labels is not None:
-            out["tokens"] = list(self.labels)
-        return out
-
-
-class ChromaBm25EmbeddingFunction:
-    """Chroma's model-free BM25 sparse function, with its parameters and defaults."""
-
-    def __init__(self, k: float = 1.2, b: float = 0.75, avg_doc_length: float = 256.0,
-                 token_max_length: int = 40, stopwords: Iterable[str] | None = None,
-                 include_tokens: bool = False) -> None:
-        self._bm25 = Bm25(k=k, b=b, avg_doc_length=avg_doc_length,
-                          token_max_length=token_max_length,
-                          stopwords=None if stopwords is None else tuple(stopwords),
-                          include_tokens=include_tokens)
-
-    @staticmethod
-    def name() -> str:
-        return "chroma_bm25"
-
-    def get_config(self) -> dict[str, Any]:
-        return self._bm25.config()
-
-    def __call__(self, input: Sequence[str]) -> list[SparseVector]:
-        return [SparseVector(v.indices.tolist(), v.values.tolist(), v.labels)
-                for v in self._bm25(input)]
-
-    embed_query = __call__
-
-
-@dataclass
-class SparseVectorIndexConfig:
-    embedding_function: Any = None
-    source_key: Key | str | None = None
-    bm25: bool | None = None
-
-
-class Schema:
-    """The part of Chroma's ``Schema`` streamer builds: one sparse vector index on a key."""
-
-    def __init__(self) -> None:
-        self._sparse: dict[str, SparseVectorIndexConfig] = {}
-
-    def create_index(self, config: SparseVectorIndexConfig | None = None,
-                     key: str | None = None) -> Schema:
-        if not isinstance(config, SparseVectorIndexConfig) or key is None:
-            raise ValueError("streamer's Schema builds a sparse vector index: "
-                             "create_index(config=SparseVectorIndexConfig(...), key=...)")
-        self._sparse[key] = config
-        return self
-
-    def serialize_to_json(self) -> dict[str, Any]:
-        keys: dict[str, Any] = {}
-        for key, cfg in self._sparse.items():
-            ef = cfg.embedding_function
-            keys[key] = {"sparse_vector": {"sparse_vector_index": {"enabled": True, "config": {
-                "embedding_function": {"type": "known", "name": ef.name(),
-                                       "config": ef.get_config()} if ef is not None
-                else {"type": "unknown"},
-                "source_key": None if cfg.source_key is None else _name(cfg.source_key),
-                "bm25": bool(cfg.bm25)}}}}
-        return {"keys": keys}

@@ -29,6 +29,7 @@ CONSUMERS_LAYERS = {
 STREAMER_LAYERS = {
     "streamer.settings": 0, "streamer.errors": 0, "streamer.metrics": 0, "streamer.tracing": 0,
     "streamer.data_loaders": 0, "streamer.embedding_functions": 0, "streamer.expression": 0,
+    "streamer.schema": 0,
     "streamer.client": 1, "streamer.kafka": 2, "streamer.gateway": 3, "streamer.server": 4,
     "streamer.cli": 5, "streamer.training": 5,
     # Generates docs/reference/ from the settings and schemas/generated; nothing imports it.

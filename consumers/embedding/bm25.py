@@ -21,6 +21,7 @@ import mmh3
 import numpy as np
 import snowballstemmer
 
+from schemas.errors import InvalidArgumentError
 from schemas.records import SparseVector
 
 NAME = "chroma_bm25"
@@ -135,7 +136,6 @@ def describe_sparse(function: Any) -> dict[str, Any]:
     name = getattr(function, "name", None)
     if callable(name) and name() == NAME and callable(getattr(function, "get_config", None)):
         return {"name": NAME, "config": dict(function.get_config())}
-    from schemas.errors import InvalidArgumentError
     raise InvalidArgumentError(
         f"Sparse embedding function {type(function).__name__} is not supported: streamer "
         f"builds sparse indexes with {NAME} (ChromaBm25EmbeddingFunction)")
