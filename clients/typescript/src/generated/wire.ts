@@ -134,8 +134,22 @@ n_results?: number
  */
 name?: string
 offset?: (number | null)
-op: ("query" | "get" | "count" | "list_collections" | "get_collection" | "create_collection" | "delete_collection" | "add" | "update" | "upsert" | "delete" | "subscribe" | "unsubscribe")
+op: ("query" | "get" | "search" | "count" | "list_collections" | "get_collection" | "create_collection" | "delete_collection" | "add" | "update" | "upsert" | "delete" | "subscribe" | "unsubscribe")
 resume_after?: number
+/**
+ * search: chromadb Search.to_dict() forms
+ * 
+ * @minItems 1
+ */
+searches?: {
+
+}[]
+/**
+ * create_collection: a BM25 sparse index, {key, source_key: '#document', embedding_function: {name: 'chroma_bm25', config}, bm25}
+ */
+sparse?: ({
+
+} | null)
 stream?: string
 subscription?: string
 texts?: (string[] | null)
@@ -225,6 +239,12 @@ id: string
 metadata?: Metadata
 name: string
 space?: ("cosine" | "l2" | "ip")
+/**
+ * A sparse vector index: key, source_key, embedding_function, bm25
+ */
+sparse?: ({
+
+} | null)
 }
 /**
  * This interface was referenced by `WireFrames`'s JSON-Schema
