@@ -301,20 +301,21 @@ def run_search(state: CollectionState, search: dict[str, Any]) -> dict[str, Any]
     kept = [i for i in store.ordered() if keep(i, store.records[i])] if filtered \
         else store.ordered()
     chosen: list[tuple[float | None, int]]
-    if rank is None:
-        chosen = [(None, store.records[i].key) for i in kept]
-    else:
-        allowed = np.fromiter((store.records[i].key for i in kept), np.int64, len(kept)) \
-            if filtered else None
-        for knn in knns:
-            _run_knn(store, knn, allowed)
-        candidates = sorted({k for knn in knns for k in knn.found})
-        ranked = [(s, k) for k in candidates if (s := rank(k)) is not None]
-        ranked.sort(key=lambda sk: (math.isnan(sk[0]), sk[0], sk[1]))
-        group_by = search.get("group_by")
-        if group_by:
-            ranked = _group(store, ranked, group_by)
-        chosen = list(ranked)
+    if rank is None:  # the filter's records in insertion order: cut the window first
+        window = kept[offset:] if count is None else kept[offset:offset + count]
+        return {**_columns(state, [(None, store.records[i].key) for i in window], select),
+                "select": list(select)}
+    allowed = np.fromiter((store.records[i].key for i in kept), np.int64, len(kept)) \
+        if filtered else None
+    for knn in knns:
+        _run_knn(store, knn, allowed)
+    candidates = sorted({k for knn in knns for k in knn.found})
+    ranked = [(s, k) for k in candidates if (s := rank(k)) is not None]
+    ranked.sort(key=lambda sk: (math.isnan(sk[0]), sk[0], sk[1]))
+    group_by = search.get("group_by")
+    if group_by:
+        ranked = _group(store, ranked, group_by)
+    chosen = list(ranked)
     chosen = chosen[offset:] if count is None else chosen[offset:offset + count]
     return {**_columns(state, chosen, select), "select": list(select)}
 
