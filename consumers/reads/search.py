@@ -7,7 +7,7 @@ scores its nearest ``limit`` records among those the filter keeps (a dense one b
 collection's distance, a sparse one by ``1 - q·d`` with the collection's IDF); a record is
 ranked if some Knn found it, and kept only if every Knn without a ``default`` found it;
 ``return_rank`` turns a Knn's score into its 0-based rank, which is what ``Rrf`` (already
-arithmetic in the dict form) sums. Ties order by the record's key, its place in the log."""
+arithmetic in the dict form) sums. Ties go to the record inserted first (``get``'s order)."""
 
 from __future__ import annotations
 
@@ -176,7 +176,8 @@ def _run_knn(store: CollectionStore, knn: _Knn, allowed: np.ndarray | None) -> N
         cut = np.partition(scores, knn.limit - 1)[knn.limit - 1]
         near = np.flatnonzero(scores <= cut)
         keys, scores = keys[near], scores[near]
-    order = np.lexsort((keys, scores))[:knn.limit]  # by score, ties by key
+    # By score, ties to the record inserted first.
+    order = np.lexsort((store.positions()[keys], scores))[:knn.limit]
     knn.found = {int(keys[i]): (float(r) if knn.return_rank else float(scores[i]))
                  for r, i in enumerate(order)}
 
@@ -228,7 +229,7 @@ def _hashable(value: Any) -> Any:
 
 
 def _group(store: CollectionStore, ranked: list[tuple[float, int]],
-           group_by: dict[str, Any]) -> list[tuple[float, int]]:
+           group_by: dict[str, Any], pos: np.ndarray) -> list[tuple[float, int]]:
     keys, aggregate = group_by.get("keys"), group_by.get("aggregate")
     if not isinstance(keys, list) or not keys or not isinstance(aggregate, dict) \
             or len(aggregate) != 1:
@@ -251,9 +252,9 @@ def _group(store: CollectionStore, ranked: list[tuple[float, int]],
         sign = 1 if op == "$min_k" else -1
         # Missing values sort last either way; numbers flip for $max_k.
         ordered = [(v is None, sign * v if isinstance(v, int | float) else v) for v in values]
-        return (*ordered, key)
+        return (*ordered, pos[key])
     kept = [item for members in groups.values() for item in sorted(members, key=sort_key)[:k]]
-    return sorted(kept)
+    return sorted(kept, key=lambda sk: (math.isnan(sk[0]), sk[0], pos[sk[1]]))
 
 
 def _columns(state: CollectionState, chosen: list[tuple[float | None, int]],
@@ -311,10 +312,11 @@ def run_search(state: CollectionState, search: dict[str, Any]) -> dict[str, Any]
         _run_knn(store, knn, allowed)
     candidates = sorted({k for knn in knns for k in knn.found})
     ranked = [(s, k) for k in candidates if (s := rank(k)) is not None]
-    ranked.sort(key=lambda sk: (math.isnan(sk[0]), sk[0], sk[1]))
+    pos = store.positions()
+    ranked.sort(key=lambda sk: (math.isnan(sk[0]), sk[0], pos[sk[1]]))
     group_by = search.get("group_by")
     if group_by:
-        ranked = _group(store, ranked, group_by)
+        ranked = _group(store, ranked, group_by, pos)
     chosen = list(ranked)
     chosen = chosen[offset:] if count is None else chosen[offset:offset + count]
     return {**_columns(state, chosen, select), "select": list(select)}

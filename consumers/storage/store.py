@@ -63,6 +63,8 @@ class CollectionStore:
         self.next_key = 1
         #: ids in insertion order, rebuilt on the next read after an id comes or goes
         self._ordered: list[str] | None = None
+        #: each key's place in ``ordered()``, and the list it was computed from
+        self._positions: tuple[list[str], np.ndarray] | None = None
         self.index: VectorIndex | None = None
         self.applied_seq = 0
         self.source: dict[str, Any] = {}
@@ -220,6 +222,17 @@ class CollectionStore:
             records = self.records
             self._ordered = sorted(records, key=lambda i: self._rank(records[i]))
         return self._ordered
+
+    def positions(self) -> np.ndarray:
+        """Each key's place in insertion order, indexable by key (ties in a search's scores
+        go to the record inserted first, as in ``get``, on every replica)."""
+        ordered = self.ordered()
+        if self._positions is None or self._positions[0] is not ordered:
+            pos = np.zeros(self.next_key, np.int64)
+            keys = np.fromiter((self.records[i].key for i in ordered), np.int64, len(ordered))
+            pos[keys] = np.arange(len(ordered))
+            self._positions = (ordered, pos)
+        return self._positions[1]
 
     def select(self, ids: list[str] | None, where: Metadata | None,
                where_document: Metadata | None,
