@@ -1,15 +1,16 @@
 """OpenTelemetry traces across the hops of a request: the client's call, the requests topic,
 the writer's stages (load, embed, resolve, transaction), the state topic, the replica's apply,
-and the reply (Kafka) or the websocket answer. W3C trace context travels in Kafka headers
+and the reply (Kafka), the websocket answer or a live query's push; an upstream source's
+record starts (or continues) a trace too. W3C trace context travels in Kafka headers
 (``traceparent``, ``tracestate``), in HTTP headers, and in a websocket frame's ``traceparent``.
 
 Off until a tracer provider is installed: by ``configure()`` from the standard ``OTEL_*``
 variables (``streamer serve`` and the CLI call it), or by the application itself. Off, each
 hook is one ``enabled()`` check: no header is written or parsed and no span is made.
 
-A writer batch carries many requests, each in its own trace. Every traced request gets its own
+A writer batch carries many requests, each in its own trace. Every traced call gets its own
 span per stage, timed as the batch's stage ran and linked to one ``writer batch`` span, which
-links back to every request it carried (OpenTelemetry's pattern for batch processing)."""
+links back to every call it carried (OpenTelemetry's pattern for batch processing)."""
 
 from __future__ import annotations
 
@@ -132,14 +133,37 @@ def span(name: str, *, parent: Context | None = None,
         yield current
 
 
+def identity(ctx: Context) -> tuple[int, int]:
+    """The trace and span id a context continues: the records of one call share them."""
+    sc = trace.get_current_span(ctx).get_span_context()
+    return sc.trace_id, sc.span_id
+
+
+def start(name: str, parents: Iterable[Context | None] = (), *,
+          kind: SpanKind = SpanKind.INTERNAL) -> Span | None:
+    """A span started, not made current, for work that ends elsewhere: the child of the first
+    of ``parents`` (a new trace without one) and linked to the others, as one push for many
+    writes is. None when tracing is off."""
+    if not enabled():
+        return None
+    given = list({identity(c): c for c in parents if c is not None}.values())
+    links = [Link(trace.get_current_span(c).get_span_context()) for c in given[1:]]
+    return TRACER.start_span(name, context=given[0] if given else Context(), links=links,
+                             kind=kind)
+
+
 class BatchTrace:
     """The traced records of one writer batch, keyed ``(partition, offset)``, and when each
-    stage ran (wall-clock nanoseconds, as spans take them)."""
+    stage ran (wall-clock nanoseconds, as spans take them). A client's call sends its records
+    under one span: each stage is one span per call (per partition for the transaction), not
+    one per record."""
 
     def __init__(self, parents: dict[tuple[int, int], Context]) -> None:
         self.parents = parents
         self.stages: list[tuple[str, int, int]] = []
         self._batch: Span | None = None
+        self._staged: set[tuple[int, int]] = set()
+        self._transactions: dict[tuple[int, int, int], Span] = {}
 
     @classmethod
     def of(cls, records: Iterable[Any]) -> BatchTrace | None:
@@ -166,8 +190,9 @@ class BatchTrace:
 
     def _batch_span(self) -> Span:
         if self._batch is None:
+            distinct = {identity(ctx): ctx for ctx in self.parents.values()}
             links = [Link(trace.get_current_span(ctx).get_span_context())
-                     for ctx in self.parents.values()]
+                     for ctx in distinct.values()]
             start = min((s for _, s, _ in self.stages), default=time.time_ns())
             self._batch = TRACER.start_span("writer batch", context=Context(), links=links,
                                             start_time=start,
@@ -176,16 +201,24 @@ class BatchTrace:
         return self._batch
 
     def stages_of(self, partition: int, offset: int) -> Span | None:
-        """Emit the finished stages of one traced record, as children of its context, and
-        start (not end) its ``writer transaction`` span; None for an untraced record."""
+        """The ``writer transaction`` span (started, not ended) of one traced record on its
+        partition, a child of the record's context, with the finished stages emitted beside
+        it the first time that context is seen; None for an untraced record."""
         parent = self.parents.get((partition, offset))
         if parent is None:
             return None
+        ident = identity(parent)
+        open_ = self._transactions.get((*ident, partition))
+        if open_ is not None:
+            return open_
         link = [Link(self._batch_span().get_span_context())]
-        for name, start, end in self.stages:
-            TRACER.start_span(name, context=parent, links=link, start_time=start).end(end)
-        return TRACER.start_span("writer transaction", context=parent, links=link,
-                                 kind=SpanKind.PRODUCER)
+        if ident not in self._staged:
+            self._staged.add(ident)
+            for name, start, end in self.stages:
+                TRACER.start_span(name, context=parent, links=link, start_time=start).end(end)
+        open_ = self._transactions[(*ident, partition)] = TRACER.start_span(
+            "writer transaction", context=parent, links=link, kind=SpanKind.PRODUCER)
+        return open_
 
     def end(self) -> None:
         if self._batch is not None:
@@ -202,4 +235,4 @@ def headers_of(span_: Span | None) -> Headers:
 
 
 __all__ = ["BatchTrace", "configure", "enabled", "extract", "extract_text", "headers_of",
-           "inject", "shutdown", "span"]
+           "identity", "inject", "shutdown", "span", "start"]

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
+from chromadb import EmbeddingFunction as TheirFunction
 from chromadb.api import ClientAPI
+from chromadb.utils.embedding_functions.open_clip_embedding_function import (
+    OpenCLIPEmbeddingFunction as TheirOpenCLIP,
+)
 
 import streamer
+from streamer.embedding_functions import OpenCLIPEmbeddingFunction
 from tests.test_chroma_parity import chroma, chroma_client
 
 __all__ = ["chroma", "chroma_client"]  # the fixtures, used by name
@@ -55,6 +61,53 @@ def test_no_embedding_function_defaults_to_l2_like_chroma(chroma: ClientAPI,
     assert ours.query(query_embeddings=[[0.0, 0.0]], n_results=2, include=["distances"])[
         "distances"] == theirs.query(query_embeddings=[[0.0, 0.0]], n_results=2,
                                      include=["distances"])["distances"] == [[0.0, 25.0]]
+
+
+def test_the_default_embedding_function_keeps_chromas_l2(chroma: ClientAPI,
+                                                       client: streamer.Client) -> None:
+    """No ``embedding_function`` argument: Chroma's default function and ours are l2, so the
+    same raw vectors give the same distances; ``chromadb.test_search_group_by`` relies on it."""
+    theirs: Any = chroma.create_collection("dflt")
+    ours = client.create_collection("dflt")
+    assert ours.configuration_json["hnsw"]["space"] == \
+        theirs.configuration_json["hnsw"]["space"] == "l2"
+    for col in (theirs, ours):
+        col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [3.0, 4.0]])
+    want = theirs.query(query_embeddings=[[1.0, 0.0]], n_results=2, include=["distances"])
+    got = ours.query(query_embeddings=[[1.0, 0.0]], n_results=2, include=["distances"])
+    assert got["ids"] == want["ids"] == [["a", "b"]]
+    assert got["distances"] == want["distances"] == [[0.0, 20.0]]
+
+
+def test_an_explicit_openclip_function_is_cosine_like_chromas(chroma: ClientAPI,
+                                                              client: streamer.Client) -> None:
+    """Chroma's guide passes ``OpenCLIPEmbeddingFunction()``: its ``default_space()`` is
+    cosine in both. Chroma's real class needs open_clip weights to construct, so its side is
+    a function with that class's ``default_space``."""
+    class TheirsStandIn(TheirFunction):  # type: ignore[type-arg]
+        default_space = TheirOpenCLIP.default_space
+
+        def __init__(self) -> None:
+            pass
+
+        def __call__(self, input: Any) -> Any:
+            return [np.ones(2, dtype=np.float32) for _ in input]
+
+        @staticmethod
+        def name() -> str:
+            return "open-clip-space-stand-in"
+
+        def get_config(self) -> dict[str, Any]:
+            return {}
+
+        @staticmethod
+        def build_from_config(config: dict[str, Any]) -> TheirsStandIn:
+            return TheirsStandIn()
+
+    theirs: Any = chroma.create_collection("clip", embedding_function=TheirsStandIn())
+    ours = client.create_collection("clip", embedding_function=OpenCLIPEmbeddingFunction())
+    assert ours.configuration_json["hnsw"]["space"] == \
+        theirs.configuration_json["hnsw"]["space"] == "cosine"
 
 
 def test_a_builtin_embedding_function_is_named_in_configuration_json(

@@ -14,7 +14,7 @@ import pytest
 from streamer.testing.kafka import ROOT
 
 #: chromadb's Search API tests the adapter runs (tests/chroma_search/test_chroma_search.py).
-EXPECTED = 7
+EXPECTED = 8
 
 
 @pytest.mark.parametrize("backend", ["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])

@@ -127,3 +127,31 @@ def test_stamps_survive_the_log_and_checkpoints_and_old_files_still_load(tmp_pat
     legacy = checkpoint.load(root, CollectionSpec(id="x", name="x"))
     assert legacy is not None
     assert legacy.select(None, None, None) == ["b", "c", "a"]  # apply (key) order
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_kept_order_equals_a_full_sort_through_any_writes(seed: int) -> None:
+    """``ordered()`` appends ids that come after the last and sorts only when one does not:
+    after random adds (stamped in and out of order, and unstamped), overwrites, deletes and
+    re-adds, read at random moments, it equals the insertion order sorted from scratch."""
+    rng = np.random.default_rng(seed)
+    store = CollectionStore(CollectionSpec(id="x", name="x"))
+    vec = np.zeros(4, np.float32)
+    stamp = 0
+    for _ in range(300):
+        muts = []
+        for id_ in {f"id{int(i)}" for i in rng.integers(0, 60, int(rng.integers(1, 8)))}:
+            if rng.random() < 0.3:
+                muts.append(Mutation(op="delete", id=id_))
+                continue
+            stamp += 1
+            # Mostly rising stamps; some late (a call on a slower partition), some absent.
+            order = None if rng.random() < 0.1 else \
+                (stamp - int(rng.integers(0, 20)) if rng.random() < 0.2 else stamp, 0)
+            muts.append(Mutation(op="put", id=id_, vector=vec, order=order))
+        rng.shuffle(muts)  # type: ignore[arg-type]
+        store.apply(muts, 0, {})
+        if rng.random() < 0.5:
+            want = sorted(store.records, key=lambda i: store._rank(store.records[i]))
+            assert store.ordered() == want
+    assert store.ordered() == sorted(store.records, key=lambda i: store._rank(store.records[i]))

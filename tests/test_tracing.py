@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +19,15 @@ import aiohttp
 import pytest
 from aiokafka import ConsumerRecord
 
+from schemas.events import write_event
+from schemas.records import Op, WriteItem
 from streamer import tracing
+from streamer.cli.demo import has_trained_checkpoint, random_checkpoint
 from streamer.testing.gateway import TOKENS, ws_client
 from streamer.testing.kafka import BOOTSTRAP, ROOT, ServiceProcess, ensure_broker, new_prefix
 from streamer.testing.otlp import ReceivedSpan, Receiver
 from streamer.testing.servers import free_port
+from tests.test_sources import _create_topics, mapping_copy, produce
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -86,7 +92,9 @@ CLIENT = textwrap.dedent("""
         col.add(ids=["warm"], documents=["loads the model in the writer"])
         col.query(query_texts=["and in the reader"], n_results=1)
         with trace.get_tracer("app").start_as_current_span("app add then query") as root:
-            col.add(ids=["doc"], documents=["a lighthouse on a cliff at dusk"])
+            col.add(ids=["doc", *(f"more-{i}" for i in range(7))],
+                    documents=["a lighthouse on a cliff at dusk",
+                               *(f"a harbour wall, photo {i}" for i in range(7))])
             hit = col.query(query_texts=["a lighthouse on a cliff at dusk"], n_results=1)
         assert hit["ids"] == [["doc"]], hit
         print(col.id, format(root.get_span_context().trace_id, "032x"), flush=True)
@@ -119,9 +127,14 @@ def test_one_add_then_query_is_one_trace_with_every_stage_in_order(
         tmp_path: Path, receiver: Receiver) -> None:
     ensure_broker()
     prefix = new_prefix()
+    upstream = f"{prefix}.up.app"
+    asyncio.run(_create_topics({upstream: 1}))
+    checkpoint = None if has_trained_checkpoint() else str(random_checkpoint(tmp_path))
+    mapping = mapping_copy(tmp_path, "jsonl-documents",
+                           {"topic": upstream, "root": str(tmp_path / "files")}, checkpoint)
     svc = ServiceProcess(prefix, tmp_path / "svc", instance="traced", extra_env={
         **receiver.env("streamer-serve"), "STREAMER_HTTP_PORT": str(free_port()),
-        "STREAMER_AUTH_TOKENS": TOKENS})
+        "STREAMER_AUTH_TOKENS": TOKENS}, args=["--source", str(mapping)])
     svc.start()
     try:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -132,8 +145,22 @@ def test_one_add_then_query_is_one_trace_with_every_stage_in_order(
         cid, trace_id = done.stdout.split()
         receiver.wait_for({*ADD, *QUERY})
         spans = [s for s in receiver.spans if s.trace_id == trace_id]
-        named = by_name(spans)
-        assert set(named) == {"app add then query", *ADD, *QUERY}
+        # The add's 8 records share its spans: each stage is one span for the call, and the
+        # transaction (with its apply) one per partition the records went to.
+        counts = Counter(s.name for s in spans)
+        per_partition = {"writer transaction", "replica apply"}
+        assert counts.keys() == {"app add then query", *ADD, *QUERY}
+        assert all(n == 1 for name, n in counts.items() if name not in per_partition), counts
+        assert 1 <= counts["writer transaction"] == counts["replica apply"] <= 8, counts
+        for tx in [s for s in spans if s.name == "writer transaction"]:
+            assert tx.parent_id == next(s.span_id for s in spans if s.name == "streamer add")
+        named = by_name([s for s in spans if s.name not in per_partition] + [
+            next(s for s in spans if s.name == "writer transaction")])
+        applies = [s for s in spans if s.name == "replica apply"]
+        assert {a.parent_id for a in applies} == \
+            {s.span_id for s in spans if s.name == "writer transaction"}
+        named["replica apply"] = next(a for a in applies
+                                      if a.parent_id == named["writer transaction"].span_id)
 
         # The chain of parents: each hop continues the context the one before it sent.
         root = named["app add then query"]
@@ -170,6 +197,7 @@ def test_one_add_then_query_is_one_trace_with_every_stage_in_order(
 
         assert svc.url is not None
         asyncio.run(_gateway_joins_the_callers_trace(svc.url, cid, receiver))
+        _a_source_record_continues_its_upstream_trace(upstream, receiver)
     finally:
         assert svc.terminate() == 0
 
@@ -192,3 +220,53 @@ async def _gateway_joins_the_callers_trace(url: str, cid: str, receiver: Receive
     # The gateway's query goes through Kafka like a client's, in the same trace.
     assert named["streamer query"].parent_id == named["ws query"].span_id
     assert named["reader query"].parent_id == named["streamer query"].span_id
+    await _a_live_push_continues_the_write_it_found(url, cid, receiver)
+
+
+async def _a_live_push_continues_the_write_it_found(url: str, cid: str,
+                                                    receiver: Receiver) -> None:
+    trace_id, parent = "5" * 32, "6" * 16
+    async with ws_client(url) as ws, ws_client(url) as writer:
+        await ws.result({"op": "subscribe", "name": "traced", "texts": ["a red kite"],
+                         "threshold": 2.5})
+        item = WriteItem(id="kite", document="a red kite over the dunes")
+        await writer.result({**write_event(Op.ADD, cid, item, time.time_ns(), 0),
+                             "traceparent": f"00-{trace_id}-{parent}-01"})
+        push = await asyncio.wait_for(ws.pushes.get(), 30)
+        assert push["id"] == "kite"
+    await asyncio.to_thread(receiver.wait_for, {"live push"})
+    spans = [s for s in receiver.spans if s.trace_id == trace_id]
+    named = by_name(spans)
+    ids = {s.span_id: s.name for s in spans}
+    assert ids[named["live push"].parent_id] == "writer transaction"
+    assert ids[named["writer transaction"].parent_id] == "streamer add"
+    assert named["live push"].start_ns >= named["writer transaction"].start_ns
+
+
+def _a_source_record_continues_its_upstream_trace(topic: str, receiver: Receiver) -> None:
+    """An upstream record with a ``traceparent`` header is the parent of its source span and
+    of the writer's stages; one without starts a trace at the source."""
+    trace_id, parent = "7" * 32, "8" * 16
+    produce(topic, [(None, b'{"id": "traced-line", "text": "a traced upstream line"}',
+                     [("traceparent", f"00-{trace_id}-{parent}-01".encode())]),
+                    (None, b'{"id": "plain-line", "text": "an untraced upstream line"}', [])])
+    name = "source app-documents"
+    deadline = time.monotonic() + 60
+    while len([s for s in receiver.spans if s.name == "replica apply" and s.trace_id in {
+            x.trace_id for x in receiver.spans if x.name == name}]) < 2:
+        assert time.monotonic() < deadline, "no apply spans under the source's"
+        time.sleep(0.2)
+    sources = [s for s in receiver.spans if s.name == name]
+    assert len(sources) == 2
+    traced = next(s for s in sources if s.trace_id == trace_id)
+    assert traced.parent_id == parent
+    root = next(s for s in sources if s.trace_id != trace_id)
+    assert not root.parent_id  # a root: no parent span
+    for source in (traced, root):
+        spans = [s for s in receiver.spans if s.trace_id == source.trace_id]
+        ids = {s.span_id: s.name for s in spans}
+        named = by_name(spans)
+        assert {"writer load", "writer embed", "writer resolve", "writer transaction",
+                "replica apply"} <= named.keys()
+        assert ids[named["writer load"].parent_id] == name
+        assert ids[named["replica apply"].parent_id] == "writer transaction"

@@ -12,7 +12,7 @@ arithmetic in the dict form) sums. Ties go to the record inserted first (``get``
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,7 +177,9 @@ def _run_knn(store: CollectionStore, knn: _Knn, allowed: np.ndarray | None) -> N
         near = np.flatnonzero(scores <= cut)
         keys, scores = keys[near], scores[near]
     # By score, ties to the record inserted first.
-    order = np.lexsort((store.positions()[keys], scores))[:knn.limit]
+    places = store.insertion_ranks(int(k) for k in keys)
+    order = np.lexsort((np.fromiter((places[int(k)] for k in keys), np.int64, len(keys)),
+                        scores))[:knn.limit]
     knn.found = {int(keys[i]): (float(r) if knn.return_rank else float(scores[i]))
                  for r, i in enumerate(order)}
 
@@ -229,7 +231,7 @@ def _hashable(value: Any) -> Any:
 
 
 def _group(store: CollectionStore, ranked: list[tuple[float, int]],
-           group_by: dict[str, Any], pos: np.ndarray) -> list[tuple[float, int]]:
+           group_by: dict[str, Any], pos: Mapping[int, int]) -> list[tuple[float, int]]:
     keys, aggregate = group_by.get("keys"), group_by.get("aggregate")
     if not isinstance(keys, list) or not keys or not isinstance(aggregate, dict) \
             or len(aggregate) != 1:
@@ -312,7 +314,7 @@ def run_search(state: CollectionState, search: dict[str, Any]) -> dict[str, Any]
         _run_knn(store, knn, allowed)
     candidates = sorted({k for knn in knns for k in knn.found})
     ranked = [(s, k) for k in candidates if (s := rank(k)) is not None]
-    pos = store.positions()
+    pos = store.insertion_ranks(k for _, k in ranked)
     ranked.sort(key=lambda sk: (math.isnan(sk[0]), sk[0], pos[sk[1]]))
     group_by = search.get("group_by")
     if group_by:

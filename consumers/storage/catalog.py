@@ -27,7 +27,9 @@ from schemas.records import CollectionSpec, Mutation
 log = logging.getLogger(__name__)
 
 #: Called with each committed batch, after it is applied (e.g. the gateway's live queries).
-CommitListener = Callable[["CollectionState", list[Mutation]], None]
+#: Called with each committed batch and the trace context (opaque here) of the ids that have
+#: one, which the Kafka replica takes from the state topic's headers.
+CommitListener = Callable[["CollectionState", list[Mutation], Mapping[str, Any]], None]
 
 
 @contextlib.contextmanager
@@ -101,7 +103,7 @@ class CollectionState:
             atomic_write(stream_file, self.stream.encode(), fsync=self._fsync)
 
     def commit(self, mutations: list[Mutation], meta: dict[str, Any] | None = None, *,
-               defer_index: bool = False) -> int:
+               defer_index: bool = False, traces: Mapping[str, Any] | None = None) -> int:
         """Durably log then apply one batch; returns its last sequence number.
         ``defer_index``: new vectors stay pending (searched exactly) for ``IndexBackfill``."""
         if self.log is not None:
@@ -114,7 +116,7 @@ class CollectionState:
         self.last_commit = time.monotonic()
         for listener in list(self.listeners):
             try:
-                listener(self, mutations)
+                listener(self, mutations, traces or {})
             except Exception:  # the batch is durable and applied; a listener cannot undo it
                 log.exception("commit listener failed on %s", self.spec.name)
         self._since_checkpoint += len(mutations)

@@ -61,10 +61,12 @@ class CollectionStore:
         self.records: dict[str, Record] = {}
         self.by_key: dict[int, str] = {}
         self.next_key = 1
-        #: ids in insertion order, rebuilt on the next read after an id comes or goes
+        #: ids in insertion order (None: sort again on the next read). New ids that come
+        #: after the last are appended; removed ones wait in ``_gone`` until the next read.
+        #: None at first too: a checkpoint fills ``records`` directly.
         self._ordered: list[str] | None = None
-        #: each key's place in ``ordered()``, and the list it was computed from
-        self._positions: tuple[list[str], np.ndarray] | None = None
+        self._tail: tuple[tuple[int, int], int] | None = None  # the rank of the last appended
+        self._gone: set[str] = set()
         self.index: VectorIndex | None = None
         self.applied_seq = 0
         self.source: dict[str, Any] = {}
@@ -154,6 +156,7 @@ class CollectionStore:
         put_keys: list[int] = []
         put_vecs: list[Vector] = []
         drop: list[int] = []
+        added: list[str] = []
         for id_, m in final.items():
             old = self.records.get(id_)
             if m.op == "delete":
@@ -161,13 +164,13 @@ class CollectionStore:
                     del self.records[id_]
                     del self.by_key[old.key]
                     drop.append(old.key)
-                    self._ordered = None
+                    self._gone.add(id_)
                     if self.sparse is not None:
                         self.sparse.remove(old.key)
                 continue
             if old is None:
                 key, order = self._take_key(), m.order
-                self._ordered = None
+                added.append(id_)
             else:  # an overwrite keeps its place, as Chroma's update and upsert do
                 key, order = old.key, old.order
             modality = m.modality or Modality.EMBEDDING
@@ -182,6 +185,7 @@ class CollectionStore:
             if m.vector is not None:
                 put_keys.append(key)
                 put_vecs.append(m.vector)
+        self._place(added)
         if drop and self.index is not None:
             self.index.remove(np.asarray(drop, dtype=np.uint64))
         if put_vecs:
@@ -216,23 +220,43 @@ class CollectionStore:
         alone orders stamp-less (embedded) records and breaks ties."""
         return (r.order or (0, 0), r.key)
 
+    def _place(self, added: list[str]) -> None:
+        """Append one batch's new ids when they all come after the last (the usual case: a
+        sort per write would cost O(n log n) at every read after it); else sort on the next
+        read. A Kafka batch applies one call's records out of order: they are sorted first."""
+        if not added or self._ordered is None:
+            return
+        if not self._gone.isdisjoint(added):  # back after a delete: its old place is stale
+            self._ordered = None
+            return
+        records = self.records
+        added.sort(key=lambda i: self._rank(records[i]))
+        first, last = self._rank(records[added[0]]), self._rank(records[added[-1]])
+        if self._tail is not None and first <= self._tail:
+            self._ordered = None
+            return
+        self._ordered.extend(added)
+        self._tail = last
+
     def ordered(self) -> list[str]:
-        """All ids in insertion order (cached until an id is added or removed)."""
+        """All ids in insertion order. The list is the store's: read it under the
+        collection's lock, and do not change it."""
+        records = self.records
         if self._ordered is None:
-            records = self.records
             self._ordered = sorted(records, key=lambda i: self._rank(records[i]))
+            self._tail = self._rank(records[self._ordered[-1]]) if self._ordered else None
+            self._gone = set()
+        elif self._gone:
+            gone, self._gone = self._gone, set()
+            self._ordered = [i for i in self._ordered if i not in gone]
         return self._ordered
 
-    def positions(self) -> np.ndarray:
-        """Each key's place in insertion order, indexable by key (ties in a search's scores
-        go to the record inserted first, as in ``get``, on every replica)."""
-        ordered = self.ordered()
-        if self._positions is None or self._positions[0] is not ordered:
-            pos = np.zeros(self.next_key, np.int64)
-            keys = np.fromiter((self.records[i].key for i in ordered), np.int64, len(ordered))
-            pos[keys] = np.arange(len(ordered))
-            self._positions = (ordered, pos)
-        return self._positions[1]
+    def insertion_ranks(self, keys: Iterable[int]) -> dict[int, int]:
+        """Each key's place among ``keys`` in insertion order: ties in a search's scores go
+        to the record inserted first, as in ``get``, on every replica."""
+        records, by_key = self.records, self.by_key
+        ranked = sorted(keys, key=lambda k: self._rank(records[by_key[k]]))
+        return {k: place for place, k in enumerate(ranked)}
 
     def select(self, ids: list[str] | None, where: Metadata | None,
                where_document: Metadata | None,

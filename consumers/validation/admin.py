@@ -46,7 +46,8 @@ class Created:
 def default_space(configuration: Mapping[str, Any] | None, embedding_function: Any) -> str:
     """Chroma's space when the metadata names none: the configuration's (``{"hnsw": {"space":
     ...}}`` or ``spann``), else the embedding function's ``default_space()`` (OpenCLIP's is
-    cosine), else l2."""
+    cosine), else l2: no function, or the default one (``None`` here), as Chroma's default
+    function keeps the base class's l2."""
     for section in ("hnsw", "spann"):
         space = ((configuration or {}).get(section) or {}).get("space")
         if space is not None:

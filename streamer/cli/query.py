@@ -137,7 +137,7 @@ def run_stats(args: argparse.Namespace) -> int:
         meta = col.metadata or {}
         rows = [("name", col.name), ("id", col.id), ("records", count),
                 ("dimension", len(peek["embeddings"][0]) if count else "-"),
-                ("space", meta.get("hnsw:space", "cosine")),
+                ("space", col.configuration_json["hnsw"]["space"]),
                 ("index dtype", meta.get("streamer:dtype", "f32")),
                 ("model", describe_model(col.embedding_function)),
                 ("embedding", _embedding(col.embedding_function)),

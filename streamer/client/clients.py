@@ -102,6 +102,9 @@ class AsyncClient:
                                 schema: Any = None) -> AsyncCollection:
         validate_collection_metadata(metadata)  # here too: not every metadata can cross a wire
         await self.start()
+        # Chroma's default function (ONNX MiniLM) keeps the base class's l2; so does ours.
+        space = default_space(configuration,
+                              None if embedding_function is DEFAULT else embedding_function)
         if embedding_function is DEFAULT:  # its constructor looks up the built-in model's files
             embedding_function = await anyio.to_thread.run_sync(OpenCLIPEmbeddingFunction,
                                                                 DEFAULT_MODEL)
@@ -113,7 +116,7 @@ class AsyncClient:
         spec = await self._backend.create_collection(
             name, metadata=metadata, embedding_function=ef_desc,
             data_loader=loader_desc, get_or_create=get_or_create,
-            space=default_space(configuration, embedding_function),
+            space=space,
             sparse=sparse)
         return AsyncCollection(self._backend, spec, embedding_function, data_loader)
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import numpy as np
+from opentelemetry.trace import Span, SpanKind
 from prometheus_client import Counter, Gauge
 
 from consumers.reads.query import search_result
@@ -38,6 +39,7 @@ from consumers.storage.index import distances
 from consumers.validation.where import compile_where, compile_where_document
 from schemas.errors import ResumeExpiredError
 from schemas.records import Metadata, Mutation, QueryRequest, Vector
+from streamer import tracing
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +121,16 @@ class Subscription:
             self.unreported = 0
         return out
 
-    def deliver(self, frames: list[dict[str, Any]]) -> None:
-        if not self.active:  # unsubscribed while these were on their way
-            return
-        for frame in frames:
-            self.push(frame)
-        LIVE_PUSHES.inc(sum(f["event"] == "match" for f in frames))
+    def deliver(self, frames: list[dict[str, Any]], span: Span | None = None) -> None:
+        try:
+            if not self.active:  # unsubscribed while these were on their way
+                return
+            for frame in frames:
+                self.push(frame)
+            LIVE_PUSHES.inc(sum(f["event"] == "match" for f in frames))
+        finally:
+            if span is not None:
+                span.end()
 
 
 class LiveHub:
@@ -198,13 +204,17 @@ class LiveHub:
         sub.last_seq = applied
         return frames
 
-    def _on_commit(self, state: CollectionState, mutations: list[Mutation]) -> None:
+    def _on_commit(self, state: CollectionState, mutations: list[Mutation],
+                   traces: Mapping[str, Any]) -> None:
         subs = self._subs.get(id(state), ())
         if not subs:
             return
         for sub, frames in self._matches(state, mutations, subs):
             if frames:
-                sub.loop.call_soon_threadsafe(sub.deliver, frames)
+                # A child of the (first) write that matched, linked to the others.
+                span = tracing.start("live push", (traces.get(f.get("id", "")) for f in frames),
+                                     kind=SpanKind.PRODUCER) if traces else None
+                sub.loop.call_soon_threadsafe(sub.deliver, frames, span)
 
     def _matches(self, state: CollectionState, mutations: list[Mutation],
                  subs: tuple[Subscription, ...]) -> list[tuple[Subscription, list[dict[str, Any]]]]:

@@ -122,11 +122,11 @@ class Replica(Component):
         if not batches:
             return
         started = time.time_ns()
-        traced = [] if replay or not tracing.enabled() else [
-            ctx for records in batches.values() for rec in records
-            if (ctx := tracing.extract(rec.headers)) is not None]
+        traced = not replay and tracing.enabled()
         specs: list[tuple[str, CollectionSpec | None]] = []
         muts: dict[str, list[Mutation]] = defaultdict(list)
+        #: per collection, each traced id's context: its apply span's and a live push's parent
+        traces: dict[str, dict[str, Any]] = defaultdict(dict)
         progress: dict[int, int] = {}
         for tp, records in batches.items():
             for rec in records:
@@ -143,6 +143,8 @@ class Replica(Component):
                     continue
                 collection_id, mutation = parse_state(key, rec.value)
                 muts[collection_id].append(mutation)
+                if traced and (ctx := tracing.extract(rec.headers)) is not None:
+                    traces[collection_id][mutation.id] = ctx
         await anyio.to_thread.run_sync(self._apply_specs, specs)
         for collection_id, mutations in muts.items():
             mutations = insertion_order(mutations)
@@ -158,7 +160,8 @@ class Replica(Component):
                 # so a sustained load runs at the graph's pace.
                 defer = index is None or index.pending < MAX_PENDING
                 await anyio.to_thread.run_sync(
-                    partial(state.commit, mutations, None, defer_index=defer))
+                    partial(state.commit, mutations, None, defer_index=defer,
+                            traces=traces.get(collection_id)))
         positions = {f"{tp.topic}:{tp.partition}": await self._consumer.position(tp)
                      for tp in self._consumer.assignment()}
         for part, nxt in progress.items():
@@ -173,7 +176,9 @@ class Replica(Component):
             await anyio.to_thread.run_sync(atomic_write, self._positions_file, data)
         async with self._changed:
             self._changed.notify_all()
-        for ctx in traced:  # applied, durable and visible to reads from here on
+        # Applied, durable and visible to reads from here on: one span per call (its records
+        # carry one context).
+        for ctx in {tracing.identity(c): c for t in traces.values() for c in t.values()}.values():
             tracing.TRACER.start_span("replica apply", context=ctx, kind=SpanKind.CONSUMER,
                                       start_time=started).end()
 

@@ -395,7 +395,7 @@ class Service(Component):
             await self._fenced(tp)
             return
         finally:
-            for span in spans.values():
+            for span in set(spans.values()):  # one per call, shared by its records
                 span.end()
         self._committed[tp.partition] = nxt
 

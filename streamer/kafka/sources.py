@@ -24,6 +24,7 @@ import anyio.to_thread
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
+from opentelemetry.trace import Span, SpanKind
 from prometheus_client import Counter, Gauge
 
 from consumers.embedding.embed import OpenCLIPEmbeddingFunction
@@ -32,6 +33,7 @@ from consumers.upstream.mapping import MappedRequest, Mapper, SourceMapping, Ups
 from schemas.errors import InvalidArgumentError, StreamerError, error_to_wire
 from schemas.events import delete_event, dumps, write_event
 from schemas.records import CollectionSpec, DeleteRequest
+from streamer import tracing
 from streamer.client.clients import DEFAULT_MODEL, describe
 from streamer.kafka.client import KafkaBackend
 from streamer.kafka.common import (
@@ -151,9 +153,16 @@ class SourceBridge(Component):
         events: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
         dead: list[tuple[ConsumerRecord[bytes, bytes], StreamerError]] = []
         mapped = skipped = 0
+        spans: list[Span] = []
         for recs in batches.values():
             for rec in recs:
                 origin = [("origin", f"{rec.topic}:{rec.partition}:{rec.offset}".encode())]
+                # An upstream record continues the trace its headers carry, or starts one.
+                span = tracing.start(f"source {self.mapping.name}",
+                                     (tracing.extract(rec.headers),), kind=SpanKind.CONSUMER)
+                if span is not None:
+                    spans.append(span)
+                    origin += tracing.headers_of(span)
                 try:
                     requests = self._mapper.map(UpstreamRecord(
                         rec.key, rec.value, tuple(rec.headers or ()), rec.topic, rec.partition,
@@ -164,16 +173,21 @@ class SourceBridge(Component):
                 mapped += bool(requests)
                 skipped += not requests
                 events += [(key, dumps(ev), origin) for key, ev in self._events(requests)]
-        async with self._producer.transaction():
-            for key, value, headers in events:
-                await self._producer.send(self.topics.requests, key=key, value=value, headers=headers)
-            for rec, err in dead:
-                await self._producer.send(self.topics.dlq, key=rec.key, value=rec.value, headers=[
-                    ("reason", str(err).encode()), ("code", error_to_wire(err)["code"].encode()),
-                    ("source", f"{rec.topic}:{rec.partition}:{rec.offset}".encode()),
-                    ("mapping", self.mapping.name.encode())])
-            await self._producer.send_offsets_to_transaction(
-                {tp: recs[-1].offset + 1 for tp, recs in batches.items()}, self.group)
+        try:
+            async with self._producer.transaction():
+                for key, value, headers in events:
+                    await self._producer.send(self.topics.requests, key=key, value=value,
+                                              headers=headers)
+                for rec, err in dead:
+                    await self._producer.send(self.topics.dlq, key=rec.key, value=rec.value, headers=[
+                        ("reason", str(err).encode()), ("code", error_to_wire(err)["code"].encode()),
+                        ("source", f"{rec.topic}:{rec.partition}:{rec.offset}".encode()),
+                        ("mapping", self.mapping.name.encode())])
+                await self._producer.send_offsets_to_transaction(
+                    {tp: recs[-1].offset + 1 for tp, recs in batches.items()}, self.group)
+        finally:
+            for span in spans:
+                span.end()
         for outcome, n in (("mapped", mapped), ("skipped", skipped), ("dead_lettered", len(dead))):
             if n:
                 EVENTS.labels(self.mapping.name, outcome).inc(n)

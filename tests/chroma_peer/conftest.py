@@ -8,7 +8,7 @@ second parameter, a ``KafkaClient`` on ``streamer serve`` and the real broker.""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +164,9 @@ class PeerClient:
         return [PeerCollection(c) for c in self._inner.list_collections(*args, **kwargs)]
 
 
-@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
-def client(request: pytest.FixtureRequest) -> Iterator[PeerClient]:
+def peer_clients(request: pytest.FixtureRequest,
+                 wrap: Callable[[Any], PeerClient]) -> Iterator[PeerClient]:
+    """The client fixture's body, by its ``embedded``/``kafka`` parameter, for any adapter."""
     if request.param == "embedded":
         inner = streamer.Client()
     else:
@@ -173,7 +174,12 @@ def client(request: pytest.FixtureRequest) -> Iterator[PeerClient]:
 
         svc: ServiceProcess = request.getfixturevalue("kafka_service")
         inner = KafkaClient(kafka_topic_prefix=svc.prefix, wait_writes=True)
-    peer = PeerClient(inner)
+    peer = wrap(inner)
     yield peer
     peer.reset()
     inner.close()
+
+
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+def client(request: pytest.FixtureRequest) -> Iterator[PeerClient]:
+    yield from peer_clients(request, PeerClient)

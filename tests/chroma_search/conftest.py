@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 import streamer
-from streamer.testing.kafka import ServiceProcess
-from tests.chroma_peer.conftest import PeerClient, PeerCollection, _Model
+from tests.chroma_peer.conftest import PeerClient, PeerCollection, _Model, peer_clients
 
 # chromadb.test.conftest (imported above) has read it: the Search tests would skip themselves.
 assert os.environ.get("CHROMA_CLUSTER_TEST_ONLY") == "1", "run by tests/test_chroma_search_peer.py"
@@ -30,21 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "test_with_multi_region: Chroma's multi-region tests")
 
 
-#: Chroma's search tests that are not run, each with the reason.
-DESELECTED = {
-    "test_search_group_by":
-        "creates its collection without an embedding function and adds raw, unnormalised "
-        "vectors: Chroma's default collection is l2, streamer's default (OpenCLIP) collection "
-        "is cosine, under which the test's tech and arts vectors all tie at distance 1.0 "
-        "(tests/test_search.py checks group_by against its reference instead)",
-}
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    dropped = [i for i in items if i.originalname in DESELECTED]  # type: ignore[attr-defined]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = [i for i in items if i not in dropped]
     for item in items:
         # As in tests/chroma_peer: Chroma's test embedding functions lack name(), and its
         # strategies call the random module, which Hypothesis warns about.
@@ -105,18 +90,8 @@ class Factories:
 
 
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
-def client(request: pytest.FixtureRequest) -> Iterator[SearchClient]:
-    if request.param == "embedded":
-        inner = streamer.Client()
-    else:
-        from streamer.kafka.client import KafkaClient
-
-        svc: ServiceProcess = request.getfixturevalue("kafka_service")
-        inner = KafkaClient(kafka_topic_prefix=svc.prefix, wait_writes=True)
-    peer = SearchClient(inner)
-    yield peer
-    peer.reset()
-    inner.close()
+def client(request: pytest.FixtureRequest) -> Iterator[PeerClient]:
+    yield from peer_clients(request, SearchClient)
 
 
 @pytest.fixture
