@@ -149,7 +149,7 @@ def test_the_kept_order_equals_a_full_sort_through_any_writes(seed: int) -> None
             order = None if rng.random() < 0.1 else \
                 (stamp - int(rng.integers(0, 20)) if rng.random() < 0.2 else stamp, 0)
             muts.append(Mutation(op="put", id=id_, vector=vec, order=order))
-        rng.shuffle(muts)  # type: ignore[arg-type]
+        rng.shuffle(muts)
         store.apply(muts, 0, {})
         if rng.random() < 0.5:
             want = sorted(store.records, key=lambda i: store._rank(store.records[i]))
