@@ -114,8 +114,13 @@ _RESULT = {
     "metadatas": {"type": ["array", "null"], "items": METADATA},
     "data": {"type": ["array", "null"], "items": {"anyOf": [ARRAY, {"type": "null"}]}},
     "included": {"type": "array", "items": {"$ref": "#/$defs/IncludeItem"}}}
+#: Present only on a sharded read answered in part (a caller's ``shard_partial_results``).
+_PARTIAL = {
+    "partial": {"const": True, "description": "Some shards were down: not every record was read"},
+    "missing_shards": {"type": "array", "items": {"type": "integer"},
+                       "description": "The shards whose records are missing"}}
 GET_RESULT = {"title": "WireGetResult", "type": "object", "required": ["ids", "included"],
-              "properties": _RESULT, "$defs": DEFS}
+              "properties": _RESULT | _PARTIAL, "$defs": DEFS}
 QUERY_RESULT = {
     "title": "WireQueryResult", "type": "object", "required": ["ids", "included"],
     "description": "Per query input, the hits; embeddings: one n x dimension array per query.",
@@ -123,7 +128,7 @@ QUERY_RESULT = {
                        if k not in ("included", "embeddings") else v) for k, v in _RESULT.items()}
     | {"distances": {"type": ["array", "null"], "items": {"type": "array",
                                                            "items": {"type": "number"}}},
-       "embeddings": {"type": ["array", "null"], "items": ARRAY}},
+       "embeddings": {"type": ["array", "null"], "items": ARRAY}} | _PARTIAL,
     "$defs": DEFS}
 
 SCHEMAS: dict[str, dict[str, Any]] = {

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     shard: str | None = Field(default=None, description=(
         "'K/N': serve only shard K of N (state partitions p with p % N == K); none serves "
         "every partition (streamer/kafka/shards.py)."))
+    shard_partial_results: bool = Field(default=False, description=(
+        "A caller's setting for a sharded deployment: a query or get with a shard down "
+        "answers from the shards that are up, marked 'partial': true with 'missing_shards', "
+        "instead of raising ShardUnavailableError (count and sync never answer in part)."))
     kafka_session_timeout_ms: int = Field(default=10_000, description=(
         "Session timeout of the writers' group: a writer silent this long loses its "
         "partitions and, through its per-partition transactional ids, any right to commit for "

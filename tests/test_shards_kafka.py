@@ -80,6 +80,29 @@ def assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
             np.testing.assert_allclose(ge, we, rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+def answers_in_part(prefix: str, ref: Any) -> None:
+    """Shard 0 down, shard 1 up: a caller that asks for partial results gets shard 1's
+    records, marked; exactly what the whole collection answers among those records."""
+    with KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix, shard_partial_results=True,
+                     kafka_request_timeout_s=TIMEOUT_S) as client:
+        col = client.get_collection("docs")
+        got = col.get(include=["documents"])
+        assert got["partial"] is True and got["missing_shards"] == [0]
+        mine = sorted(got["ids"])
+        assert 0 < len(mine) < 60
+        assert sorted(zip(got["ids"], got["documents"], strict=True)) == sorted(zip(
+            *(lambda g: (g["ids"], g["documents"]))(ref.get(ids=mine)), strict=True))
+        q = col.query(query_texts=QUERIES, n_results=7, include=["distances", "documents"])
+        assert q["partial"] is True and q["missing_shards"] == [0]
+        w = ref.query(query_texts=QUERIES, n_results=7, ids=mine,
+                      include=["distances", "documents"])
+        assert q["ids"] == w["ids"] and q["documents"] == w["documents"]
+        for gd, wd in zip(q["distances"], w["distances"], strict=True):
+            np.testing.assert_allclose(gd, wd, rtol=1e-5, atol=1e-6)
+        with pytest.raises(ShardUnavailableError, match="Shard 0 of 2"):
+            col.count()  # a bare number cannot say it is partial
+
+
 def test_two_shards_two_replicas_match_one_replica_and_fail_typed(
         tmp_path: Path, services: list[ServiceProcess]) -> None:
     ensure_broker()
@@ -114,6 +137,7 @@ def test_two_shards_two_replicas_match_one_replica_and_fail_typed(
         assert err.value.retriable
         with pytest.raises(ShardUnavailableError):
             col.count()
+        answers_in_part(sharded, ref)
 
         start(services, tmp_path, sharded, "s0r2", "0/2")  # fresh: bootstraps from Kafka
         assert_same(answers(col), want)

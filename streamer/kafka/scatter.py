@@ -2,9 +2,11 @@
 the queries topic, each shard's reader group answers it (``<correlation_id>#<K>``), and the
 answers merge here -- by distance into the exact top-k (each shard returns its own top-k),
 concatenated for ``get`` (shard by shard, each in insertion order), summed for ``count``.
-Collection admin goes to shard 0 only. A shard whose reader group has no member fails the
-call at once with the retriable ``ShardUnavailableError``; one that loses its last member
-while the call waits fails it at the next liveness check, never with a partial answer."""
+Collection admin goes to shard 0, lookups to the first shard that is up. A shard whose reader
+group has no member fails the call at once with the retriable ``ShardUnavailableError``; one
+that loses its last member while the call waits fails it at the next liveness check. Only a
+caller that asks for it (``shard_partial_results``) gets a query or get answered by the shards
+that are up, marked ``partial`` with ``missing_shards``; never a partial answer unmarked."""
 
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ from streamer.kafka.shards import group_live, reader_group
 from streamer.settings import Settings
 
 SCATTERED = ("query", "get", "count", "sync")
+#: collection lookups, which any shard answers (admin that writes goes to shard 0)
+LOOKUPS = ("get_collection", "list_collections")
+#: the reads a caller may take in part: their replies can say so (a count is a bare number)
+PARTIAL_OK = ("query", "get")
 #: how long a liveness answer is trusted before a call, and how often a waiting call rechecks
 LIVENESS_S = 1.0
 
@@ -83,12 +89,13 @@ class Scatter:
                 self._checked[k] = (now, live)
         return {k: self._checked.get(k, (now, False))[1] for k in shards}
 
-    async def _require(self, shards: list[int], *, fresh: bool) -> None:
-        dead = [k for k, ok in (await self._live(shards, fresh=fresh)).items() if not ok]
-        if dead:
-            raise ShardUnavailableError(
-                f"Shard {dead[0]} of {self.count} has no live replica (reader group "
-                f"{reader_group(self.backend.topics.readers, dead[0], self.count)})")
+    async def _dead(self, shards: list[int], *, fresh: bool) -> list[int]:
+        return [k for k, ok in (await self._live(shards, fresh=fresh)).items() if not ok]
+
+    def _unavailable(self, shard: int) -> ShardUnavailableError:
+        return ShardUnavailableError(
+            f"Shard {shard} of {self.count} has no live replica (reader group "
+            f"{reader_group(self.backend.topics.readers, shard, self.count)})")
 
     async def call(self, payload: dict[str, Any]) -> Any:
         b = self.backend
@@ -100,8 +107,11 @@ class Scatter:
             # of every shard's candidates: not built yet, so refused rather than half-answered.
             raise InvalidArgumentError(
                 f"search runs on one shard; this deployment has {self.count} shards")
+        if op in LOOKUPS:  # every shard's catalog holds every spec: the first that is up
+            live = await self._live(list(range(self.count)), fresh=False)
+            shards = [next((k for k, ok in live.items() if ok), 0)]
         if op not in SCATTERED:
-            sent["shard"] = 0
+            sent["shard"] = shards[0]
         elif op == "query" and "distances" not in (sent.get("include") or []):
             sent["include"] = [*(sent.get("include") or []), "distances"]
         elif op == "get" and sent.get("limit") is not None:  # the global window, cut after
@@ -109,13 +119,16 @@ class Scatter:
             sent["offset"] = None
         timeout = b.settings.kafka_request_timeout_s
         deadline = anyio.current_time() + timeout
-        await self._require(shards, fresh=False)
+        in_part = b.settings.shard_partial_results and op in PARTIAL_OK
+        missing = await self._dead(shards, fresh=False)
+        if missing and (not in_part or len(missing) == len(shards)):
+            raise self._unavailable(missing[0])
         value = b.sized(dumps(sent), f"The {op} request")
         corr = uuid.uuid4().hex
-        futs = {k: b.expect(f"{corr}#{k}") for k in shards}
+        futs = {k: b.expect(f"{corr}#{k}") for k in shards if k not in missing}
         try:
             await b.publish_query(value, corr)
-            replies = await self._gather(futs, deadline)
+            replies = await self._gather(futs, deadline, missing if in_part else None)
         finally:
             for k in shards:
                 b.forget(f"{corr}#{k}")
@@ -125,14 +138,17 @@ class Scatter:
         results: list[Any] = [r.get("result") for r in replies]
         if op == "count":
             return sum(int(n) for n in results)
+        flag = {"partial": True, "missing_shards": sorted(missing)} if missing else {}
         if op == "query":
-            return merge_query(results, payload)
+            return {**merge_query(results, payload), **flag}
         if op == "get":
-            return merge_get(results, payload)
+            return {**merge_get(results, payload), **flag}
         return results[0]
 
-    async def _gather(self, futs: dict[int, asyncio.Future[dict[str, Any]]],
-                      deadline: float) -> list[dict[str, Any]]:
+    async def _gather(self, futs: dict[int, asyncio.Future[dict[str, Any]]], deadline: float,
+                      missing: list[int] | None) -> list[dict[str, Any]]:
+        """Every shard's reply, by shard. ``missing`` (a partial answer is allowed): the
+        shards that lose their last replica while the call waits go there; else they fail it."""
         while True:
             pending = [k for k, f in futs.items() if not f.done()]
             if not pending:
@@ -143,8 +159,13 @@ class Scatter:
                     f"No reply from shard {pending[0]} of {self.count} in time")
             await asyncio.wait([futs[k] for k in pending], timeout=min(LIVENESS_S, left))
             pending = [k for k, f in futs.items() if not f.done()]
-            if pending:
-                await self._require(pending, fresh=True)
+            dead = await self._dead(pending, fresh=True) if pending else []
+            if dead and (missing is None or len(dead) == len(futs)):
+                raise self._unavailable(dead[0])
+            for k in dead:
+                assert missing is not None
+                missing.append(k)
+                del futs[k]
 
 
 def _rows(result: dict[str, Any], name: str, i: int | None) -> list[Any] | None:

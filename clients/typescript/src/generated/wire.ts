@@ -260,6 +260,14 @@ embeddings?: (WireArray | null)
 ids: string[]
 included: IncludeItem[]
 metadatas?: (Metadata[] | null)
+/**
+ * The shards whose records are missing
+ */
+missing_shards?: number[]
+/**
+ * Some shards were down: not every record was read
+ */
+partial?: true
 uris?: ((string | null)[] | null)
 }
 /**
@@ -276,5 +284,13 @@ embeddings?: (WireArray[] | null)
 ids: string[][]
 included: IncludeItem[]
 metadatas?: ((Metadata[] | null)[] | null)
+/**
+ * The shards whose records are missing
+ */
+missing_shards?: number[]
+/**
+ * Some shards were down: not every record was read
+ */
+partial?: true
 uris?: (((string | null)[] | null)[] | null)
 }
