@@ -205,13 +205,21 @@ class CollectionSpec:
     #: A sparse vector index Chroma's ``Schema`` declares: ``{"key", "source_key",
     #: "embedding_function": {"name", "config"}, "bm25"}``, or None.
     sparse: dict[str, Any] | None = None
+    #: The HNSW parameters a Chroma ``configuration={"hnsw": {...}}`` set (Chroma's defaults
+    #: for the rest, ``consumers.validation.hnsw``), or None.
+    hnsw: dict[str, Any] | None = None
+    #: The embedding function a Chroma client declared in its configuration (``{"type":
+    #: "known", "name", "config"}`` or ``{"type": "legacy"}``): it embeds client-side, and its
+    #: declaration comes back in ``configuration_json`` as Chroma's server keeps it.
+    client_embedding_function: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "metadata": self.metadata, "space": self.space,
             "dtype": self.dtype, "dimension": self.dimension,
             "embedding_function": self.embedding_function, "data_loader": self.data_loader,
-            "sparse": self.sparse,
+            "sparse": self.sparse, "hnsw": self.hnsw,
+            "client_embedding_function": self.client_embedding_function,
         }
 
     @classmethod
@@ -220,5 +228,6 @@ class CollectionSpec:
             id=d["id"], name=d["name"], metadata=d.get("metadata"),
             space=d.get("space", "cosine"), dtype=d.get("dtype", "f32"),
             dimension=d.get("dimension"), embedding_function=d.get("embedding_function"),
-            data_loader=d.get("data_loader"), sparse=d.get("sparse"),
+            data_loader=d.get("data_loader"), sparse=d.get("sparse"), hnsw=d.get("hnsw"),
+            client_embedding_function=d.get("client_embedding_function"),
         )

@@ -105,7 +105,13 @@ COLLECTION_SPEC = {
                    "embedding_function": {"anyOf": [{"$ref": "#/$defs/Builtin"}, {"type": "null"}]},
                    "data_loader": {"anyOf": [{"$ref": "#/$defs/Builtin"}, {"type": "null"}]},
                    "sparse": {"type": ["object", "null"], "description":
-                              "A sparse vector index: key, source_key, embedding_function, bm25"}},
+                              "A sparse vector index: key, source_key, embedding_function, bm25"},
+                   "hnsw": {"type": ["object", "null"], "description":
+                            "HNSW parameters a Chroma configuration set (ef_construction, "
+                            "ef_search, max_neighbors, ...); Chroma's defaults for the rest"},
+                   "client_embedding_function": {"type": ["object", "null"], "description":
+                                                 "The embedding function a Chroma client "
+                                                 "declared; it embeds client-side"}},
     "$defs": DEFS}
 _RESULT = {
     "ids": {"type": "array", "items": {"type": "string"}},

@@ -211,6 +211,8 @@ class Catalog:
                 if existing.spec.id == spec.id:
                     with self._changing():
                         existing.spec.metadata = spec.metadata
+                        existing.spec.hnsw = spec.hnsw
+                        existing.store.retune()
                     return existing
                 self.delete(spec.name)
             state = self._state(spec)

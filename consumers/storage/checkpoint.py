@@ -21,6 +21,7 @@ from consumers.runtime.files import fsync_path
 from consumers.storage.index import VectorIndex
 from consumers.storage.log import MODALITIES
 from consumers.storage.store import CollectionStore
+from consumers.validation import hnsw
 from schemas.errors import CorruptionError
 from schemas.records import CollectionSpec, Record
 
@@ -115,7 +116,8 @@ def _load_dir(directory: Path, spec: CollectionSpec) -> CollectionStore:
             if index_bytes is not None:
                 verified = index_bytes.result()
                 if spec.dimension:
-                    store.index = VectorIndex(spec.dimension, spec.space, spec.dtype)
+                    store.index = VectorIndex(spec.dimension, spec.space, spec.dtype,
+                                              **hnsw.index_params(spec))
                     store.index.load(verified)
         except (OSError, orjson.JSONDecodeError, KeyError, ValueError) as exc:
             raise CorruptionError(f"checkpoint {directory.name} is unreadable: {exc}") from exc

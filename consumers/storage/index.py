@@ -69,8 +69,8 @@ class VectorIndex:
     restart does not wait for graph insertion. Callers serialise access (collection lock)."""
 
     def __init__(self, ndim: int, space: Space, dtype: IndexDType = "f32", *,
-                 connectivity: int = 16, expansion_add: int = 128,
-                 expansion_search: int = 128) -> None:
+                 connectivity: int = 16, expansion_add: int = 100,
+                 expansion_search: int = 100) -> None:
         self.ndim = ndim
         self.space = space
         self.dtype = dtype
@@ -203,8 +203,17 @@ class VectorIndex:
         self.backfill(len(self._pending))
         self._index.save(str(path))
 
+    def tune(self, *, expansion_add: int, expansion_search: int) -> None:
+        """New ``ef_construction``/``ef_search`` for the next inserts and searches (a loaded
+        graph keeps its connectivity and takes these from its spec)."""
+        # usearch's setters carry no annotations, so mypy reads the properties as read-only.
+        self._index.expansion_add = expansion_add  # type: ignore[misc]
+        self._index.expansion_search = expansion_search  # type: ignore[misc]
+
     def load(self, source: Path | bytes) -> None:
         """From a file, or from the bytes of one (already read and verified)."""
         self._pending.clear()
         self._pending_matrix = None
+        add, search = self._index.expansion_add, self._index.expansion_search
         self._index.load(source if isinstance(source, bytes) else str(source))
+        self.tune(expansion_add=add, expansion_search=search)

@@ -17,6 +17,7 @@ import numpy as np
 from consumers.embedding.bm25 import Bm25, sparse_function
 from consumers.storage.index import Keys, Matrix, VectorIndex
 from consumers.storage.sparse import SparseIndex
+from consumers.validation import hnsw
 from consumers.validation.where import compile_where, compile_where_document
 from schemas.errors import DimensionMismatchError
 from schemas.records import (
@@ -192,8 +193,16 @@ class CollectionStore:
             matrix = np.vstack(put_vecs).astype(np.float32, copy=False)
             if self.index is None:
                 self.spec.dimension = int(matrix.shape[1])
-                self.index = VectorIndex(self.spec.dimension, self.spec.space, self.spec.dtype)
+                self.index = VectorIndex(self.spec.dimension, self.spec.space, self.spec.dtype,
+                                         **hnsw.index_params(self.spec))
             self.index.upsert(np.asarray(put_keys, dtype=np.uint64), matrix, defer=defer_index)
+
+    def retune(self) -> None:
+        """The index takes the spec's HNSW parameters again (a modify changed them)."""
+        if self.index is not None:
+            params = hnsw.index_params(self.spec)
+            self.index.tune(expansion_add=params["expansion_add"],
+                            expansion_search=params["expansion_search"])
 
     def rebuild_sparse(self) -> None:
         """The sparse index from the records (a checkpoint keeps the documents it derives

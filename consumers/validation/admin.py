@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, get_args
 
+from consumers.validation.hnsw import configured, modified
 from consumers.validation.validate import (
     validate_collection_metadata,
     validate_collection_name,
@@ -112,31 +113,43 @@ def validate_sparse(sparse: dict[str, Any] | None) -> dict[str, Any] | None:
 def create(existing: Existing, name: str, *, metadata: dict[str, Any] | None,
            embedding_function: dict[str, Any] | None, data_loader: dict[str, Any] | None,
            get_or_create: bool, space: str = "l2",
-           sparse: dict[str, Any] | None = None) -> Created:
+           sparse: dict[str, Any] | None = None, hnsw: dict[str, Any] | None = None,
+           client_embedding_function: dict[str, Any] | None = None) -> Created:
     """``create_collection`` / ``get_or_create_collection``: Chroma validates the metadata
     (refusing an empty one) and the name before it looks at what exists. ``space`` is the
-    default when the metadata names none (see ``default_space``)."""
+    default when the metadata names none (see ``default_space``); ``hnsw`` is a
+    configuration's ``hnsw`` section (checked here: a Kafka producer may send any)."""
     validate_collection_metadata(metadata)
     validate_collection_name(name)
+    named_space = (hnsw or {}).get("space")  # a configuration's space beats the metadata's
+    hnsw = configured({"hnsw": hnsw})
+    if client_embedding_function is not None and not isinstance(client_embedding_function, dict):
+        raise InvalidArgumentError("invalid type: expected an embedding function configuration "
+                                   f"object, got {client_embedding_function!r}")
     current = existing.get(name)
     if current is not None:
         if get_or_create:
             return Created(current, new=False)
         raise UniqueConstraintError(f"Collection [{name}] already exists")
     chosen, dtype = index_settings(metadata, space)
+    if named_space is not None:
+        chosen = named_space
     spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=metadata, space=chosen,
                           dtype=dtype, embedding_function=embedding_function,
-                          data_loader=data_loader, sparse=validate_sparse(sparse))
+                          data_loader=data_loader, sparse=validate_sparse(sparse), hnsw=hnsw,
+                          client_embedding_function=client_embedding_function)
     return Created(spec, new=True)
 
 
 def modify(existing: Existing, name: str, *, new_name: str | None,
-           metadata: dict[str, Any] | None) -> CollectionSpec:
-    """``Collection.modify``: the spec after renaming and replacing the metadata (a copy; the
-    current spec is untouched until the caller installs the result). An empty new name keeps
-    the old one, as in Chroma."""
+           metadata: dict[str, Any] | None,
+           configuration: dict[str, Any] | None = None) -> CollectionSpec:
+    """``Collection.modify``: the spec after renaming, replacing the metadata and changing the
+    HNSW parameters Chroma lets change (a copy; the current spec is untouched until the caller
+    installs the result). An empty new name keeps the old one, as in Chroma."""
     spec = lookup(existing, name)
     validate_metadata(metadata)
+    hnsw = modified(spec, configuration)
     if metadata is not None and metadata.get("hnsw:space", spec.space) != spec.space:
         raise InvalidArgumentError(SPACE_CHANGE)
     target = new_name or name
@@ -144,4 +157,5 @@ def modify(existing: Existing, name: str, *, new_name: str | None,
         validate_collection_name(target)
         if target in existing:
             raise UniqueConstraintError(f"Collection [{target}] already exists")
-    return replace(spec, name=target, metadata=spec.metadata if metadata is None else metadata)
+    return replace(spec, name=target, metadata=spec.metadata if metadata is None else metadata,
+                   hnsw=hnsw)

@@ -20,8 +20,12 @@ class Backend(Protocol):
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
                                 get_or_create: bool, space: str = "l2",
-                                sparse: dict[str, Any] | None = None) -> CollectionSpec:
-        """``space`` applies when the metadata names none (``consumers.validation.admin.default_space``)."""
+                                sparse: dict[str, Any] | None = None,
+                                hnsw: dict[str, Any] | None = None,
+                                client_embedding_function: dict[str, Any] | None = None
+                                ) -> CollectionSpec:
+        """``space`` applies when the metadata names none (``consumers.validation.admin.default_space``);
+        ``hnsw`` is a Chroma configuration's ``hnsw`` section."""
         ...
 
     async def get_collection(self, name: str) -> CollectionSpec: ...
@@ -32,7 +36,8 @@ class Backend(Protocol):
     async def delete_collection(self, name: str) -> None: ...
 
     async def modify_collection(self, name: str, *, new_name: str | None,
-                                metadata: dict[str, Any] | None) -> CollectionSpec: ...
+                                metadata: dict[str, Any] | None,
+                                configuration: dict[str, Any] | None = None) -> CollectionSpec: ...
 
     async def write(self, spec: CollectionSpec, request: WriteRequest | DeleteRequest, *,
                     embedder: EmbeddingFunction | None, loader: DataLoader | None,

@@ -117,7 +117,7 @@ class AsyncClient:
             name, metadata=metadata, embedding_function=ef_desc,
             data_loader=loader_desc, get_or_create=get_or_create,
             space=space,
-            sparse=sparse)
+            sparse=sparse, hnsw=(configuration or {}).get("hnsw"))
         return AsyncCollection(self._backend, spec, embedding_function, data_loader)
 
     async def get_collection(self, name: str, embedding_function: Any = DEFAULT,

@@ -14,6 +14,7 @@ import anyio.to_thread
 
 from consumers.embedding.embed import EmbeddingFunction
 from consumers.loading.load import DataLoader
+from consumers.validation import hnsw
 from consumers.validation.validate import (
     prepare_delete,
     prepare_get,
@@ -26,19 +27,16 @@ from schemas.records import CollectionSpec, GetRequest, Op
 from streamer.client.backend import Backend
 from streamer.client.search import SearchResult, wire_searches
 
-#: The HNSW parameters every index runs with (usearch's connectivity 16, expansion 128 for
-#: adding and searching: consumers/index.py), under Chroma's configuration names.
-HNSW_PARAMS: dict[str, Any] = {"ef_construction": 128, "ef_search": 128, "max_neighbors": 16,
-                               "resize_factor": 1.2, "sync_threshold": 1000}
-
 
 def configuration_json(spec: CollectionSpec) -> dict[str, Any]:
-    """Chroma's ``configuration_json`` for a collection: its space and the index parameters;
-    a built-in embedding function as Chroma names a known one (``{"type": "known", "name",
-    "config"}``), None for a collection that embeds nothing itself."""
+    """Chroma's ``configuration_json`` for a collection: its space and the HNSW parameters its
+    index runs with (``consumers.validation.hnsw``); a built-in embedding function as Chroma
+    names a known one (``{"type": "known", "name", "config"}``), else what a Chroma client
+    declared, else None."""
     ef = spec.embedding_function
-    return {"hnsw": {"space": spec.space, **HNSW_PARAMS}, "spann": None,
-            "embedding_function": None if ef is None else {"type": "known", **ef}}
+    return {"hnsw": hnsw.shown(spec), "spann": None,
+            "embedding_function": spec.client_embedding_function if ef is None
+            else {"type": "known", **ef}}
 
 
 def _check_batch(size: int, backend: Backend) -> None:
@@ -197,11 +195,14 @@ class AsyncCollection:
     async def count(self) -> int:
         return await self._backend.count(self._spec)
 
-    async def modify(self, name: str | None = None,
-                     metadata: dict[str, Any] | None = None) -> None:
+    async def modify(self, name: str | None = None, metadata: dict[str, Any] | None = None,
+                     configuration: dict[str, Any] | None = None) -> None:
+        """Chroma's: a new name, new metadata, and HNSW parameters Chroma lets change
+        (``ef_search``, ...; ``consumers.validation.hnsw``)."""
         validate_metadata(metadata)  # here too: not every metadata can cross a wire
         self._spec = await self._backend.modify_collection(self._spec.name, new_name=name,
-                                                           metadata=metadata)
+                                                           metadata=metadata,
+                                                           configuration=configuration)
 
 
 class Collection:

@@ -121,12 +121,16 @@ class Engine(Component):
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
                                 get_or_create: bool, space: str = "l2",
-                                sparse: dict[str, Any] | None = None) -> CollectionSpec:
+                                sparse: dict[str, Any] | None = None,
+                                hnsw: dict[str, Any] | None = None,
+                                client_embedding_function: dict[str, Any] | None = None
+                                ) -> CollectionSpec:
         async with self._admin:
             created = admin.create(self.catalog.specs(), name, metadata=metadata,
                                    embedding_function=embedding_function,
                                    data_loader=data_loader, get_or_create=get_or_create,
-                                   space=space, sparse=sparse)
+                                   space=space, sparse=sparse, hnsw=hnsw,
+                                   client_embedding_function=client_embedding_function)
             if not created.new:
                 return created.spec
             state = await anyio.to_thread.run_sync(self.catalog.install, created.spec)
@@ -146,10 +150,11 @@ class Engine(Component):
                 await anyio.to_thread.run_sync(self.catalog.delete, name)
 
     async def modify_collection(self, name: str, *, new_name: str | None,
-                                metadata: dict[str, Any] | None) -> CollectionSpec:
+                                metadata: dict[str, Any] | None,
+                                configuration: dict[str, Any] | None = None) -> CollectionSpec:
         async with self._admin:
             spec = admin.modify(self.catalog.specs(), name, new_name=new_name,
-                                metadata=metadata)
+                                metadata=metadata, configuration=configuration)
             state = await anyio.to_thread.run_sync(self.catalog.install, spec)
             return state.spec
 

@@ -41,6 +41,7 @@ from streamer.gateway.chroma_wire import (
     HTTPError,
     collection_json,
     collection_uuid,
+    declared_embedding_function,
     embeddings,
     from_error,
     json_response,
@@ -278,7 +279,9 @@ class ChromaAPI:
             name, metadata=body.get("metadata"), embedding_function=None, data_loader=None,
             get_or_create=bool(body.get("get_or_create", False)),
             space=space_of(body.get("configuration")),
-            sparse=sparse_of_schema(body.get("schema")))
+            sparse=sparse_of_schema(body.get("schema")),
+            hnsw=(body.get("configuration") or {}).get("hnsw"),
+            client_embedding_function=declared_embedding_function(body))
         return json_response(collection_json(spec))
 
     async def get_collection(self, request: web.Request, grant: Grant) -> web.Response:
@@ -307,9 +310,9 @@ class ChromaAPI:
         new_name = body.get("new_name")
         if new_name:
             grant.check("w", new_name)
-        # new_configuration: Chroma's tunables (ef_search, ...) have no streamer knob.
         await self.backend.modify_collection(spec.name, new_name=new_name,
-                                             metadata=body.get("new_metadata"))
+                                             metadata=body.get("new_metadata"),
+                                             configuration=body.get("new_configuration"))
         return json_response({})
 
     async def delete_collection(self, request: web.Request, grant: Grant) -> web.Response:

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 from aiohttp import web
 
+from consumers.validation import hnsw
 from schemas.errors import (
     DataLoaderError,
     DuplicateIDError,
@@ -33,7 +34,6 @@ from schemas.errors import (
     UniqueConstraintError,
 )
 from schemas.records import CollectionSpec, Vector
-from streamer.client.collection import HNSW_PARAMS as HNSW
 from streamer.client.collection import configuration_json as streamer_configuration
 
 DEFAULT_TENANT = "default_tenant"
@@ -289,16 +289,19 @@ def decode_embeddings(rows: list[Any] | None) -> list[Vector] | None:
 
 
 # ---- response bodies ---------------------------------------------------------------------
-def _schema(space: str, sparse: dict[str, Any] | None) -> dict[str, Any]:
+def _schema(spec: CollectionSpec) -> dict[str, Any]:
     """Chroma's collection schema for a dense, client-embedded collection in ``space``, with
     the sparse vector index its schema declared (a client embeds string queries with it)."""
     def index(enabled: bool) -> dict[str, Any]:
         return {"enabled": enabled, "config": {}}
 
-    hnsw = {k: HNSW[k] for k in ("ef_construction", "max_neighbors", "ef_search")}
-    hnsw.update(num_threads=1, batch_size=100, sync_threshold=HNSW["sync_threshold"],
-                resize_factor=HNSW["resize_factor"])
-    vector = {"space": space, "hnsw": hnsw}
+    space, sparse = spec.space, spec.sparse
+    shown = hnsw.shown(spec)
+    params = {k: shown[k] for k in ("ef_construction", "max_neighbors", "ef_search")}
+    params.update(num_threads=(spec.hnsw or {}).get("num_threads", 1),
+                  batch_size=(spec.hnsw or {}).get("batch_size", 100),
+                  sync_threshold=shown["sync_threshold"], resize_factor=shown["resize_factor"])
+    vector = {"space": space, "hnsw": params}
     keys: dict[str, Any] = {
         "#embedding": {"float_list": {"vector_index": {
             "enabled": True, "config": {**vector, "source_key": "#document"}}}},
@@ -327,15 +330,15 @@ def _schema(space: str, sparse: dict[str, Any] | None) -> dict[str, Any]:
 
 def configuration_json(spec: CollectionSpec) -> dict[str, Any]:
     """Chroma's ``configuration_json``: the space and the index parameters streamer runs
-    with. The embedding function is the client's: ``None`` here (what Chroma sends for a
-    collection created without one), since an ``HttpClient`` builds a named one itself; a
-    built-in streamer embeds with runs server-side."""
-    return {**streamer_configuration(spec), "embedding_function": None}
+    with. The embedding function is the one a Chroma client declared (its configuration, kept
+    as Chroma's server keeps it), else ``None``: a built-in streamer embeds with runs
+    server-side, and an ``HttpClient`` would try to build a named one itself."""
+    return {**streamer_configuration(spec), "embedding_function": spec.client_embedding_function}
 
 
 def collection_json(spec: CollectionSpec) -> dict[str, Any]:
     return {"id": spec.id, "name": spec.name, "configuration_json": configuration_json(spec),
-            "schema": _schema(spec.space, spec.sparse), "metadata": spec.metadata,
+            "schema": _schema(spec), "metadata": spec.metadata,
             "dimension": spec.dimension, "tenant": DEFAULT_TENANT,
             "database": DEFAULT_DATABASE, "log_position": 0, "version": 0}
 
@@ -368,6 +371,21 @@ def without_sparse(metadatas: list[Any] | None, spec: CollectionSpec) -> list[An
             meta = {k: v for k, v in meta.items() if not isinstance(v, dict)} or None
         out.append(meta)
     return out
+
+
+def declared_embedding_function(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The embedding function a create declares, as Chroma's server reads it: the
+    configuration's, else the one its schema's vector index names (on ``#embedding``, else
+    the defaults)."""
+    named = (body.get("configuration") or {}).get("embedding_function")
+    if named is not None:
+        return dict(named)
+    schema = body.get("schema") or {}
+    for section in (((schema.get("keys") or {}).get("#embedding") or {}), schema.get("defaults") or {}):
+        config = ((section.get("float_list") or {}).get("vector_index") or {}).get("config") or {}
+        if isinstance(config.get("embedding_function"), dict):
+            return dict(config["embedding_function"])
+    return None
 
 
 def space_of(configuration: dict[str, Any] | None) -> str:

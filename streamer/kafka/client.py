@@ -262,11 +262,15 @@ class KafkaBackend(Component):
                                 embedding_function: dict[str, Any] | None,
                                 data_loader: dict[str, Any] | None,
                                 get_or_create: bool, space: str = "l2",
-                                sparse: dict[str, Any] | None = None) -> CollectionSpec:
+                                sparse: dict[str, Any] | None = None,
+                                hnsw: dict[str, Any] | None = None,
+                                client_embedding_function: dict[str, Any] | None = None
+                                ) -> CollectionSpec:
         return CollectionSpec.from_dict(await self._rpc({
             "op": "create_collection", "name": name, "metadata": metadata,
             "embedding_function": embedding_function, "data_loader": data_loader,
-            "get_or_create": get_or_create, "space": space, "sparse": sparse}))
+            "get_or_create": get_or_create, "space": space, "sparse": sparse, "hnsw": hnsw,
+            "client_embedding_function": client_embedding_function}))
 
     async def get_collection(self, name: str) -> CollectionSpec:
         return CollectionSpec.from_dict(await self._rpc({"op": "get_collection", "name": name}))
@@ -280,9 +284,11 @@ class KafkaBackend(Component):
         await self._rpc({"op": "delete_collection", "name": name})
 
     async def modify_collection(self, name: str, *, new_name: str | None,
-                                metadata: dict[str, Any] | None) -> CollectionSpec:
+                                metadata: dict[str, Any] | None,
+                                configuration: dict[str, Any] | None = None) -> CollectionSpec:
         return CollectionSpec.from_dict(await self._rpc(
-            {"op": "modify_collection", "name": name, "new_name": new_name, "metadata": metadata}))
+            {"op": "modify_collection", "name": name, "new_name": new_name, "metadata": metadata,
+             "configuration": configuration}))
 
     # ---- records ------------------------------------------------------------------
     async def _client_side_embed(self, spec: CollectionSpec, req: WriteRequest,

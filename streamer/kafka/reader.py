@@ -232,7 +232,8 @@ class Reader(Component):
                                    data_loader=ev.get("data_loader"),
                                    get_or_create=bool(ev.get("get_or_create")),
                                    space=str(ev.get("space") or "l2"),
-                                   sparse=ev.get("sparse"))
+                                   sparse=ev.get("sparse"), hnsw=ev.get("hnsw"),
+                                   client_embedding_function=ev.get("client_embedding_function"))
             if created.new:
                 await self._check_runtimes(created.spec)
                 await self._publish_spec(name, created.spec)
@@ -244,7 +245,7 @@ class Reader(Component):
             return None
         if op == "modify_collection":
             new = admin.modify(self.catalog.specs(), name, new_name=ev.get("new_name"),
-                               metadata=ev.get("metadata"))
+                               metadata=ev.get("metadata"), configuration=ev.get("configuration"))
             await self._publish_spec(new.name, new)
             if new.name != name:  # the new key first: replicas rename, then drop the old key
                 await self._replies.send_and_wait(self.topics.collections, key=name.encode(),

@@ -231,10 +231,22 @@ subscription: string
  * via the `definition` "CollectionSpec".
  */
 export interface CollectionSpec {
+/**
+ * The embedding function a Chroma client declared; it embeds client-side
+ */
+client_embedding_function?: ({
+
+} | null)
 data_loader?: (Builtin | null)
 dimension?: (number | null)
 dtype?: ("f32" | "f16" | "i8")
 embedding_function?: (Builtin | null)
+/**
+ * HNSW parameters a Chroma configuration set (ef_construction, ef_search, max_neighbors, ...); Chroma's defaults for the rest
+ */
+hnsw?: ({
+
+} | null)
 id: string
 metadata?: Metadata
 name: string
