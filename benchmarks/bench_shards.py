@@ -23,8 +23,7 @@ from streamer.testing.kafka import BOOTSTRAP, ServiceProcess, ensure_broker, new
 
 K = 10
 CHUNK = 2000
-ENV = {"STREAMER_BATCH_MAX_ITEMS": "1024", "STREAMER_BATCH_MAX_WAIT_MS": "50",
-       "STREAMER_KAFKA_REQUEST_TIMEOUT_S": "300", "STREAMER_CHECKPOINT_EVERY": "1000000"}
+ENV = {"STREAMER_BATCH_MAX_ITEMS": "1024", "STREAMER_BATCH_MAX_WAIT_MS": "50"}
 
 
 def rss_mib(svc: ServiceProcess) -> float:
@@ -35,10 +34,11 @@ def rss_mib(svc: ServiceProcess) -> float:
     return float("nan")
 
 
-def run(prefix: str, vectors: np.ndarray, queries: np.ndarray,
-        truth: np.ndarray) -> tuple[float, float, float, float]:
+def run(prefix: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray,
+        timeout: float) -> tuple[float, float, float, float]:
     """Build time (s), recall@10, p50 ms, p99 ms through one deployment."""
-    with KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix, kafka_request_timeout_s=300) as client:
+    with KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix,
+                     kafka_request_timeout_s=timeout) as client:
         col = client.create_collection("bench")  # l2, as Chroma
         t0 = time.perf_counter()
         for start in range(0, len(vectors), CHUNK):
@@ -62,7 +62,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="request timeout (s): the count after the last add waits this long")
     args = parser.parse_args()
+    # No checkpoint during the run: one saves the whole graph, under the collection's lock.
+    env_all = {**ENV, "STREAMER_KAFKA_REQUEST_TIMEOUT_S": str(args.timeout),
+               "STREAMER_CHECKPOINT_EVERY": str(2 * args.n)}
     ensure_broker()
     gen = ClipLike(args.dim)
     vectors = np.concatenate(list(gen.chunks(args.n)))
@@ -76,12 +81,12 @@ def main() -> None:
         procs = []
         try:
             for i, shard in enumerate(shards):
-                env = dict(ENV, **({"STREAMER_SHARD": shard} if shard else {}))
+                env = dict(env_all, **({"STREAMER_SHARD": shard} if shard else {}))
                 svc = ServiceProcess(prefix, tmp / f"{prefix}-{i}", instance=str(i),
                                      extra_env=env)
                 svc.start()
                 procs.append(svc)
-            build, recall, p50, p99 = run(prefix, vectors, queries, truth)
+            build, recall, p50, p99 = run(prefix, vectors, queries, truth, args.timeout)
             rss = [rss_mib(s) for s in procs]
         finally:
             for svc in procs:

@@ -152,6 +152,6 @@ def test_the_kept_order_equals_a_full_sort_through_any_writes(seed: int) -> None
         rng.shuffle(muts)
         store.apply(muts, 0, {})
         if rng.random() < 0.5:
-            want = sorted(store.records, key=lambda i: store._rank(store.records[i]))
+            want = sorted(store.records, key=lambda i: store.insertion_rank(store.records[i]))
             assert store.ordered() == want
-    assert store.ordered() == sorted(store.records, key=lambda i: store._rank(store.records[i]))
+    assert store.ordered() == sorted(store.records, key=lambda i: store.insertion_rank(store.records[i]))

@@ -22,7 +22,7 @@ from chromadb.utils.embedding_functions import ChromaBm25EmbeddingFunction
 
 import streamer
 from schemas.errors import InvalidArgumentError
-from streamer.kafka.client import KafkaClient
+from streamer.kafka.client import AsyncKafkaClient, KafkaClient
 from streamer.testing.chroma import streamer_serve
 from streamer.testing.gateway import ws_client
 from streamer.testing.kafka import (
@@ -391,6 +391,35 @@ def test_search_after_sigkills_mid_ingest_is_exact(tmp_path: Path,
             _workload(col, ref, rng, n=60)
             assert loop.done(timeout=300) == 2
         _check(col, ref, rng, searches=25)
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_sharded_search_matches_the_reference(tmp_path: Path,
+                                                services: list[ServiceProcess]) -> None:
+    """Two shards (``--shard 0/2``, ``1/2``), each with part of the records: the summed BM25
+    statistics and the fused candidates give exactly the one-collection answer (ids, scores
+    to 1e-5, groups, windows, text queries embedded on the shards)."""
+    ensure_broker()
+    prefix = new_prefix()
+    for k in (0, 1):
+        svc = ServiceProcess(prefix, tmp_path / f"s{k}", instance=f"search-s{k}",
+                             extra_env={"STREAMER_SHARD": f"{k}/2"})
+        svc.start()
+        services.append(svc)
+    with KafkaClient(BOOTSTRAP, kafka_topic_prefix=prefix, wait_writes=True,
+                     kafka_request_timeout_s=120) as client:
+        kafka = client._async
+        assert isinstance(kafka, AsyncKafkaClient)
+        scatter = kafka._kafka._scatter  # the layout was found: searches take two rounds
+        assert scatter is not None and scatter.count == 2
+        for seed in (2, 3):
+            rng = random.Random(seed)
+            col = client.create_collection(f"sharded-{seed}", embedding_function=None,
+                                           schema=schema())
+            ref = Reference()
+            _workload(col, ref, rng, n=rng.randint(25, 60))
+            _check(col, ref, rng, searches=40)
 
 
 def test_text_queries_embed_with_the_built_in_model_where_it_runs(

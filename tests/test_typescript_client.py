@@ -86,7 +86,7 @@ async def test_node_suites_against_streamer_serve(package: Path, tmp_path: Path)
     summary = dict(re.findall(r"^# (tests|pass|fail|cancelled|skipped) (\d+)$", text, re.M))
     assert proc.returncode == 0, text[-12000:]
     assert summary.get("fail") == "0" and summary.get("cancelled") == "0", text[-6000:]
-    assert int(summary.get("pass", 0)) >= 11 and summary.get("skipped") == "0", summary
+    assert int(summary.get("pass", 0)) >= 12 and summary.get("skipped") == "0", summary
 
 
 def test_results_are_typed_by_include(package: Path) -> None:

@@ -7,184 +7,53 @@ scores its nearest ``limit`` records among those the filter keeps (a dense one b
 collection's distance, a sparse one by ``1 - q·d`` with the collection's IDF); a record is
 ranked if some Knn found it, and kept only if every Knn without a ``default`` found it;
 ``return_rank`` turns a Knn's score into its 0-based rank, which is what ``Rrf`` (already
-arithmetic in the dict form) sums. Ties go to the record inserted first (``get``'s order)."""
+arithmetic in the dict form) sums. Ties go to the record inserted first (``get``'s order).
+
+A sharded collection runs the same plan in two steps (``consumers.reads.search_gather``):
+each shard reports its sparse statistics, then its candidates under the summed statistics,
+and the caller ranks, groups and selects over them with ``finish``."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
 from consumers.embedding.bm25 import as_sparse
+from consumers.reads.search_plan import DOCUMENT, EMBEDDING, METADATA, SCORE, Knn, Plan, plan
 from consumers.storage.catalog import CollectionState
 from consumers.storage.store import CollectionStore
-from consumers.validation.where import compile_where, compile_where_document
 from schemas.errors import InvalidArgumentError
-from schemas.records import Record
+from schemas.records import Metadata, SparseVector
 
-EMBEDDING, DOCUMENT, METADATA, SCORE, ID = "#embedding", "#document", "#metadata", "#score", "#id"
-Predicate = Callable[[str, Record], bool]
-
-
-# ---- filter -------------------------------------------------------------------------
-def compile_filter(where: Any) -> Predicate:
-    """A Search ``where``: metadata clauses as ``collection.get``'s, plus ``#id`` and
-    ``#document`` clauses, under ``$and``/``$or``."""
-    if where is None:
-        return lambda _i, _r: True
-    if not isinstance(where, dict) or len(where) != 1:
-        raise InvalidArgumentError(f"Expected where to have exactly one operator, got {where}")
-    (key, cond), = where.items()
-    if key in ("$and", "$or"):
-        if not isinstance(cond, list) or not cond:
-            raise InvalidArgumentError(f"Expected {key} to be a non-empty list, got {cond}")
-        parts = [compile_filter(c) for c in cond]
-        if key == "$and":
-            return lambda i, r: all(p(i, r) for p in parts)
-        return lambda i, r: any(p(i, r) for p in parts)
-    if key == ID:
-        return _id_predicate(cond)
-    if key == DOCUMENT:
-        matches = compile_where_document(cond)
-        return lambda _i, r: matches(r.document)
-    meta = compile_where({key: cond})
-    return lambda _i, r: meta(r.metadata)
+#: A sparse Knn's statistics: the record count and each query term's document frequency; a
+#: shard's own, or the whole collection's summed over the shards.
+Stats = tuple[int, dict[int, int]]
+COLUMNS = ("ids", "documents", "embeddings", "metadatas", "scores", "select")
 
 
-def _id_predicate(cond: Any) -> Predicate:
-    if isinstance(cond, str):
-        cond = {"$eq": cond}
-    if isinstance(cond, dict) and len(cond) == 1:
-        (op, value), = cond.items()
-        if op in ("$in", "$nin") and isinstance(value, list):
-            ids = set(value)
-            return (lambda i, _r: i in ids) if op == "$in" else (lambda i, _r: i not in ids)
-        if op in ("$eq", "$ne") and isinstance(value, str):
-            return (lambda i, _r: i == value) if op == "$eq" else (lambda i, _r: i != value)
-    raise InvalidArgumentError(f"Invalid #id filter {cond}: use $eq, $ne, $in or $nin on ids")
-
-
-# ---- rank ---------------------------------------------------------------------------
-@dataclass(slots=True)
-class _Knn:
-    query: Any
-    key: str
-    limit: int
-    default: float | None
-    return_rank: bool
-    found: dict[int, float] = field(default_factory=dict)
-
-
-Rank = Callable[[int], float | None]
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgumentError(f"{what} requires a number, got {type(value).__name__}")
-    return float(value)
-
-
-def _div(a: float, b: float) -> float:
-    try:
-        return a / b
-    except ZeroDivisionError:
-        return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
-
-
-def _log(a: float) -> float:
-    return math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
-
-
-def _exp(a: float) -> float:
-    try:
-        return math.exp(a)
-    except OverflowError:
-        return math.inf
-
-
-_FOLDS: dict[str, Callable[[list[float]], float]] = {
-    "$sum": math.fsum, "$mul": math.prod, "$max": max, "$min": min}
-_UNARY: dict[str, Callable[[float], float]] = {"$abs": abs, "$exp": _exp, "$log": _log}
-
-
-def compile_rank(node: Any, knns: list[_Knn]) -> Rank:
-    """A rank dict as a function of a record key (None: the record is not ranked); the Knn
-    leaves it meets are appended to ``knns`` for the caller to run."""
-    if not isinstance(node, dict) or len(node) != 1:
-        raise InvalidArgumentError(f"Rank dict must contain exactly one operator, got {node}")
-    (op, arg), = node.items()
-    if op == "$val":
-        value = _number(arg, "$val")
-        return lambda _k: value
-    if op == "$knn":
-        return _compile_knn(arg, knns)
-    if op in ("$sum", "$mul", "$max", "$min"):
-        if not isinstance(arg, list) or len(arg) < 2:
-            raise InvalidArgumentError(f"{op} requires a list of at least 2 ranks, got {arg}")
-        parts = [compile_rank(a, knns) for a in arg]
-        fold = _FOLDS[op]
-
-        def many(k: int) -> float | None:
-            values = [p(k) for p in parts]
-            return None if any(v is None for v in values) else fold(values)  # type: ignore[arg-type]
-        return many
-    if op in ("$sub", "$div"):
-        if not isinstance(arg, dict) or set(arg) != {"left", "right"}:
-            raise InvalidArgumentError(f"{op} requires 'left' and 'right' fields, got {arg}")
-        left, right = compile_rank(arg["left"], knns), compile_rank(arg["right"], knns)
-        combine: Callable[[float, float], float] = (lambda a, b: a - b) if op == "$sub" else _div
-
-        def two(k: int) -> float | None:
-            a, b = left(k), right(k)
-            return None if a is None or b is None else combine(a, b)
-        return two
-    if op in ("$abs", "$exp", "$log"):
-        inner = compile_rank(arg, knns)
-        fn = _UNARY[op]
-
-        def one(k: int) -> float | None:
-            a = inner(k)
-            return None if a is None else fn(a)
-        return one
-    raise InvalidArgumentError(f"Unknown rank operator: {op}")
-
-
-def _compile_knn(arg: Any, knns: list[_Knn]) -> Rank:
-    if not isinstance(arg, dict) or "query" not in arg:
-        raise InvalidArgumentError("$knn requires 'query' field")
-    limit = arg.get("limit", 16)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-        raise InvalidArgumentError(f"$knn limit must be a positive integer, got {limit}")
-    default = arg.get("default")
-    knn = _Knn(arg["query"], str(arg.get("key", EMBEDDING)), limit,
-               None if default is None else _number(default, "$knn default"),
-               bool(arg.get("return_rank", False)))
-    knns.append(knn)
-    return lambda k: knn.found.get(k, knn.default)
-
-
-def _run_knn(store: CollectionStore, knn: _Knn, allowed: np.ndarray | None) -> None:
-    """Fill ``knn.found``: key -> score (or rank) of its nearest ``limit`` allowed records."""
+# ---- Knn on one store -----------------------------------------------------------------
+def run_knn(store: CollectionStore, knn: Knn, allowed: np.ndarray | None,
+            stats: Stats | None = None) -> list[tuple[int, float]]:
+    """The nearest ``limit`` allowed records as (key, score), best first, ties to the
+    record inserted first."""
     if knn.key == EMBEDDING:
         keys, scores = _dense(store, knn, allowed)
     else:
-        keys, scores = _sparse(store, knn, allowed)
+        keys, scores = _sparse(store, knn, allowed, stats)
     if len(scores) > knn.limit:  # the nearest `limit`, and every record tied with the last
         cut = np.partition(scores, knn.limit - 1)[knn.limit - 1]
         near = np.flatnonzero(scores <= cut)
         keys, scores = keys[near], scores[near]
-    # By score, ties to the record inserted first.
     places = store.insertion_ranks(int(k) for k in keys)
     order = np.lexsort((np.fromiter((places[int(k)] for k in keys), np.int64, len(keys)),
                         scores))[:knn.limit]
-    knn.found = {int(keys[i]): (float(r) if knn.return_rank else float(scores[i]))
-                 for r, i in enumerate(order)}
+    return [(int(keys[i]), float(scores[i])) for i in order]
 
 
-def _dense(store: CollectionStore, knn: _Knn,
+def _dense(store: CollectionStore, knn: Knn,
            allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(knn.query, str | dict):
         raise InvalidArgumentError(
@@ -206,18 +75,34 @@ def _dense(store: CollectionStore, knn: _Knn,
     return keys[0, :n].astype(np.int64), dists[0, :n].astype(np.float64)
 
 
-def _sparse(store: CollectionStore, knn: _Knn,
-            allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _sparse_query(store: CollectionStore, knn: Knn) -> SparseVector:
     declared = store.spec.sparse
     if declared is None or store.sparse is None or knn.key != declared["key"]:
         raise InvalidArgumentError(
             f"Knn key {knn.key!r} has no sparse vector index: declare one in the collection's "
             f"schema (SparseVectorIndexConfig) or search {EMBEDDING}")
-    if not isinstance(knn.query, dict) and not hasattr(knn.query, "indices"):
+    query = knn.query
+    if isinstance(query, str):  # weighed by the collection's own function, as Chroma's client does
+        return store.encode_sparse(query)
+    if not isinstance(query, dict) and not hasattr(query, "indices"):
         raise InvalidArgumentError(
-            f"Knn on {knn.key!r} needs a sparse vector, got {type(knn.query).__name__}")
-    weights = store.sparse.query_weights(as_sparse(knn.query), store.count(),
-                                         bool(declared.get("bm25", True)))
+            f"Knn on {knn.key!r} needs a sparse vector or a text, got {type(query).__name__}")
+    return as_sparse(query)
+
+
+def sparse_stats(store: CollectionStore, knn: Knn) -> Stats:
+    query = _sparse_query(store, knn)
+    assert store.sparse is not None
+    return store.count(), {t: store.sparse.document_frequency(t) for t in query.indices.tolist()}
+
+
+def _sparse(store: CollectionStore, knn: Knn, allowed: np.ndarray | None,
+            stats: Stats | None) -> tuple[np.ndarray, np.ndarray]:
+    query = _sparse_query(store, knn)
+    assert store.sparse is not None and store.spec.sparse is not None
+    weights = store.sparse.query_weights(query, store.count(),
+                                         bool(store.spec.sparse.get("bm25", True)),
+                                         None if stats is None else stats)
     keys, scores = store.sparse.scores(weights, store.next_key)
     if allowed is not None:
         keep = np.isin(keys, allowed)
@@ -225,13 +110,26 @@ def _sparse(store: CollectionStore, knn: _Knn,
     return keys, scores
 
 
-# ---- group, limit, select -----------------------------------------------------------
+# ---- rank, group, limit, select over candidates --------------------------------------
+class Table(Protocol):
+    """The candidates a rank is evaluated over: one store's records, or several shards'."""
+
+    def places(self, keys: Iterable[int]) -> Mapping[int, int]:
+        """Each key's place among ``keys`` in insertion order."""
+        ...
+
+    def metadata(self, key: int) -> Metadata | None: ...
+
+    def columns(self, chosen: list[tuple[float | None, int]], select: list[str]) -> dict[str, Any]:
+        ...
+
+
 def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _group(store: CollectionStore, ranked: list[tuple[float, int]],
-           group_by: dict[str, Any], pos: Mapping[int, int]) -> list[tuple[float, int]]:
+def _group(table: Table, ranked: list[tuple[float, int]], group_by: dict[str, Any],
+           pos: Mapping[int, int]) -> list[tuple[float, int]]:
     keys, aggregate = group_by.get("keys"), group_by.get("aggregate")
     if not isinstance(keys, list) or not keys or not isinstance(aggregate, dict) \
             or len(aggregate) != 1:
@@ -244,12 +142,12 @@ def _group(store: CollectionStore, ranked: list[tuple[float, int]],
         raise InvalidArgumentError(f"{op} requires keys and a positive k, got {spec}")
     groups: dict[tuple[Any, ...], list[tuple[float, int]]] = {}
     for score, key in ranked:
-        meta = store.records[store.by_key[key]].metadata or {}
+        meta = table.metadata(key) or {}
         groups.setdefault(tuple(_hashable(meta.get(g)) for g in keys), []).append((score, key))
 
     def sort_key(item: tuple[float, int]) -> tuple[Any, ...]:
         score, key = item
-        meta = store.records[store.by_key[key]].metadata or {}
+        meta = table.metadata(key) or {}
         values = [score if b == SCORE else meta.get(b) for b in by]
         sign = 1 if op == "$min_k" else -1
         # Missing values sort last either way; numbers flip for $max_k.
@@ -259,69 +157,85 @@ def _group(store: CollectionStore, ranked: list[tuple[float, int]],
     return sorted(kept, key=lambda sk: (math.isnan(sk[0]), sk[0], pos[sk[1]]))
 
 
-def _columns(state: CollectionState, chosen: list[tuple[float | None, int]],
-             select: list[str]) -> dict[str, Any]:
+def window(p: Plan, rows: list[Any]) -> list[Any]:
+    return rows[p.offset:] if p.count is None else rows[p.offset:p.offset + p.count]
+
+
+def finish(p: Plan, table: Table) -> dict[str, Any]:
+    """The ranked search's columns, once every Knn's ``found`` is settled."""
+    assert p.rank is not None
+    rank = p.rank
+    candidates = sorted({k for knn in p.knns for k in knn.found})
+    ranked = [(s, k) for k in candidates if (s := rank(k)) is not None]
+    pos = table.places(k for _, k in ranked)
+    ranked.sort(key=lambda sk: (math.isnan(sk[0]), sk[0], pos[sk[1]]))
+    if p.group_by:
+        ranked = _group(table, ranked, p.group_by, pos)
+    chosen: list[tuple[float | None, int]] = list(window(p, ranked))
+    return {**table.columns(chosen, p.select), "select": list(p.select)}
+
+
+class StoreTable:
+    """One store's records, by key."""
+
+    def __init__(self, state: CollectionState) -> None:
+        self.state = state
+        self.store = state.store
+
+    def places(self, keys: Iterable[int]) -> Mapping[int, int]:
+        return self.store.insertion_ranks(keys)
+
+    def metadata(self, key: int) -> Metadata | None:
+        return self.store.records[self.store.by_key[key]].metadata
+
+    def columns(self, chosen: list[tuple[float | None, int]], select: list[str]) -> dict[str, Any]:
+        store = self.store
+        ids = [store.by_key[key] for _, key in chosen]
+        records = [store.records[i] for i in ids]
+        fields = [k for k in select if not k.startswith("#")]
+        out: dict[str, Any] = {"ids": ids, "documents": None, "embeddings": None,
+                               "metadatas": None, "scores": None}
+        if DOCUMENT in select:
+            out["documents"] = [r.document for r in records]
+        if EMBEDDING in select:
+            out["embeddings"] = [row.tolist() for row in store.vectors(ids)] if ids else []
+        if METADATA in select:
+            out["metadatas"] = [r.metadata for r in records]
+        elif fields:
+            out["metadatas"] = [{f: r.metadata[f] for f in fields if f in r.metadata} or None
+                                if r.metadata else None for r in records]
+        if SCORE in select:
+            out["scores"] = [score for score, _ in chosen]
+        return out
+
+
+def kept_records(state: CollectionState, p: Plan) -> tuple[list[str], np.ndarray | None]:
+    """The filter's ids in insertion order, and their keys (None: every record)."""
     store = state.store
-    ids = [store.by_key[key] for _, key in chosen]
-    records = [store.records[i] for i in ids]
-    fields = [k for k in select if not k.startswith("#")]
-    out: dict[str, Any] = {"ids": ids, "documents": None, "embeddings": None,
-                           "metadatas": None, "scores": None}
-    if DOCUMENT in select:
-        out["documents"] = [r.document for r in records]
-    if EMBEDDING in select:
-        out["embeddings"] = [row.tolist() for row in store.vectors(ids)] if ids else []
-    if METADATA in select:
-        out["metadatas"] = [r.metadata for r in records]
-    elif fields:
-        out["metadatas"] = [{f: r.metadata[f] for f in fields if f in r.metadata} or None
-                            if r.metadata else None for r in records]
-    if SCORE in select:
-        out["scores"] = [score for score, _ in chosen]
-    return out
+    if not p.filtered:
+        return store.ordered(), None
+    kept = [i for i in store.ordered() if p.keep(i, store.records[i])]
+    return kept, np.fromiter((store.records[i].key for i in kept), np.int64, len(kept))
 
 
 def run_search(state: CollectionState, search: dict[str, Any]) -> dict[str, Any]:
     """One search's columns: ids, documents, embeddings, metadatas, scores (each None when
     not selected) and the selected keys."""
-    store = state.store
-    keep = compile_filter(search.get("filter"))
-    knns: list[_Knn] = []
-    rank_node = search.get("rank")
-    rank = None if rank_node is None else compile_rank(rank_node, knns)
-    if rank is not None and not knns:
-        raise InvalidArgumentError("A rank expression must contain at least one Knn")
-    select = (search.get("select") or {}).get("keys") or []
-    if not isinstance(select, list) or not all(isinstance(k, str) for k in select):
-        raise InvalidArgumentError(f"Select keys must be a list of strings, got {select}")
-    limit = search.get("limit") or {}
-    offset, count = limit.get("offset") or 0, limit.get("limit")
-    if not isinstance(offset, int) or offset < 0 or \
-            (count is not None and (not isinstance(count, int) or count < 0)):
-        raise InvalidArgumentError(f"Invalid limit {limit}")
+    p = plan(search)
+    kept, allowed = kept_records(state, p)
+    table = StoreTable(state)
+    if p.rank is None:  # the filter's records in insertion order: cut the window first
+        keys = [state.store.records[i].key for i in window(p, kept)]
+        return {**table.columns([(None, k) for k in keys], p.select), "select": list(p.select)}
+    for knn in p.knns:
+        knn.settle(run_knn(state.store, knn, allowed))
+    return finish(p, table)
 
-    filtered = search.get("filter") is not None
-    kept = [i for i in store.ordered() if keep(i, store.records[i])] if filtered \
-        else store.ordered()
-    chosen: list[tuple[float | None, int]]
-    if rank is None:  # the filter's records in insertion order: cut the window first
-        window = kept[offset:] if count is None else kept[offset:offset + count]
-        return {**_columns(state, [(None, store.records[i].key) for i in window], select),
-                "select": list(select)}
-    allowed = np.fromiter((store.records[i].key for i in kept), np.int64, len(kept)) \
-        if filtered else None
-    for knn in knns:
-        _run_knn(store, knn, allowed)
-    candidates = sorted({k for knn in knns for k in knn.found})
-    ranked = [(s, k) for k in candidates if (s := rank(k)) is not None]
-    pos = store.insertion_ranks(k for _, k in ranked)
-    ranked.sort(key=lambda sk: (math.isnan(sk[0]), sk[0], pos[sk[1]]))
-    group_by = search.get("group_by")
-    if group_by:
-        ranked = _group(store, ranked, group_by, pos)
-    chosen = list(ranked)
-    chosen = chosen[offset:] if count is None else chosen[offset:offset + count]
-    return {**_columns(state, chosen, select), "select": list(select)}
+
+def run_searches(state: CollectionState, searches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Chroma's column-major ``SearchResult`` for a batch of searches."""
+    per = [run_search(state, s) for s in searches]
+    return {name: [p[name] for p in per] for name in COLUMNS}
 
 
 def _dense_knns(node: Any) -> list[dict[str, Any]]:
@@ -349,10 +263,3 @@ async def embed_text_queries(searches: list[dict[str, Any]],
     vectors = await embed([k["query"] for k in knns])
     for knn, vector in zip(knns, vectors, strict=True):
         knn["query"] = [float(x) for x in vector]
-
-
-def run_searches(state: CollectionState, searches: list[dict[str, Any]]) -> dict[str, Any]:
-    """Chroma's column-major ``SearchResult`` for a batch of searches."""
-    per = [run_search(state, s) for s in searches]
-    return {name: [p[name] for p in per]
-            for name in ("ids", "documents", "embeddings", "metadatas", "scores", "select")}

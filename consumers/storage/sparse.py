@@ -75,13 +75,17 @@ class SparseIndex:
         postings = self._terms.get(term)
         return 0 if postings is None else len(postings.weights)
 
-    def query_weights(self, query: SparseVector, n_records: int,
-                      bm25: bool) -> list[tuple[int, float]]:
-        """(term, weight) of a query, IDF-scaled with ``bm25`` (Chroma's Idf operator)."""
+    def query_weights(self, query: SparseVector, n_records: int, bm25: bool,
+                      stats: tuple[int, dict[int, int]] | None = None) -> list[tuple[int, float]]:
+        """(term, weight) of a query, IDF-scaled with ``bm25`` (Chroma's Idf operator): by
+        this index's counts, or by ``stats`` (the record count and each term's document
+        frequency over every shard of a collection)."""
+        if stats is not None:
+            n_records = stats[0]
         out = []
         for term, q in zip(query.indices.tolist(), query.values.tolist(), strict=True):
             if bm25:
-                n_t = self.document_frequency(term)
+                n_t = self.document_frequency(term) if stats is None else stats[1].get(term, 0)
                 q *= float(np.log1p((n_records - n_t + 0.5) / (n_t + 0.5)))
             out.append((term, q))
         return out

@@ -19,7 +19,7 @@ from consumers.storage.index import Keys, Matrix, VectorIndex
 from consumers.storage.sparse import SparseIndex
 from consumers.validation import hnsw
 from consumers.validation.where import compile_where, compile_where_document
-from schemas.errors import DimensionMismatchError
+from schemas.errors import DimensionMismatchError, InvalidArgumentError
 from schemas.records import (
     CollectionSpec,
     GetRequest,
@@ -28,6 +28,7 @@ from schemas.records import (
     Mutation,
     Op,
     Record,
+    SparseVector,
     Vector,
     WriteItem,
 )
@@ -204,6 +205,13 @@ class CollectionStore:
             self.index.tune(expansion_add=params["expansion_add"],
                             expansion_search=params["expansion_search"])
 
+    def encode_sparse(self, text: str) -> SparseVector:
+        """A text's terms and weights for the sparse index: the collection's own function, as
+        Chroma's client applies it to a string query before it sends it."""
+        if self._bm25 is None:
+            raise InvalidArgumentError("This collection has no sparse vector index")
+        return self._bm25.encode(text)
+
     def rebuild_sparse(self) -> None:
         """The sparse index from the records (a checkpoint keeps the documents it derives
         from, not the index)."""
@@ -224,7 +232,7 @@ class CollectionStore:
         return len(self.records)
 
     @staticmethod
-    def _rank(r: Record) -> tuple[tuple[int, int], int]:
+    def insertion_rank(r: Record) -> tuple[tuple[int, int], int]:
         """Insertion order: the first insertion's stamp, then the key (apply order), which
         alone orders stamp-less (embedded) records and breaks ties."""
         return (r.order or (0, 0), r.key)
@@ -239,8 +247,8 @@ class CollectionStore:
             self._ordered = None
             return
         records = self.records
-        added.sort(key=lambda i: self._rank(records[i]))
-        first, last = self._rank(records[added[0]]), self._rank(records[added[-1]])
+        added.sort(key=lambda i: self.insertion_rank(records[i]))
+        first, last = self.insertion_rank(records[added[0]]), self.insertion_rank(records[added[-1]])
         if self._tail is not None and first <= self._tail:
             self._ordered = None
             return
@@ -252,8 +260,8 @@ class CollectionStore:
         collection's lock, and do not change it."""
         records = self.records
         if self._ordered is None:
-            self._ordered = sorted(records, key=lambda i: self._rank(records[i]))
-            self._tail = self._rank(records[self._ordered[-1]]) if self._ordered else None
+            self._ordered = sorted(records, key=lambda i: self.insertion_rank(records[i]))
+            self._tail = self.insertion_rank(records[self._ordered[-1]]) if self._ordered else None
             self._gone = set()
         elif self._gone:
             gone, self._gone = self._gone, set()
@@ -264,7 +272,7 @@ class CollectionStore:
         """Each key's place among ``keys`` in insertion order: ties in a search's scores go
         to the record inserted first, as in ``get``, on every replica."""
         records, by_key = self.records, self.by_key
-        ranked = sorted(keys, key=lambda k: self._rank(records[by_key[k]]))
+        ranked = sorted(keys, key=lambda k: self.insertion_rank(records[by_key[k]]))
         return {k: place for place, k in enumerate(ranked)}
 
     def select(self, ids: list[str] | None, where: Metadata | None,
@@ -275,7 +283,7 @@ class CollectionStore:
         filtered delete sees the writes queued before it in the same batch."""
         if ids is not None:
             found = [(r, i) for i in dict.fromkeys(ids) if (r := self.records.get(i)) is not None]
-            found.sort(key=lambda ri: self._rank(ri[0]))
+            found.sort(key=lambda ri: self.insertion_rank(ri[0]))
             chosen = [i for _, i in found]
         else:
             chosen = list(self.ordered())

@@ -21,6 +21,7 @@ from opentelemetry.trace import Span, SpanKind
 from consumers.embedding.embedq import embed_query
 from consumers.reads.query import get_result, query_vectors, search_result
 from consumers.reads.search import embed_text_queries, run_searches
+from consumers.reads.search_gather import shard_candidates, shard_stats
 from consumers.runtime.lifecycle import Component
 from consumers.storage.catalog import Catalog, CollectionState
 from consumers.validation import admin
@@ -204,6 +205,10 @@ class Reader(Component):
             if not isinstance(searches, list) or not searches or \
                     not all(isinstance(s, dict) for s in searches):
                 raise SchemaError("Field 'searches' must be a non-empty list of Search objects")
+            phase = ev.get("phase")  # a sharded search's round (kafka/scatter.py)
+            if phase == "stats":
+                async with self.lock(state.spec.id):
+                    return await anyio.to_thread.run_sync(shard_stats, state, searches)
             embedder = await self.runtimes.get(state.spec.embedding_function)
 
             async def embed(texts: list[str]) -> list[Any]:
@@ -212,6 +217,9 @@ class Reader(Component):
                 await embed_text_queries(searches, None if embedder is None else embed)
             with tracing.span("reader search"):
                 async with self.lock(state.spec.id):
+                    if phase == "candidates":
+                        return await anyio.to_thread.run_sync(
+                            shard_candidates, state, searches, ev.get("stats"))
                     return await anyio.to_thread.run_sync(run_searches, state, searches)
         return await self._admin(op, ev)
 

@@ -6,7 +6,8 @@ Collection admin goes to shard 0, lookups to the first shard that is up. A shard
 group has no member fails the call at once with the retriable ``ShardUnavailableError``; one
 that loses its last member while the call waits fails it at the next liveness check. Only a
 caller that asks for it (``shard_partial_results``) gets a query or get answered by the shards
-that are up, marked ``partial`` with ``missing_shards``; never a partial answer unmarked."""
+that are up, marked ``partial`` with ``missing_shards``; never a partial answer unmarked. A
+search takes two rounds, statistics then candidates (consumers/reads/search_gather.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ import numpy as np
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from consumers.reads.search_gather import fuse_searches, sum_stats
+from consumers.reads.search_plan import EMBEDDING, plan
 from schemas.errors import (
-    InvalidArgumentError,
     RequestTimeoutError,
     ShardUnavailableError,
     UnavailableError,
@@ -98,15 +100,11 @@ class Scatter:
             f"{reader_group(self.backend.topics.readers, shard, self.count)})")
 
     async def call(self, payload: dict[str, Any]) -> Any:
-        b = self.backend
         op = payload.get("op")
+        if op == "search":
+            return await self._search(payload)
         shards = list(range(self.count)) if op in SCATTERED else [0]
         sent = dict(payload)
-        if op == "search" and self.count > 1:
-            # A sharded search needs the whole collection's term statistics and one fusion
-            # of every shard's candidates: not built yet, so refused rather than half-answered.
-            raise InvalidArgumentError(
-                f"search runs on one shard; this deployment has {self.count} shards")
         if op in LOOKUPS:  # every shard's catalog holds every spec: the first that is up
             live = await self._live(list(range(self.count)), fresh=False)
             shards = [next((k for k, ok in live.items() if ok), 0)]
@@ -117,9 +115,39 @@ class Scatter:
         elif op == "get" and sent.get("limit") is not None:  # the global window, cut after
             sent["limit"] = int(sent["limit"]) + int(sent.get("offset") or 0)
             sent["offset"] = None
-        timeout = b.settings.kafka_request_timeout_s
-        deadline = anyio.current_time() + timeout
-        in_part = b.settings.shard_partial_results and op in PARTIAL_OK
+        in_part = self.backend.settings.shard_partial_results and op in PARTIAL_OK
+        results, missing = await self._ask(sent, shards, in_part)
+        if op == "count":
+            return sum(int(n) for n in results)
+        flag = {"partial": True, "missing_shards": sorted(missing)} if missing else {}
+        if op == "query":
+            return {**merge_query(results, payload), **flag}
+        if op == "get":
+            return {**merge_get(results, payload), **flag}
+        return results[0]
+
+    async def _search(self, payload: dict[str, Any]) -> Any:
+        """Two rounds over every shard (consumers/reads/search_gather.py): the sparse Knns'
+        statistics, summed, then each shard's candidates under them, fused here."""
+        shards = list(range(self.count))
+        searches = payload.get("searches")
+        if not isinstance(searches, list) or not searches or \
+                not all(isinstance(s, dict) for s in searches):  # the readers' error, from shard 0
+            return (await self._ask(payload, shards, False))[0][0]
+        plans = [plan(s) for s in searches]  # Chroma's errors before any round trip
+        stats = None
+        if any(knn.key != EMBEDDING for p in plans for knn in p.knns):
+            stats = sum_stats((await self._ask({**payload, "phase": "stats"}, shards, False))[0])
+        candidates, _ = await self._ask({**payload, "phase": "candidates", "stats": stats},
+                                        shards, False)
+        return fuse_searches(searches, candidates)
+
+    async def _ask(self, sent: dict[str, Any], shards: list[int],
+                   in_part: bool) -> tuple[list[Any], list[int]]:
+        """Each shard's result, by shard, and the shards missing from them (only ``in_part``)."""
+        b = self.backend
+        op = sent.get("op")
+        deadline = anyio.current_time() + b.settings.kafka_request_timeout_s
         missing = await self._dead(shards, fresh=False)
         if missing and (not in_part or len(missing) == len(shards)):
             raise self._unavailable(missing[0])
@@ -135,15 +163,7 @@ class Scatter:
         for reply in replies:
             if not reply.get("ok"):
                 raise error_from_wire(reply.get("error") or {})
-        results: list[Any] = [r.get("result") for r in replies]
-        if op == "count":
-            return sum(int(n) for n in results)
-        flag = {"partial": True, "missing_shards": sorted(missing)} if missing else {}
-        if op == "query":
-            return {**merge_query(results, payload), **flag}
-        if op == "get":
-            return {**merge_get(results, payload), **flag}
-        return results[0]
+        return [r.get("result") for r in replies], missing
 
     async def _gather(self, futs: dict[int, asyncio.Future[dict[str, Any]]], deadline: float,
                       missing: list[int] | None) -> list[dict[str, Any]]:

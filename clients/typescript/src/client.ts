@@ -8,7 +8,8 @@ import { getResult, queryResult } from "./results.js";
 import { Socket, type ReconnectOptions, type WebSocketConstructor } from "./socket.js";
 import type {
   DeleteParams, GetParams, GetResult, ImageInput, Include, Metadata, QueryInputs, QueryParams,
-  QueryResult, RecordSet, RequestOptions, SubscribeParams, WriteOptions,
+  QueryResult, RecordSet, RequestOptions, SearchInput, SearchResult, SparseIndex, SubscribeParams,
+  WriteOptions,
 } from "./types.js";
 
 export interface StreamerClientOptions {
@@ -31,6 +32,8 @@ export interface CreateCollectionParams extends RequestOptions {
   /** e.g. { name: "image_loader", config: { roots: ["/photos"] } }: loads URIs server-side. */
   dataLoader?: Builtin | null;
   getOrCreate?: boolean;
+  /** A BM25 sparse vector index for hybrid search (`Collection.search`). */
+  sparse?: SparseIndex | null;
 }
 
 type Write = "add" | "update" | "upsert";
@@ -112,6 +115,14 @@ export class Collection {
     return queryResult<I>(w);
   }
 
+  /** Chroma's Search API: filter, rank (Knn, Rrf, arithmetic), group, limit and select, one
+   *  result per search. */
+  async search(searches: SearchInput | SearchInput[], opts?: RequestOptions): Promise<SearchResult> {
+    const list = Array.isArray(searches) ? searches : [searches];
+    const plain = list.map((s) => (typeof s.toJSON === "function" ? (s.toJSON as () => Record<string, unknown>)() : s));
+    return this.socket.request<SearchResult>({ op: "search", collection: this.id, searches: plain }, opts);
+  }
+
   /** A live query: `for await (const m of collection.subscribe({queryTexts: [...], threshold: 0.3}))`;
    *  `break` or `return()` unsubscribes. Await `ready` to know it is registered. */
   subscribe(p: SubscribeParams): LiveQuery {
@@ -162,6 +173,10 @@ export class StreamerClient {
       op: "create_collection", name: p.name, metadata: p.metadata ?? null,
       ...(p.embeddingFunction !== undefined ? { embedding_function: p.embeddingFunction } : {}),
       data_loader: p.dataLoader ?? null, get_or_create: p.getOrCreate ?? false,
+      ...(p.sparse ? { sparse: {
+        key: p.sparse.key, source_key: p.sparse.sourceKey ?? "#document", bm25: p.sparse.bm25 ?? true,
+        embedding_function: { name: "chroma_bm25", config: p.sparse.config ?? {} },
+      } } : {}),
     }, p);
     return new Collection(this.socket, spec);
   }

@@ -115,3 +115,28 @@ export interface LiveMatch {
   metadata?: Metadata | null;
   uri?: string | null;
 }
+
+/** A BM25 sparse vector index on a key, built from documents (Chroma's
+ *  `SparseVectorIndexConfig` with `ChromaBm25EmbeddingFunction`). */
+export interface SparseIndex {
+  key: string;
+  sourceKey?: "#document";
+  /** chroma_bm25's config (k, b, avg_doc_length, token_max_length, stopwords); {} for its defaults. */
+  config?: Record<string, unknown>;
+  bm25?: boolean;
+}
+
+/** One search in Chroma's dict form (what chromadb's `Search.to_dict()` gives), or an object
+ *  that gives it (`toJSON()`). A `$knn` query may be a text: the server embeds it with the
+ *  collection's own function (dense or BM25). */
+export type SearchInput = Record<string, unknown> | { toJSON(): Record<string, unknown> };
+
+/** Chroma's column-major search result: per search, its rows; a column not selected is null. */
+export interface SearchResult {
+  ids: string[][];
+  documents: ((string | null)[] | null)[];
+  embeddings: (number[][] | null)[];
+  metadatas: ((Metadata | null)[] | null)[];
+  scores: (number[] | null)[];
+  select: string[][];
+}

@@ -129,3 +129,37 @@ test("timeouts and aborts", async () => {
   await assert.rejects(col.count({ signal: AbortSignal.abort() }), (e) => e.name === "AbortError");
   assert.equal(await col.count(), 4); // the socket is still fine
 });
+
+test("search: BM25 and dense ranks fused with Rrf, filtered, selected", async () => {
+  const hybrid = unique("ts-hybrid");
+  const h = await c.createCollection({ name: hybrid, sparse: { key: "sparse" } });
+  try {
+    await h.add({
+      ids: ["p1", "p2", "p3", "p4"],
+      documents: ["the XK-42 valve manual", "a red circle on white", "a blue square",
+        "spare parts for the XK-42 pump"],
+      metadatas: [{ kind: "manual" }, { kind: "shape" }, { kind: "shape" }, { kind: "parts" }],
+    });
+    // Text queries: the server embeds them with the collection's functions (BM25, OpenCLIP).
+    // A record the sparse Knn does not find (no shared word) gets its default rank.
+    const sparse = { $knn: { query: "XK-42", key: "sparse", limit: 10, return_rank: true, default: 1000 } };
+    const dense = { $knn: { query: "XK-42", limit: 10, return_rank: true } };
+    const rrf = { $mul: [{ $val: -1 }, { $sum: [
+      { $div: { left: { $val: 1 }, right: { $sum: [{ $val: 60 }, sparse] } } },
+      { $div: { left: { $val: 1 }, right: { $sum: [{ $val: 60 }, dense] } } }] }] };
+    const byWords = await h.search({ rank: { $knn: { query: "XK-42", key: "sparse" } },
+      limit: { limit: 2 }, select: { keys: ["#document", "#score"] } });
+    assert.deepEqual([...byWords.ids[0]].sort(), ["p1", "p4"]);
+    assert.ok(byWords.scores[0][0] <= byWords.scores[0][1]);
+    assert.deepEqual(byWords.documents[0].map((d) => d.includes("XK-42")), [true, true]);
+    const [fused, filtered] = (await h.search([
+      { rank: rrf, limit: { limit: 4 }, select: { keys: ["#score"] } },
+      { toJSON: () => ({ filter: { kind: "parts" }, rank: sparse, select: { keys: ["kind"] } }) },
+    ])).ids;
+    assert.equal(fused.length, 4);
+    assert.deepEqual([...fused.slice(0, 2)].sort(), ["p1", "p4"]);  // the exact word wins
+    assert.deepEqual(filtered, ["p4"]);
+  } finally {
+    await c.deleteCollection({ name: hybrid });
+  }
+});
