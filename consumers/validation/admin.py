@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, get_args
 
-from consumers.validation.hnsw import configured, modified
+from consumers.validation.hnsw import CREATE_KEYS as HNSW_CREATE_KEYS
+from consumers.validation.hnsw import modified
+from consumers.validation.hnsw import parse as parse_hnsw
 from consumers.validation.validate import (
     validate_collection_metadata,
     validate_collection_name,
@@ -121,8 +123,8 @@ def create(existing: Existing, name: str, *, metadata: dict[str, Any] | None,
     configuration's ``hnsw`` section (checked here: a Kafka producer may send any)."""
     validate_collection_metadata(metadata)
     validate_collection_name(name)
-    named_space = (hnsw or {}).get("space")  # a configuration's space beats the metadata's
-    hnsw = configured({"hnsw": hnsw})
+    section = parse_hnsw(hnsw, HNSW_CREATE_KEYS)
+    named_space = section.pop("space", None)  # a configuration's space beats the metadata's
     if client_embedding_function is not None and not isinstance(client_embedding_function, dict):
         raise InvalidArgumentError("invalid type: expected an embedding function configuration "
                                    f"object, got {client_embedding_function!r}")
@@ -136,7 +138,8 @@ def create(existing: Existing, name: str, *, metadata: dict[str, Any] | None,
         chosen = named_space
     spec = CollectionSpec(id=str(uuid.uuid4()), name=name, metadata=metadata, space=chosen,
                           dtype=dtype, embedding_function=embedding_function,
-                          data_loader=data_loader, sparse=validate_sparse(sparse), hnsw=hnsw,
+                          data_loader=data_loader, sparse=validate_sparse(sparse),
+                          hnsw=section or None,
                           client_embedding_function=client_embedding_function)
     return Created(spec, new=True)
 

@@ -63,13 +63,6 @@ def parse(section: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def configured(configuration: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The HNSW parameters (less the space) a create's configuration sets, or None."""
-    given = parse((configuration or {}).get("hnsw"), CREATE_KEYS)
-    given.pop("space", None)
-    return given or None
-
-
 def modified(spec: CollectionSpec, configuration: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The spec's HNSW parameters after a modify's ``configuration``."""
     if configuration is None:
