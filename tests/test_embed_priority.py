@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from consumers.embedding.embedq import INGEST_STEP, EmbedExecutor, embed_query, embed_steps
+from consumers.embedding.embedq import (
+    INGEST_STEP,
+    MAX_STEP,
+    STEP_TARGET_S,
+    EmbedExecutor,
+    embed_query,
+    embed_steps,
+)
 from consumers.write.pipeline import call_embedder
 from schemas.errors import EmbeddingError
 
@@ -99,3 +106,24 @@ def test_shutdown_runs_what_was_queued_and_refuses_more() -> None:
     assert [f.result() for f in futures] == [0, 2, 4, 6, 8]
     with pytest.raises(RuntimeError):
         pool.submit(lambda: None)
+
+
+async def test_ingestion_steps_last_about_the_target_whatever_the_model_speed() -> None:
+    """A step is as many inputs as the model embeds in ``STEP_TARGET_S``, from the times the
+    model thread reports (given here, not measured): a query waits about as long on a slow
+    model as on a fast one."""
+    pool = EmbedExecutor("test-embed")
+    slow, fast, fresh = Recorder(), Recorder(), Recorder()
+    try:
+        pool.observe(slow, 8, 8 * STEP_TARGET_S / 2)  # two inputs fill a step
+        pool.observe(fast, 8, 8 * STEP_TARGET_S / 1000)
+        assert pool.step(slow) == 2
+        assert pool.step(fast) == MAX_STEP
+        assert pool.step(fresh) == INGEST_STEP
+        pool.observe(slow, 1, 3 * STEP_TARGET_S)  # slower now: the average follows
+        assert pool.step(slow) == 1
+        photos = [f"photo-{i}" for i in range(5)]
+        await embed_steps(pool, call_embedder, slow, photos)
+    finally:
+        await asyncio.to_thread(pool.shutdown)
+    assert slow.calls == [[p] for p in photos]
