@@ -56,11 +56,14 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--queries", type=int, default=200, help="idle queries")
+    parser.add_argument("--checkpoint", default=None,
+                        help="open_clip weights file (default: random, seed 0, written once here)")
     args = parser.parse_args()
     ensure_broker()
     work = Path(tempfile.mkdtemp(prefix="bench-mixed-"))
     uris = photo_files(args.images, work / "photos")
-    ef_kwargs = {"model_name": args.model, "checkpoint": weights(args.model, None, work)}
+    ef_kwargs = {"model_name": args.model,
+                 "checkpoint": weights(args.model, args.checkpoint, work)}
     svc = ServiceProcess(new_prefix(), work / "svc", extra_env={
         "STREAMER_BATCH_MAX_ITEMS": str(CHUNK), "STREAMER_BATCH_MAX_WAIT_MS": "50"})
     svc.start()
@@ -98,8 +101,9 @@ def main() -> None:
     idle_p50, idle_p99 = percentiles(idle)
     mix_p50, mix_p99 = percentiles(during)
     alone_rate = statistics.median(alone)
-    print(f"\nmachine: {machine()}; load average now {load_avg()}; model {args.model} (random "
-          f"weights), {args.images} photos, add(uris) {CHUNK} per call, text queries n_results=5")
+    print(f"\nmachine: {machine()}; load average now {load_avg()}; model {args.model}, weights "
+          f"{Path(ef_kwargs['checkpoint']).name}, {args.images} photos, add(uris) {CHUNK} per "
+          "call, text queries n_results=5")
     print("| text query over the reply topic | n | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
     print(f"| idle service | {len(idle)} | {idle_p50 * 1e3:.1f} | {idle_p99 * 1e3:.1f} | "
