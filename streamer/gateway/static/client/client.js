@@ -78,6 +78,13 @@ export class Collection {
         }, p);
         return queryResult(w);
     }
+    /** Chroma's Search API: filter, rank (Knn, Rrf, arithmetic), group, limit and select, one
+     *  result per search. */
+    async search(searches, opts) {
+        const list = Array.isArray(searches) ? searches : [searches];
+        const plain = list.map((s) => (typeof s.toJSON === "function" ? s.toJSON() : s));
+        return this.socket.request({ op: "search", collection: this.id, searches: plain }, opts);
+    }
     /** A live query: `for await (const m of collection.subscribe({queryTexts: [...], threshold: 0.3}))`;
      *  `break` or `return()` unsubscribes. Await `ready` to know it is registered. */
     subscribe(p) {
@@ -122,6 +129,10 @@ export class StreamerClient {
             op: "create_collection", name: p.name, metadata: p.metadata ?? null,
             ...(p.embeddingFunction !== undefined ? { embedding_function: p.embeddingFunction } : {}),
             data_loader: p.dataLoader ?? null, get_or_create: p.getOrCreate ?? false,
+            ...(p.sparse ? { sparse: {
+                    key: p.sparse.key, source_key: p.sparse.sourceKey ?? "#document", bm25: p.sparse.bm25 ?? true,
+                    embedding_function: { name: "chroma_bm25", config: p.sparse.config ?? {} },
+                } } : {}),
         }, p);
         return new Collection(this.socket, spec);
     }
