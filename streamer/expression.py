@@ -8,6 +8,7 @@ objects work as well."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,9 +17,9 @@ import numpy as np
 
 
 # ---- filters ------------------------------------------------------------------------
-class Where:
-    def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+class Where(ABC):
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]: ...
 
     def __and__(self, other: Where) -> Where:
         return _Logic("$and", [*_flat(self, "$and"), *_flat(other, "$and")])
@@ -123,9 +124,9 @@ def _rank(value: Rank | float | int) -> Rank:
     return value if isinstance(value, Rank) else Val(value)
 
 
-class Rank:
-    def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+class Rank(ABC):
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]: ...
 
     def _fold(self, op: str, other: Rank | float | int) -> Rank:
         right = _rank(other)

@@ -11,7 +11,6 @@ from typing import Any
 import chromadb.errors
 import numpy as np
 import pytest
-from chromadb import EmbeddingFunction as TheirFunction
 from chromadb.api import ClientAPI
 from chromadb.utils.embedding_functions.open_clip_embedding_function import (
     OpenCLIPEmbeddingFunction as TheirOpenCLIP,
@@ -23,7 +22,7 @@ from consumers.storage.store import CollectionStore
 from schemas.errors import InvalidArgumentError
 from schemas.records import CollectionSpec, Mutation
 from streamer.embedding_functions import OpenCLIPEmbeddingFunction
-from tests.test_chroma_parity import chroma, chroma_client
+from tests.test_chroma_parity import _ChromaStyleEF, chroma, chroma_client
 
 __all__ = ["chroma", "chroma_client"]  # the fixtures, used by name
 
@@ -89,28 +88,12 @@ def test_an_explicit_openclip_function_is_cosine_like_chromas(chroma: ClientAPI,
                                                               client: streamer.Client) -> None:
     """Chroma's guide passes ``OpenCLIPEmbeddingFunction()``: its ``default_space()`` is
     cosine in both. Chroma's real class needs open_clip weights to construct, so its side is
-    a function with that class's ``default_space``."""
-    class TheirsStandIn(TheirFunction):  # type: ignore[type-arg]
+    a user's function with that class's ``default_space``."""
+    class TheirsStandIn(_ChromaStyleEF):
         default_space = TheirOpenCLIP.default_space
 
-        def __init__(self) -> None:
-            pass
-
-        def __call__(self, input: Any) -> Any:
-            return [np.ones(2, dtype=np.float32) for _ in input]
-
-        @staticmethod
-        def name() -> str:
-            return "open-clip-space-stand-in"
-
-        def get_config(self) -> dict[str, Any]:
-            return {}
-
-        @staticmethod
-        def build_from_config(config: dict[str, Any]) -> TheirsStandIn:
-            return TheirsStandIn()
-
-    theirs: Any = chroma.create_collection("clip", embedding_function=TheirsStandIn())
+    their_client: Any = chroma  # chromadb types the function by its input types
+    theirs = their_client.create_collection("clip", embedding_function=TheirsStandIn())
     ours = client.create_collection("clip", embedding_function=OpenCLIPEmbeddingFunction())
     assert ours.configuration_json["hnsw"]["space"] == \
         theirs.configuration_json["hnsw"]["space"] == "cosine"
